@@ -1,0 +1,35 @@
+# floyd — the two commands that matter: `make demo` and `make test`.
+# Everything they need is installed by scripts/setup (idempotent); see DEVELOPERS.md.
+
+.PHONY: all setup test test-rust test-loom test-python test-node demo bench stress fuzz-smoke lint fmt clean
+
+all: test
+
+setup:
+	scripts/setup
+
+test: setup
+	scripts/test
+
+demo:
+	cargo run --release --locked -p floyd --example demo
+
+bench:
+	scripts/bench
+
+stress:
+	FLOYD_CRASH_TRIALS=2000 cargo test --release --locked -p floyd-tests --test crash -- --nocapture
+
+fuzz-smoke:
+	scripts/fuzz-smoke
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf .venv bindings/node/node_modules floyd-data

@@ -1,0 +1,16 @@
+//! floyd: what Kubernetes controllers do — keep N instances running, roll them to a new
+//! version batch by batch, stop on failing health checks, roll back, route traffic to ready
+//! instances — as one embeddable library without a cluster.
+//!
+//! Data flows one way (see `docs/ARCHITECTURE.md`):
+//! `log → snapshot → store → informer → workqueue → controllers`; controllers write back
+//! only through the store.
+
+#![deny(unsafe_code)]
+
+pub mod clock;
+pub mod error;
+pub(crate) mod sync;
+
+pub use clock::{Clock, FakeClock, SharedClock, SystemClock};
+pub use error::{Error, ErrorKind, Result};
