@@ -10,7 +10,11 @@
 
 pub mod clock;
 pub mod error;
+pub mod log;
+pub mod snapshot;
+pub mod store;
 pub(crate) mod sync;
+pub mod workqueue;
 
 pub use clock::{Clock, FakeClock, SharedClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};

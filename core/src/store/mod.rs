@@ -1,0 +1,5 @@
+//! The store: the embedded API server over the event log.
+
+pub mod object;
+pub mod selector;
+pub mod validate;
