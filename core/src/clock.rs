@@ -76,7 +76,9 @@ const FAKE_WALL_ORIGIN_SECS: u64 = 1_767_225_600;
 
 impl fmt::Debug for FakeClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FakeClock").field("elapsed", &self.elapsed()).finish()
+        f.debug_struct("FakeClock")
+            .field("elapsed", &self.elapsed())
+            .finish()
     }
 }
 
@@ -211,7 +213,11 @@ mod tests {
         assert_eq!(hits.load(Ordering::SeqCst), 1);
         drop(waker);
         clock.advance(Duration::from_secs(1));
-        assert_eq!(hits.load(Ordering::SeqCst), 1, "dropped wakers are not called");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "dropped wakers are not called"
+        );
         assert_eq!(clock.park_timeout(clock.now()), None);
     }
 

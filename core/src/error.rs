@@ -115,7 +115,11 @@ impl Error {
     }
 
     /// A `Corrupt` error for `file`.
-    pub fn corrupt(file: impl Into<PathBuf>, offset: Option<u64>, reason: impl Into<String>) -> Error {
+    pub fn corrupt(
+        file: impl Into<PathBuf>,
+        offset: Option<u64>,
+        reason: impl Into<String>,
+    ) -> Error {
         Error::Corrupt {
             file: file.into(),
             offset,
@@ -140,10 +144,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// instead of panicking as `Duration::from_secs_f64` would.
 pub fn duration_from_secs(field: &str, secs: f64) -> Result<std::time::Duration> {
     if secs.is_nan() {
-        return Err(Error::invalid(field, "must be a number of seconds, got NaN"));
+        return Err(Error::invalid(
+            field,
+            "must be a number of seconds, got NaN",
+        ));
     }
     if secs < 0.0 {
-        return Err(Error::invalid(field, format!("must not be negative, got {secs}")));
+        return Err(Error::invalid(
+            field,
+            format!("must not be negative, got {secs}"),
+        ));
     }
     std::time::Duration::try_from_secs_f64(secs)
         .map_err(|_| Error::invalid(field, format!("{secs} seconds is out of range")))
@@ -159,7 +169,10 @@ mod tests {
             duration_from_secs("t", 1.5).unwrap(),
             std::time::Duration::from_millis(1500)
         );
-        assert_eq!(duration_from_secs("t", 0.0).unwrap(), std::time::Duration::ZERO);
+        assert_eq!(
+            duration_from_secs("t", 0.0).unwrap(),
+            std::time::Duration::ZERO
+        );
         for bad in [f64::NAN, -1.0, f64::INFINITY, f64::NEG_INFINITY, 1e300] {
             let e = duration_from_secs("timeout", bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Invalid, "{bad}");

@@ -1,1 +1,1076 @@
-//! (being built)
+//! The event log: floyd's single source of truth. Fixed-size, preallocated, memory-mapped
+//! segment files hold checksummed frames; producers append without locks (one `fetch_add`
+//! on the tail, write, publish the length word last — see `raw`); readers follow the
+//! published prefix in place; a background thread syncs it (group commit), prepares the next
+//! segment and unblocks abandoned claims. Recovery on open keeps the intact prefix, cuts a
+//! torn tail (keeping a `.broken` copy) and refuses damage in the middle (`Corrupt`).
+//!
+//! The log knows nothing of objects: a frame is `(rv, kind: u16, payload bytes)`, and the
+//! resource version of a frame is its global byte position, so it is strictly increasing in
+//! log order and a cursor can seek to it. The store gives frames meaning.
+
+#![allow(unsafe_code)] // only `raw` and the storage shims use it; see their SAFETY notes
+
+pub mod frame;
+pub mod raw;
+mod recovery;
+pub mod storage;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::error::{Error, Result};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+use frame::{SEGMENT_HEADER_LEN, SegmentHeader};
+use raw::{RawSegment, Read, Tail};
+pub use recovery::RecoveryReport;
+pub use storage::{FileStorage, MemStorage, PowerCutReport, SimStorage, Storage};
+
+/// Default segment size: 64 MiB.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+/// Default group-commit interval in `batch` mode.
+pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(5);
+/// Default group-commit size trigger in `batch` mode.
+pub const DEFAULT_BATCH_BYTES: u64 = 1 << 20;
+/// How long a claim may stay unpublished before the background thread pads it over.
+pub const DEFAULT_UNBLOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the background thread looks for stuck claims when nothing else wakes it.
+const IDLE_TICK: Duration = Duration::from_millis(50);
+
+/// When an append counts as acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledged once published (page cache); survives a process crash, not power loss.
+    None,
+    /// Acknowledged once published; a background group commit syncs every `interval` or
+    /// every `bytes` of new frames, whichever comes first.
+    Batch { interval: Duration, bytes: u64 },
+    /// Acknowledged only after the frame and every earlier frame are synced; concurrent
+    /// appenders share one sync.
+    Always,
+}
+
+impl Durability {
+    /// `batch` with the default 5 ms / 1 MiB triggers.
+    pub const fn batch() -> Durability {
+        Durability::Batch {
+            interval: DEFAULT_BATCH_INTERVAL,
+            bytes: DEFAULT_BATCH_BYTES,
+        }
+    }
+
+    /// Parses `"none" | "batch" | "always"`.
+    pub fn parse(s: &str) -> Result<Durability> {
+        match s {
+            "none" => Ok(Durability::None),
+            "batch" => Ok(Durability::batch()),
+            "always" => Ok(Durability::Always),
+            _ => Err(Error::invalid(
+                "durability",
+                format!("expected \"none\", \"batch\" or \"always\", got {s:?}"),
+            )),
+        }
+    }
+}
+
+/// Log configuration.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub segment_size: u64,
+    pub durability: Durability,
+    pub unblock_timeout: Duration,
+    /// Touch every page of a new segment before it is used.
+    pub prefault: bool,
+    /// Recovery verifies frames from this position on (the newest snapshot's version);
+    /// earlier segments only have their headers checked.
+    pub verify_from: u64,
+    pub clock: SharedClock,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            durability: Durability::batch(),
+            unblock_timeout: DEFAULT_UNBLOCK_TIMEOUT,
+            prefault: true,
+            verify_from: 0,
+            clock: SystemClock::shared(),
+        }
+    }
+}
+
+impl LogConfig {
+    fn validate(&self) -> Result<()> {
+        let s = self.segment_size;
+        if !(frame::MIN_SEGMENT_SIZE..=frame::MAX_SEGMENT_SIZE).contains(&s)
+            || !s.is_multiple_of(4096)
+        {
+            return Err(Error::invalid(
+                "segment_size",
+                format!(
+                    "must be a multiple of 4096 between {} and {}, got {s}",
+                    frame::MIN_SEGMENT_SIZE,
+                    frame::MAX_SEGMENT_SIZE
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One segment: its mapping plus its file name.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    raw: RawSegment,
+    name: String,
+}
+
+impl Segment {
+    fn end(&self) -> u64 {
+        self.raw.base + self.raw.size as u64
+    }
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("seg-{seq:016x}.log")
+}
+fn prepared_name(seq: u64) -> String {
+    format!("seg-{seq:016x}.prep")
+}
+
+/// A frame read from the log; `payload` borrows the mapping (zero-copy).
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub rv: u64,
+    pub kind: u16,
+    pub payload: Bytes,
+}
+
+/// Counters describing the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Position of the next claim.
+    pub tail: u64,
+    /// Everything before this position is published.
+    pub published: u64,
+    /// Everything before this position is durable.
+    pub synced: u64,
+    /// The first position still in the log.
+    pub oldest: u64,
+    pub segments: u64,
+    pub bytes: u64,
+    pub syncs: u64,
+    pub unblocked_claims: u64,
+    pub truncated_bytes: u64,
+}
+
+struct SyncState {
+    /// Published watermark: segment sequence and offset of the first unpublished frame.
+    wseq: u64,
+    woff: usize,
+    published: u64,
+    synced: u64,
+    /// `(published, since)`: when the watermark last moved, for the unblocker.
+    stalled_since: Option<(u64, Instant)>,
+    want_sync: bool,
+    syncs: u64,
+    unblocked: u64,
+}
+
+pub(crate) struct Inner {
+    storage: Arc<dyn Storage>,
+    cfg: LogConfig,
+    tail: Tail,
+    current: ArcSwap<Segment>,
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    rotate_lock: Mutex<()>,
+    /// The next segment, created ahead of need. Only code holding this lock creates
+    /// prepared segment files, so two threads never race on one file name.
+    prepared: Mutex<Option<Segment>>,
+    state: Mutex<SyncState>,
+    /// Wakes the background thread.
+    work: Condvar,
+    /// Wakes appenders waiting for a sync.
+    synced_cv: Condvar,
+    synced_pos: AtomicU64,
+    readers_waiting: AtomicU32,
+    new_data: Mutex<()>,
+    new_data_cv: Condvar,
+    closed: AtomicBool,
+    poisoned: Mutex<Option<String>>,
+    is_poisoned: AtomicBool,
+    oldest: AtomicU64,
+    truncated_bytes: u64,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("storage", &self.storage)
+            .finish()
+    }
+}
+
+/// The event log. Dropping it closes it (a final sync, then the background thread stops).
+#[derive(Debug)]
+pub struct Log {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Releases a claim that was never published (a panic between claim and publish): the
+/// frame becomes padding so readers and acknowledgements move past it.
+struct ClaimGuard<'a> {
+    seg: &'a Segment,
+    claim: Option<&'a raw::Claim>,
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.claim.take() {
+            let off = c.offset() as usize;
+            let _ = self.seg.raw.unblock(off, off + c.len() as usize);
+        }
+    }
+}
+
+impl Log {
+    /// Opens (or creates) a log in `dir` on real files.
+    pub fn open_dir(dir: impl AsRef<Path>, cfg: LogConfig) -> Result<(Log, RecoveryReport)> {
+        let storage = Arc::new(FileStorage::new(dir)?);
+        Log::open(storage, cfg)
+    }
+
+    /// An in-memory log (nothing persisted).
+    pub fn memory(cfg: LogConfig) -> Result<Log> {
+        let cfg = LogConfig {
+            durability: Durability::None,
+            ..cfg
+        };
+        Log::open(Arc::new(MemStorage::default()), cfg).map(|(l, _)| l)
+    }
+
+    /// Opens a log over any storage, running recovery first.
+    pub fn open(storage: Arc<dyn Storage>, cfg: LogConfig) -> Result<(Log, RecoveryReport)> {
+        cfg.validate()?;
+        let rec = recovery::recover(storage.as_ref(), &cfg)?;
+        let mut segments = BTreeMap::new();
+        let mut segs = rec.segments;
+        if segs.is_empty() {
+            let s = create_segment(storage.as_ref(), &cfg, 0, 0)?;
+            storage.rename(&prepared_name(0), &segment_name(0))?;
+            storage.sync_dir()?;
+            segs.push(Segment {
+                raw: s.raw,
+                name: segment_name(0),
+            });
+        }
+        let mut last = None;
+        for s in segs {
+            let s = Arc::new(s);
+            last = Some(s.clone());
+            segments.insert(s.raw.seq, s);
+        }
+        let last = last.expect("at least one segment");
+        let first = segments
+            .values()
+            .next()
+            .expect("at least one segment")
+            .clone();
+        let (tail_seq, tail_off) = match rec.end {
+            Some((seq, off)) => (seq, off),
+            None => (last.raw.seq, SEGMENT_HEADER_LEN),
+        };
+        let tail_pos = segments[&tail_seq].raw.base + tail_off as u64;
+        let inner = Arc::new(Inner {
+            tail: Tail::new(tail_seq, tail_off as u64),
+            current: ArcSwap::new(last.clone()),
+            segments: RwLock::new(segments),
+            rotate_lock: Mutex::new(()),
+            prepared: Mutex::new(None),
+            state: Mutex::new(SyncState {
+                wseq: tail_seq,
+                woff: tail_off,
+                published: tail_pos,
+                synced: tail_pos,
+                stalled_since: None,
+                want_sync: false,
+                syncs: 0,
+                unblocked: 0,
+            }),
+            work: Condvar::new(),
+            synced_cv: Condvar::new(),
+            synced_pos: AtomicU64::new(tail_pos),
+            readers_waiting: AtomicU32::new(0),
+            new_data: Mutex::new(()),
+            new_data_cv: Condvar::new(),
+            closed: AtomicBool::new(false),
+            poisoned: Mutex::new(None),
+            is_poisoned: AtomicBool::new(false),
+            oldest: AtomicU64::new(first.raw.base + SEGMENT_HEADER_LEN as u64),
+            truncated_bytes: rec.report.truncated_bytes,
+            storage,
+            cfg,
+        });
+        let bg = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("floyd-log".into())
+            .spawn(move || bg.background())
+            .map_err(|e| Error::io("spawn the log thread", e))?;
+        Ok((
+            Log {
+                inner,
+                thread: Mutex::new(Some(thread)),
+            },
+            rec.report,
+        ))
+    }
+
+    /// Largest payload one frame can carry with this segment size.
+    pub fn max_payload(&self) -> usize {
+        self.inner.cfg.segment_size as usize - SEGMENT_HEADER_LEN - frame::EVENT_HEADER_LEN
+    }
+
+    /// Appends one frame and returns its resource version once it is acknowledged under
+    /// the log's durability mode.
+    pub fn append(&self, kind: u16, payload: &[u8]) -> Result<u64> {
+        let rv = self.inner.append(kind, payload)?;
+        let end = rv + frame::event_frame_len(payload.len()) as u64;
+        self.inner.after_publish(end)?;
+        Ok(rv)
+    }
+
+    /// Appends without waiting for durability (the caller waits with [`Log::wait_durable`]
+    /// later, e.g. after releasing its own locks). Returns `(rv, end position)`.
+    pub fn append_nowait(&self, kind: u16, payload: &[u8]) -> Result<(u64, u64)> {
+        let rv = self.inner.append(kind, payload)?;
+        let end = rv + frame::event_frame_len(payload.len()) as u64;
+        self.inner.notify_readers();
+        Ok((rv, end))
+    }
+
+    /// Waits until everything before `end` is acknowledged under the durability mode.
+    pub fn wait_durable(&self, end: u64) -> Result<()> {
+        self.inner.after_publish_no_notify(end)
+    }
+
+    /// Syncs everything published so far, whatever the mode; returns the synced position.
+    pub fn sync(&self) -> Result<u64> {
+        self.inner.check_open()?;
+        let target = self.inner.tail_position();
+        self.inner.wait_synced(target, true)?;
+        Ok(self.inner.synced_pos.load(Ordering::Acquire))
+    }
+
+    /// A cursor at the first retained frame.
+    pub fn cursor(&self) -> Result<Cursor> {
+        let first = self
+            .inner
+            .segments
+            .read()
+            .values()
+            .next()
+            .cloned()
+            .expect("a segment");
+        Ok(Cursor {
+            inner: self.inner.clone(),
+            seg: first,
+            off: SEGMENT_HEADER_LEN,
+        })
+    }
+
+    /// A cursor whose first frame is the first one with `rv > after`. `Expired` if frames
+    /// after `after` were compacted away.
+    pub fn cursor_after(&self, after: u64) -> Result<Cursor> {
+        let oldest = self.oldest();
+        if after + 1 < oldest {
+            return Err(Error::Expired(format!(
+                "version {after} is older than the oldest retained version {oldest}"
+            )));
+        }
+        let seg = {
+            let segs = self.inner.segments.read();
+            segs.values()
+                .rev()
+                .find(|s| s.raw.base <= after)
+                .or_else(|| segs.values().next())
+                .cloned()
+                .expect("a segment")
+        };
+        let mut c = Cursor {
+            inner: self.inner.clone(),
+            seg,
+            off: SEGMENT_HEADER_LEN,
+        };
+        c.skip_through(after)?;
+        Ok(c)
+    }
+
+    /// The first position still in the log.
+    pub fn oldest(&self) -> u64 {
+        self.inner.oldest.load(Ordering::Acquire)
+    }
+
+    /// Position of the next claim (an upper bound of every rv handed out).
+    pub fn tail_position(&self) -> u64 {
+        self.inner.tail_position()
+    }
+
+    /// Everything before this position is published (all frames readable).
+    pub fn published_position(&self) -> u64 {
+        self.inner.advance_watermark()
+    }
+
+    /// Everything before this position is durable.
+    pub fn synced_position(&self) -> u64 {
+        self.inner.synced_pos.load(Ordering::Acquire)
+    }
+
+    /// Removes whole segments that end at or before `before` (never the current one).
+    /// Returns how many were removed.
+    pub fn compact(&self, before: u64) -> Result<usize> {
+        let victims: Vec<Arc<Segment>> = {
+            let mut segs = self.inner.segments.write();
+            let current = self.inner.current.load().raw.seq;
+            let vs: Vec<u64> = segs
+                .values()
+                .filter(|s| s.end() <= before && s.raw.seq < current)
+                .map(|s| s.raw.seq)
+                .collect();
+            let removed = vs.iter().filter_map(|q| segs.remove(q)).collect();
+            let first = segs.values().next().expect("current stays");
+            self.inner.oldest.store(
+                first.raw.base + SEGMENT_HEADER_LEN as u64,
+                Ordering::Release,
+            );
+            removed
+        };
+        for s in &victims {
+            self.inner.storage.remove(&s.name)?;
+        }
+        if !victims.is_empty() {
+            self.inner.storage.sync_dir()?;
+        }
+        Ok(victims.len())
+    }
+
+    pub fn stats(&self) -> LogStats {
+        let published = self.inner.advance_watermark();
+        let st = self.inner.state.lock();
+        let segs = self.inner.segments.read();
+        LogStats {
+            tail: self.inner.tail_position(),
+            published,
+            synced: self.inner.synced_pos.load(Ordering::Acquire),
+            oldest: self.oldest(),
+            segments: segs.len() as u64,
+            bytes: segs.values().map(|s| s.raw.size as u64).sum(),
+            syncs: st.syncs,
+            unblocked_claims: st.unblocked,
+            truncated_bytes: self.inner.truncated_bytes,
+        }
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.inner.cfg.durability
+    }
+
+    /// Closes the log: refuses new appends, syncs what was published (unless the log is
+    /// poisoned), stops the background thread. Idempotent.
+    pub fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        {
+            let _st = self.inner.state.lock();
+            self.inner.work.notify_all();
+            self.inner.synced_cv.notify_all();
+        }
+        self.inner.wake_readers();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+        self.inner.check_poison()
+    }
+
+    /// Stops the background thread without the final sync, as a crash would (tests).
+    pub fn abandon(self) {
+        self.inner.is_poisoned.store(true, Ordering::Release);
+        *self.inner.poisoned.lock() = Some("abandoned".into());
+        let _ = self.close();
+    }
+
+    /// Test hook: claims space and never publishes it, as a producer that stalled forever
+    /// between claim and publish would.
+    #[doc(hidden)]
+    pub fn leak_claim_for_test(&self, payload_len: usize) {
+        let len = frame::event_frame_len(payload_len) as u32;
+        let _ = self.inner.tail.claim(len);
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+impl Inner {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::ShutDown("the log is closed".into()));
+        }
+        self.check_poison()
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        if self.is_poisoned.load(Ordering::Acquire) {
+            let why = self.poisoned.lock().clone().unwrap_or_default();
+            return Err(Error::io(
+                "the log is poisoned by an earlier storage failure; reopen to recover",
+                std::io::Error::other(why),
+            ));
+        }
+        Ok(())
+    }
+
+    fn poison(&self, why: String) {
+        tracing::error!(%why, "log poisoned");
+        *self.poisoned.lock() = Some(why);
+        self.is_poisoned.store(true, Ordering::Release);
+        let _st = self.state.lock();
+        self.synced_cv.notify_all();
+    }
+
+    fn tail_position(&self) -> u64 {
+        let (tag, off) = self.tail.load();
+        let cur = self.current.load();
+        if raw::seq_tag(cur.raw.seq) == tag {
+            cur.raw.base + off.min(cur.raw.size as u64)
+        } else {
+            self.segment_by_tag(tag)
+                .map(|s| s.raw.base + off.min(s.raw.size as u64))
+                .unwrap_or(cur.raw.base)
+        }
+    }
+
+    fn segment_by_tag(&self, tag: u64) -> Option<Arc<Segment>> {
+        let cur = self.current.load_full();
+        if raw::seq_tag(cur.raw.seq) == tag {
+            return Some(cur);
+        }
+        self.segments
+            .read()
+            .values()
+            .rev()
+            .find(|s| raw::seq_tag(s.raw.seq) == tag)
+            .cloned()
+    }
+
+    fn append(&self, kind: u16, payload: &[u8]) -> Result<u64> {
+        self.check_open()?;
+        let max = self.cfg.segment_size as usize - SEGMENT_HEADER_LEN - frame::EVENT_HEADER_LEN;
+        if payload.len() > max {
+            return Err(Error::invalid(
+                "payload",
+                format!(
+                    "{} bytes exceeds the largest frame of {max} bytes",
+                    payload.len()
+                ),
+            ));
+        }
+        let len = frame::event_frame_len(payload.len()) as u32;
+        loop {
+            let claim = self.tail.claim(len);
+            let Some(seg) = self.segment_by_tag(claim.seq_tag()) else {
+                // The claim's segment is gone (compacted after the unblocker padded a claim
+                // of ours that stalled): claim again.
+                self.check_open()?;
+                continue;
+            };
+            let off = claim.offset();
+            let size = seg.raw.size as u64;
+            if off + len as u64 <= size {
+                let mut guard = ClaimGuard {
+                    seg: &seg,
+                    claim: Some(&claim),
+                };
+                let r = seg.raw.write_event(&claim, kind, payload);
+                guard.claim = None;
+                match r {
+                    Ok(rv) => return Ok(rv),
+                    Err(raw::Lost) => {
+                        self.check_open()?;
+                        continue;
+                    }
+                }
+            }
+            if off < size {
+                seg.raw.pad_to_end(&claim);
+            }
+            self.rotate(seg.raw.seq)?;
+        }
+    }
+
+    fn after_publish(&self, end: u64) -> Result<()> {
+        self.notify_readers();
+        self.after_publish_no_notify(end)
+    }
+
+    fn after_publish_no_notify(&self, end: u64) -> Result<()> {
+        match self.cfg.durability {
+            Durability::None => Ok(()),
+            Durability::Batch { bytes, .. } => {
+                if end.saturating_sub(self.synced_pos.load(Ordering::Relaxed)) > bytes {
+                    let mut st = self.state.lock();
+                    st.want_sync = true;
+                    self.work.notify_one();
+                }
+                Ok(())
+            }
+            Durability::Always => self.wait_synced(end, true),
+        }
+    }
+
+    /// Blocks until `synced ≥ end`, asking the background thread for a sync.
+    fn wait_synced(&self, end: u64, ask: bool) -> Result<()> {
+        if self.synced_pos.load(Ordering::Acquire) >= end {
+            return Ok(());
+        }
+        let mut st = self.state.lock();
+        loop {
+            self.check_poison()?;
+            if st.synced >= end {
+                return Ok(());
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::ShutDown(
+                    "the log closed before the append was synced".into(),
+                ));
+            }
+            if ask && !st.want_sync {
+                st.want_sync = true;
+                self.work.notify_one();
+            }
+            self.synced_cv.wait_for(&mut st, IDLE_TICK);
+        }
+    }
+
+    fn notify_readers(&self) {
+        // Pairs with the SeqCst increment in `Cursor::wait`: either the reader sees our
+        // frame when it re-checks, or we see it waiting and wake it.
+        fence(Ordering::SeqCst);
+        if self.readers_waiting.load(Ordering::Relaxed) > 0 {
+            self.wake_readers();
+        }
+    }
+
+    fn wake_readers(&self) {
+        let _g = self.new_data.lock();
+        self.new_data_cv.notify_all();
+    }
+
+    /// Moves to the segment after `full_seq` unless someone already did.
+    fn rotate(&self, full_seq: u64) -> Result<()> {
+        let _g = self.rotate_lock.lock();
+        let cur = self.current.load_full();
+        if cur.raw.seq != full_seq {
+            return Ok(());
+        }
+        self.check_open()?;
+        let next_seq = full_seq + 1;
+        let next = {
+            let mut prepared = self.prepared.lock();
+            let ready = match prepared.take() {
+                Some(p) if p.raw.seq == next_seq => Ok(p),
+                stale => {
+                    if let Some(p) = stale {
+                        let _ = self.storage.remove(&p.name);
+                    }
+                    create_segment(self.storage.as_ref(), &self.cfg, next_seq, cur.end())
+                }
+            };
+            match ready {
+                Ok(s) => s,
+                Err(e) => {
+                    self.poison(format!("creating segment {next_seq}: {e}"));
+                    return Err(e);
+                }
+            }
+        };
+        let name = segment_name(next_seq);
+        let activated = self
+            .storage
+            .rename(&next.name, &name)
+            .and_then(|_| self.storage.sync_dir());
+        if let Err(e) = activated {
+            self.poison(format!("activating segment {next_seq}: {e}"));
+            return Err(e);
+        }
+        let next = Arc::new(Segment {
+            raw: next.raw,
+            name,
+        });
+        self.segments.write().insert(next_seq, next.clone());
+        self.current.store(next.clone());
+        self.tail.reset(next_seq, SEGMENT_HEADER_LEN as u64);
+        let _st = self.state.lock();
+        self.work.notify_one();
+        Ok(())
+    }
+
+    /// Advances the published watermark over published frames; returns its position.
+    fn advance_watermark(&self) -> u64 {
+        let mut st = self.state.lock();
+        self.advance_locked(&mut st)
+    }
+
+    fn advance_locked(&self, st: &mut SyncState) -> u64 {
+        loop {
+            let seg = match self.segments.read().get(&st.wseq).cloned() {
+                Some(s) => s,
+                None => {
+                    // Compacted under the watermark (cannot happen for published data, but
+                    // never loop): jump to the oldest segment.
+                    let segs = self.segments.read();
+                    let first = segs.values().next().expect("a segment");
+                    if first.raw.seq > st.wseq {
+                        st.wseq = first.raw.seq;
+                        st.woff = SEGMENT_HEADER_LEN;
+                        continue;
+                    }
+                    return st.published;
+                }
+            };
+            if st.woff >= seg.raw.size {
+                if self.segments.read().contains_key(&(st.wseq + 1)) {
+                    st.wseq += 1;
+                    st.woff = SEGMENT_HEADER_LEN;
+                    continue;
+                }
+                st.published = seg.end();
+                return st.published;
+            }
+            match seg.raw.read(st.woff) {
+                Read::Event { len, .. } | Read::Padding { len } => st.woff += len,
+                Read::Pending => {
+                    st.published = seg.raw.base + st.woff as u64;
+                    return st.published;
+                }
+            }
+        }
+    }
+
+    /// The background thread: group commit, segment preparation, unblocking.
+    fn background(self: Arc<Self>) {
+        let clock = self.cfg.clock.clone();
+        let mut st = self.state.lock();
+        loop {
+            let closed = self.closed.load(Ordering::Acquire);
+            let published = self.advance_locked(&mut st);
+            let need_sync = match self.cfg.durability {
+                Durability::None => closed || st.want_sync,
+                _ => true,
+            };
+            if need_sync && published > st.synced && !self.is_poisoned.load(Ordering::Acquire) {
+                let from = st.synced;
+                match self.sync_range(from, published) {
+                    Ok(()) => {
+                        st.synced = published;
+                        st.syncs += 1;
+                        self.synced_pos.store(published, Ordering::Release);
+                    }
+                    Err(e) => {
+                        drop(st);
+                        self.poison(format!("sync failed: {e}"));
+                        st = self.state.lock();
+                    }
+                }
+                self.synced_cv.notify_all();
+            } else if st.want_sync {
+                self.synced_cv.notify_all();
+            }
+            st.want_sync = false;
+            if closed {
+                return;
+            }
+            // Unblock a claim that has kept the watermark still for too long.
+            let tail = self.tail_position();
+            if tail > published {
+                let now = clock.now();
+                match st.stalled_since {
+                    Some((p, since)) if p == published => {
+                        if now.saturating_duration_since(since) >= self.cfg.unblock_timeout {
+                            if let Some(seg) = self.segments.read().get(&st.wseq).cloned() {
+                                let frontier = (tail - seg.raw.base).min(seg.raw.size as u64);
+                                if seg.raw.unblock(st.woff, frontier as usize).is_some() {
+                                    st.unblocked += 1;
+                                    tracing::warn!(
+                                        position = published,
+                                        "padded an abandoned claim"
+                                    );
+                                    self.notify_readers();
+                                }
+                            }
+                            st.stalled_since = None;
+                            continue;
+                        }
+                    }
+                    _ => st.stalled_since = Some((published, now)),
+                }
+            } else {
+                st.stalled_since = None;
+            }
+            let want = self.current.load().raw.seq + 1;
+            if !self.is_poisoned.load(Ordering::Acquire)
+                && self.prepared.lock().as_ref().map(|p| p.raw.seq) != Some(want)
+            {
+                drop(st);
+                let ok = self.prepare_next();
+                st = self.state.lock();
+                if ok {
+                    continue;
+                }
+            }
+            let wait = match self.cfg.durability {
+                Durability::Batch { interval, .. } => interval,
+                _ => IDLE_TICK,
+            };
+            if !st.want_sync {
+                self.work.wait_for(&mut st, wait);
+            }
+        }
+    }
+
+    /// Creates the segment after the current one ahead of need.
+    fn prepare_next(&self) -> bool {
+        let mut prepared = self.prepared.lock();
+        let cur = self.current.load_full();
+        if prepared
+            .as_ref()
+            .is_some_and(|p| p.raw.seq == cur.raw.seq + 1)
+        {
+            return true;
+        }
+        if let Some(stale) = prepared.take() {
+            let _ = self.storage.remove(&stale.name);
+        }
+        match create_segment(self.storage.as_ref(), &self.cfg, cur.raw.seq + 1, cur.end()) {
+            Ok(s) => {
+                *prepared = Some(s);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not prepare the next segment");
+                false
+            }
+        }
+    }
+
+    /// Syncs `[from, to)` across the segments it spans.
+    fn sync_range(&self, from: u64, to: u64) -> Result<()> {
+        let segs: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .values()
+            .filter(|s| s.end() > from && s.raw.base < to)
+            .cloned()
+            .collect();
+        for s in segs {
+            let a = from.max(s.raw.base) - s.raw.base;
+            let b = to.min(s.end()) - s.raw.base;
+            self.storage
+                .sync(&s.name, &s.raw.region, a as usize, (b - a) as usize)?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates a prepared (not yet active) segment file with its header written and synced.
+fn create_segment(storage: &dyn Storage, cfg: &LogConfig, seq: u64, base: u64) -> Result<Segment> {
+    let name = prepared_name(seq);
+    let region = storage.create(&name, cfg.segment_size)?;
+    if cfg.prefault {
+        region.prefault();
+    }
+    let raw = RawSegment {
+        region,
+        seq,
+        base,
+        size: cfg.segment_size as usize,
+    };
+    let header = SegmentHeader {
+        seq,
+        base,
+        size: cfg.segment_size,
+    };
+    // SAFETY: the segment was just created and is not shared with any other thread.
+    unsafe { raw.quiescent_write(0, &header.encode()) };
+    storage.sync(&name, &raw.region, 0, SEGMENT_HEADER_LEN)?;
+    Ok(Segment { raw, name })
+}
+
+/// Reads frames in log order, in place.
+#[derive(Debug)]
+pub struct Cursor {
+    inner: Arc<Inner>,
+    seg: Arc<Segment>,
+    off: usize,
+}
+
+impl Cursor {
+    /// The global position of the next frame this cursor will look at.
+    pub fn position(&self) -> u64 {
+        self.seg.raw.base + self.off as u64
+    }
+
+    /// The next published frame, or `None` if nothing is published yet. `Expired` if the
+    /// cursor fell behind compaction.
+    pub fn try_next(&mut self) -> Result<Option<Frame>> {
+        loop {
+            if self.off >= self.seg.raw.size {
+                let next = self
+                    .inner
+                    .segments
+                    .read()
+                    .get(&(self.seg.raw.seq + 1))
+                    .cloned();
+                match next {
+                    Some(n) => {
+                        self.seg = n;
+                        self.off = SEGMENT_HEADER_LEN;
+                        continue;
+                    }
+                    None => {
+                        let newer = self.inner.segments.read().keys().next_back().copied();
+                        if newer.is_some_and(|q| q > self.seg.raw.seq + 1)
+                            || self
+                                .inner
+                                .segments
+                                .read()
+                                .keys()
+                                .next()
+                                .is_some_and(|&q| q > self.seg.raw.seq)
+                        {
+                            return Err(Error::Expired(
+                                "the log was compacted past this cursor".into(),
+                            ));
+                        }
+                        return Ok(None);
+                    }
+                }
+            }
+            match self.seg.raw.read(self.off) {
+                Read::Pending => return Ok(None),
+                Read::Padding { len } => self.off += len,
+                Read::Event {
+                    len,
+                    kind,
+                    payload_off,
+                    payload_len,
+                } => {
+                    let rv = self.seg.raw.base + self.off as u64;
+                    self.off += len;
+                    let payload = Bytes::from_owner(MappedPayload {
+                        seg: self.seg.clone(),
+                        off: payload_off,
+                        len: payload_len,
+                    });
+                    return Ok(Some(Frame { rv, kind, payload }));
+                }
+            }
+        }
+    }
+
+    /// The next frame, waiting up to `timeout` (forever if `None`) for one to be
+    /// published. `Ok(None)` on timeout; `ShutDown` once the log closes.
+    pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Result<Option<Frame>> {
+        let clock = SystemClock;
+        let deadline = timeout.map(|t| clock.now() + t);
+        loop {
+            if let Some(f) = self.try_next()? {
+                return Ok(Some(f));
+            }
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Err(Error::ShutDown("the log is closed".into()));
+            }
+            let wait = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(clock.now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    left.min(IDLE_TICK)
+                }
+                None => IDLE_TICK,
+            };
+            self.inner.readers_waiting.fetch_add(1, Ordering::SeqCst);
+            {
+                let mut g = self.inner.new_data.lock();
+                fence(Ordering::SeqCst);
+                if !self.has_next() && !self.inner.closed.load(Ordering::Acquire) {
+                    self.inner.new_data_cv.wait_for(&mut g, wait);
+                }
+            }
+            self.inner.readers_waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn has_next(&self) -> bool {
+        if self.off >= self.seg.raw.size {
+            return true; // let try_next move segments
+        }
+        !matches!(self.seg.raw.read(self.off), Read::Pending)
+    }
+
+    /// Skips frames with `rv <= after` (positions the cursor for a watch).
+    fn skip_through(&mut self, after: u64) -> Result<()> {
+        loop {
+            if self.position() > after {
+                return Ok(());
+            }
+            if self.off >= self.seg.raw.size {
+                let next = self
+                    .inner
+                    .segments
+                    .read()
+                    .get(&(self.seg.raw.seq + 1))
+                    .cloned();
+                match next {
+                    Some(n) => {
+                        self.seg = n;
+                        self.off = SEGMENT_HEADER_LEN;
+                        continue;
+                    }
+                    None => return Ok(()),
+                }
+            }
+            match self.seg.raw.read(self.off) {
+                Read::Pending => return Ok(()),
+                Read::Padding { len } | Read::Event { len, .. } => self.off += len,
+            }
+        }
+    }
+}
+
+/// Keeps a segment mapped while a payload borrowed from it is alive.
+struct MappedPayload {
+    seg: Arc<Segment>,
+    off: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for MappedPayload {
+    fn as_ref(&self) -> &[u8] {
+        self.seg.raw.payload(self.off, self.len)
+    }
+}

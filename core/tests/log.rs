@@ -1,0 +1,564 @@
+//! Event log behaviour: ordering under concurrent producers, segment rollover, reopen,
+//! durability acknowledgements, abandoned claims, power cuts on simulated storage, and
+//! recovery from truncated and corrupted segments.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use floyd::ErrorKind;
+use floyd::log::{Durability, Log, LogConfig, SimStorage, Storage};
+
+const SEG: u64 = 16 * 1024;
+
+fn cfg(durability: Durability) -> LogConfig {
+    LogConfig {
+        segment_size: SEG,
+        durability,
+        ..LogConfig::default()
+    }
+}
+
+/// Payload `(writer, seq)` padded to a writer-dependent length so frames differ in size.
+fn payload(w: u32, seq: u32) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&w.to_le_bytes());
+    p.extend_from_slice(&seq.to_le_bytes());
+    p.resize(
+        8 + ((w as usize * 37 + seq as usize * 13) % 200),
+        (seq % 251) as u8,
+    );
+    p
+}
+
+fn decode(p: &[u8]) -> (u32, u32) {
+    let w = u32::from_le_bytes(p[..4].try_into().unwrap());
+    let s = u32::from_le_bytes(p[4..8].try_into().unwrap());
+    assert_eq!(p, payload(w, s).as_slice(), "payload bytes intact");
+    (w, s)
+}
+
+fn read_all(log: &Log) -> Vec<(u64, u16, Vec<u8>)> {
+    let mut c = log.cursor().unwrap();
+    let mut out = vec![];
+    while let Some(f) = c.try_next().unwrap() {
+        out.push((f.rv, f.kind, f.payload.to_vec()));
+    }
+    out
+}
+
+/// Checks that frames are in strictly increasing rv order and each writer's sequence
+/// numbers are 0..k without gaps or repeats; returns k per writer.
+fn check_prefix(frames: &[(u64, u16, Vec<u8>)]) -> HashMap<u32, u32> {
+    let mut next: HashMap<u32, u32> = HashMap::new();
+    let mut last = 0;
+    for (rv, _, p) in frames {
+        assert!(*rv > last, "rv {rv} after {last}");
+        last = *rv;
+        let (w, s) = decode(p);
+        let n = next.entry(w).or_insert(0);
+        assert_eq!(s, *n, "writer {w}: expected seq {n}, got {s}");
+        *n += 1;
+    }
+    next
+}
+
+#[test]
+fn single_producer_round_trip_and_cursor_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, rep) = Log::open_dir(dir.path(), cfg(Durability::None)).unwrap();
+    assert_eq!(rep.frames, 0);
+    let mut rvs = vec![];
+    for i in 0..500 {
+        rvs.push(log.append(7, &payload(0, i)).unwrap());
+    }
+    let frames = read_all(&log);
+    assert_eq!(frames.len(), 500);
+    assert_eq!(frames.iter().map(|f| f.0).collect::<Vec<_>>(), rvs);
+    assert!(frames.iter().all(|f| f.1 == 7));
+    check_prefix(&frames);
+    assert!(log.stats().segments > 1, "16 KiB segments must roll over");
+    // cursor_after(rv) starts strictly after rv, also across segment boundaries.
+    for k in [0usize, 1, 100, 250, 498] {
+        let mut c = log.cursor_after(rvs[k]).unwrap();
+        assert_eq!(c.try_next().unwrap().unwrap().rv, rvs[k + 1]);
+    }
+    let mut c = log.cursor_after(rvs[499]).unwrap();
+    assert!(c.try_next().unwrap().is_none());
+    // A position between frames starts at the next frame.
+    let mut c = log.cursor_after(rvs[10] + 1).unwrap();
+    assert_eq!(c.try_next().unwrap().unwrap().rv, rvs[11]);
+}
+
+#[test]
+fn concurrent_producers_keep_per_writer_order_across_rollovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open_dir(dir.path(), cfg(Durability::None)).unwrap();
+    let log = Arc::new(log);
+    let writers = 4u32;
+    let per = 3000u32;
+    let hs: Vec<_> = (0..writers)
+        .map(|w| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut rvs = vec![];
+                for s in 0..per {
+                    rvs.push(log.append(1, &payload(w, s)).unwrap());
+                }
+                rvs
+            })
+        })
+        .collect();
+    let mut acked: Vec<u64> = hs.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    acked.sort_unstable();
+    let frames = read_all(&log);
+    let counts = check_prefix(&frames);
+    assert_eq!(frames.len() as u32, writers * per);
+    assert!(counts.values().all(|&c| c == per));
+    assert_eq!(frames.iter().map(|f| f.0).collect::<Vec<_>>(), acked);
+}
+
+#[test]
+fn reopen_recovers_everything_and_continues_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let last = {
+        let (log, _) = Log::open_dir(dir.path(), cfg(Durability::batch())).unwrap();
+        let mut last = 0;
+        for i in 0..300 {
+            last = log.append(2, &payload(1, i)).unwrap();
+        }
+        log.close().unwrap();
+        last
+    };
+    let (log, rep) = Log::open_dir(dir.path(), cfg(Durability::batch())).unwrap();
+    assert_eq!(rep.frames, 300);
+    assert_eq!(rep.truncated_bytes, 0);
+    assert!(rep.broken_files.is_empty());
+    let rv = log.append(2, &payload(1, 300)).unwrap();
+    assert!(rv > last);
+    let frames = read_all(&log);
+    assert_eq!(check_prefix(&frames)[&1], 301);
+    // Reopening twice without writes is idempotent.
+    drop(log);
+    let (log, rep2) = Log::open_dir(dir.path(), cfg(Durability::batch())).unwrap();
+    assert_eq!(rep2.frames, 301);
+    assert_eq!(read_all(&log).len(), 301);
+}
+
+#[test]
+fn always_mode_acks_only_synced_frames_and_groups_syncs() {
+    let sim = SimStorage::new();
+    let (log, _) = Log::open(Arc::new(sim.clone()), cfg(Durability::Always)).unwrap();
+    let log = Arc::new(log);
+    let hs: Vec<_> = (0..8u32)
+        .map(|w| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for s in 0..200 {
+                    let rv = log.append(1, &payload(w, s)).unwrap();
+                    assert!(log.synced_position() > rv, "acknowledged before synced");
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let syncs = log.stats().syncs;
+    assert!(syncs > 0);
+    // 1600 acknowledged appends; concurrent callers must have shared syncs.
+    assert!(
+        syncs < 1600,
+        "{syncs} syncs for 1600 appends: no group commit"
+    );
+}
+
+#[test]
+fn abandoned_claim_is_padded_and_readers_move_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = LogConfig {
+        unblock_timeout: Duration::from_millis(20),
+        ..cfg(Durability::None)
+    };
+    let (log, _) = Log::open_dir(dir.path(), c).unwrap();
+    let before = log.append(1, &payload(0, 0)).unwrap();
+    log.leak_claim_for_test(40);
+    let after = log.append(1, &payload(0, 1)).unwrap();
+    let mut cur = log.cursor_after(before).unwrap();
+    // The reader blocks at the hole until the background thread pads it, then sees `after`.
+    let f = cur
+        .next_timeout(Some(Duration::from_secs(10)))
+        .unwrap()
+        .expect("unblocked");
+    assert_eq!(f.rv, after);
+    assert_eq!(log.stats().unblocked_claims, 1);
+    drop(log);
+    // After reopen the padding is a valid frame and both events are there.
+    let (log, rep) = Log::open_dir(dir.path(), cfg(Durability::None)).unwrap();
+    assert_eq!(rep.frames, 2);
+    assert_eq!(read_all(&log).len(), 2);
+}
+
+#[test]
+fn producer_panicking_between_claim_and_publish_is_covered_by_drop_guard() {
+    // The payload slice's length is read before the claim; a panic inside the copy cannot
+    // be provoked from outside, so this exercises the guard through the public contract:
+    // after many appends from threads that panic right after appending, readers see every
+    // published frame and never stall.
+    let log = Arc::new(Log::memory(cfg(Durability::None)).unwrap());
+    let hs: Vec<_> = (0..4u32)
+        .map(|w| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                log.append(1, &payload(w, 0)).unwrap();
+                panic!("worker {w} dies after its append");
+            })
+        })
+        .collect();
+    for h in hs {
+        assert!(h.join().is_err());
+    }
+    assert_eq!(read_all(&log).len(), 4);
+}
+
+#[test]
+fn closed_log_refuses_appends_and_wakes_readers() {
+    let log = Arc::new(Log::memory(cfg(Durability::None)).unwrap());
+    let l2 = log.clone();
+    let reader = std::thread::spawn(move || {
+        let mut c = l2.cursor().unwrap();
+        c.next_timeout(None)
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    log.close().unwrap();
+    let r = reader.join().unwrap();
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::ShutDown);
+    assert_eq!(log.append(1, b"x").unwrap_err().kind(), ErrorKind::ShutDown);
+    log.close().unwrap(); // idempotent
+}
+
+#[test]
+fn oversized_payload_and_bad_config_are_invalid() {
+    let log = Log::memory(cfg(Durability::None)).unwrap();
+    let big = vec![0u8; log.max_payload() + 1];
+    assert_eq!(log.append(1, &big).unwrap_err().kind(), ErrorKind::Invalid);
+    assert!(log.append(1, &vec![1u8; log.max_payload()]).is_ok());
+    for bad in [0u64, 1000, 4097, 1 << 40] {
+        let e = Log::memory(LogConfig {
+            segment_size: bad,
+            ..LogConfig::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{bad}");
+    }
+}
+
+#[test]
+fn compaction_removes_old_segments_and_expires_old_cursors() {
+    let log = Log::memory(cfg(Durability::None)).unwrap();
+    let mut rvs = vec![];
+    for i in 0..600 {
+        rvs.push(log.append(1, &payload(0, i)).unwrap());
+    }
+    let before = log.stats().segments;
+    let removed = log.compact(rvs[400]).unwrap();
+    assert!(removed > 0);
+    assert_eq!(log.stats().segments, before - removed as u64);
+    assert!(log.oldest() > rvs[0]);
+    assert_eq!(
+        log.cursor_after(rvs[0]).unwrap_err().kind(),
+        ErrorKind::Expired
+    );
+    // Everything from oldest on is still readable and ends with the last frame.
+    let frames = read_all(&log);
+    assert_eq!(frames.last().unwrap().0, rvs[599]);
+    assert!(frames.first().unwrap().0 >= log.oldest());
+}
+
+#[test]
+fn sync_failure_poisons_the_log() {
+    let sim = SimStorage::new();
+    let (log, _) = Log::open(Arc::new(sim.clone()), cfg(Durability::Always)).unwrap();
+    log.append(1, b"ok").unwrap();
+    sim.fail_sync_after(0);
+    let e = log.append(1, b"lost").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    sim.fail_sync_after(u64::MAX);
+    // Poisoned: later appends fail even though storage works again.
+    assert_eq!(log.append(1, b"later").unwrap_err().kind(), ErrorKind::Io);
+}
+
+#[test]
+fn full_disk_at_rollover_is_an_io_error_not_a_hang() {
+    let sim = SimStorage::new();
+    let (log, _) = Log::open(Arc::new(sim.clone()), cfg(Durability::None)).unwrap();
+    sim.fail_creates(true);
+    let mut err = None;
+    for i in 0..10_000 {
+        if let Err(e) = log.append(1, &payload(0, i)) {
+            err = Some(e);
+            break;
+        }
+    }
+    assert_eq!(err.expect("rollover must fail").kind(), ErrorKind::Io);
+}
+
+/// SplitMix64: the tests' seeded generator.
+fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut s = seed;
+    move || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[test]
+fn power_cut_keeps_every_acknowledged_event() {
+    for seed in 0..200u64 {
+        let mut r = rng(seed);
+        let sim = SimStorage::new();
+        let mode = if seed % 2 == 0 {
+            Durability::Always
+        } else {
+            Durability::batch()
+        };
+        let (log, _) = Log::open(Arc::new(sim.clone()), cfg(mode)).unwrap();
+        let log = Arc::new(log);
+        let n = 50 + (r() % 200) as u32;
+        let hs: Vec<_> = (0..3u32)
+            .map(|w| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut acked = vec![];
+                    for s in 0..n {
+                        let rv = log.append(1, &payload(w, s)).unwrap();
+                        acked.push((rv, w, s));
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let acked: Vec<_> = hs.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        // In batch mode only what a completed flush covered is promised.
+        let durable = log.synced_position();
+        let promised: Vec<_> = acked
+            .iter()
+            .filter(|(rv, ..)| mode == Durability::Always || *rv < durable)
+            .collect();
+        let log = Arc::try_unwrap(log).unwrap();
+        log.abandon();
+        let (image, _rep) = sim.power_cut(&mut r);
+        let (log, _) = Log::open(Arc::new(image), cfg(mode))
+            .unwrap_or_else(|e| panic!("seed {seed}: recovery failed: {e}"));
+        let frames = read_all(&log);
+        check_prefix(&frames);
+        let present: HashMap<u64, (u32, u32)> =
+            frames.iter().map(|(rv, _, p)| (*rv, decode(p))).collect();
+        for (rv, w, s) in promised {
+            assert_eq!(
+                present.get(rv),
+                Some(&(*w, *s)),
+                "seed {seed}: acknowledged rv {rv} lost"
+            );
+        }
+        // Life goes on after recovery.
+        let last = frames.last().map_or(0, |f| f.0);
+        assert!(log.append(1, &payload(9, 0)).unwrap() > last);
+    }
+}
+
+// ---- corruption -------------------------------------------------------------------------
+
+/// Writes `n` frames into a fresh simulated log and returns the storage, the segment names
+/// and the rvs.
+fn written(n: u32) -> (SimStorage, Vec<u64>) {
+    let sim = SimStorage::new();
+    let (log, _) = Log::open(Arc::new(sim.clone()), cfg(Durability::None)).unwrap();
+    let rvs = (0..n)
+        .map(|i| log.append(1, &payload(0, i)).unwrap())
+        .collect();
+    log.close().unwrap();
+    (sim, rvs)
+}
+
+fn segment_names(sim: &SimStorage) -> Vec<String> {
+    let mut v: Vec<String> = sim
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn reopen(sim: &SimStorage) -> floyd::Result<(Log, floyd::log::RecoveryReport)> {
+    Log::open(Arc::new(sim.clone()), cfg(Durability::None))
+}
+
+#[test]
+fn truncating_the_last_frame_at_every_byte_keeps_the_prefix() {
+    let (sim, rvs) = written(40);
+    let names = segment_names(&sim);
+    let last_name = names.last().unwrap().clone();
+    let pristine = sim.read(&last_name).unwrap();
+    let seg_base = rvs
+        .iter()
+        .copied()
+        .filter(|rv| rv % SEG >= 64)
+        .max()
+        .unwrap()
+        / SEG
+        * SEG;
+    let last_off = (rvs[39] - seg_base) as usize;
+    // Bytes after the payload are alignment padding, outside the checksum: cut inside it.
+    let used = floyd::log::frame::EVENT_HEADER_LEN + payload(0, 39).len();
+    for cut in last_off..last_off + used {
+        let mut b = pristine.clone();
+        b[cut..].fill(0);
+        let s = sim_with(&sim, &last_name, b);
+        let (log, rep) = reopen(&s).unwrap();
+        let frames = read_all(&log);
+        assert_eq!(frames.len(), 39, "cut at {cut}");
+        assert!(cut == last_off || rep.truncated_bytes > 0);
+    }
+}
+
+fn sim_with(base: &SimStorage, name: &str, bytes: Vec<u8>) -> SimStorage {
+    let s = SimStorage::new();
+    for n in base.list().unwrap() {
+        s.write(&n, base.read(&n).unwrap());
+    }
+    s.write(name, bytes);
+    s
+}
+
+#[test]
+fn garbage_after_the_end_is_cut_and_backed_up() {
+    let (sim, _) = written(10);
+    let name = segment_names(&sim).last().unwrap().clone();
+    let mut b = sim.read(&name).unwrap();
+    let end = b.iter().rposition(|&x| x != 0).unwrap() + 1;
+    let end = end.div_ceil(16) * 16;
+    for (i, x) in b[end..end + 300].iter_mut().enumerate() {
+        *x = (i * 7 + 3) as u8;
+    }
+    let s = sim_with(&sim, &name, b);
+    let (log, rep) = reopen(&s).unwrap();
+    assert_eq!(read_all(&log).len(), 10);
+    assert!(rep.truncated_bytes >= 300);
+    assert_eq!(rep.broken_files, vec![format!("{name}.broken")]);
+    drop(log);
+    // The repair is durable and idempotent.
+    let (log, rep) = reopen(&s).unwrap();
+    assert_eq!(read_all(&log).len(), 10);
+    assert_eq!(rep.truncated_bytes, 0);
+}
+
+#[test]
+fn bit_flips_are_cut_at_the_tail_and_corrupt_in_the_middle() {
+    let (sim, rvs) = written(30);
+    let names = segment_names(&sim);
+    assert_eq!(names.len(), 1, "one segment for this test");
+    let name = &names[0];
+    let pristine = sim.read(name).unwrap();
+    let end = (rvs[29] as usize) + floyd::log::frame::event_frame_len(payload(0, 29).len());
+    let mut corrupt = 0;
+    let mut cut = 0;
+    for byte in (64..end).step_by(3) {
+        let mut b = pristine.clone();
+        b[byte] ^= 1 << (byte % 8);
+        let s = sim_with(&sim, name, b);
+        match reopen(&s) {
+            Ok((log, _)) => {
+                let frames = read_all(&log);
+                if frames.len() == 30 {
+                    // The flip hit alignment padding after a payload: not data, not checked.
+                    let frame = rvs.iter().rposition(|&rv| rv as usize <= byte).unwrap();
+                    let used = rvs[frame] as usize + 24 + payload(0, frame as u32).len();
+                    assert!(byte >= used, "flip at {byte} went unnoticed");
+                    continue;
+                }
+                // Only a flip in the last frame may be cut; the prefix must be exact.
+                assert!(
+                    byte >= rvs[29] as usize,
+                    "flip at {byte} silently dropped data"
+                );
+                assert_eq!(frames.len(), 29);
+                cut += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Corrupt, "flip at {byte}: {e}");
+                assert!(
+                    byte < rvs[29] as usize,
+                    "flip in the last frame must be cut, not refused"
+                );
+                corrupt += 1;
+            }
+        }
+    }
+    assert!(corrupt > 0 && cut > 0);
+}
+
+#[test]
+fn damaged_headers_and_missing_segments_are_corrupt() {
+    let (sim, _) = written(400);
+    let names = segment_names(&sim);
+    assert!(names.len() >= 3);
+    // Header flip in the first segment.
+    let mut b = sim.read(&names[0]).unwrap();
+    b[20] ^= 4;
+    let s = sim_with(&sim, &names[0], b);
+    assert_eq!(reopen(&s).unwrap_err().kind(), ErrorKind::Corrupt);
+    // A segment missing from the middle.
+    let s = SimStorage::new();
+    for n in sim.list().unwrap() {
+        if n != names[1] {
+            s.write(&n, sim.read(&n).unwrap());
+        }
+    }
+    let e = reopen(&s).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    assert!(e.to_string().contains("does not follow"), "{e}");
+    // A segment file shorter than its header says.
+    let mut b = sim.read(&names[1]).unwrap();
+    b.truncate(5000);
+    let s = sim_with(&sim, &names[1], b);
+    assert_eq!(reopen(&s).unwrap_err().kind(), ErrorKind::Corrupt);
+}
+
+#[test]
+fn random_bytes_as_a_segment_never_panic() {
+    let mut r = rng(7);
+    for i in 0..300 {
+        let s = SimStorage::new();
+        let len = 64 + (r() % 8192) as usize;
+        let mut b: Vec<u8> = (0..len).map(|_| r() as u8).collect();
+        if i % 2 == 0 {
+            // A valid header in front of random frames.
+            let h = floyd::log::frame::SegmentHeader {
+                seq: 0,
+                base: 0,
+                size: len as u64 / 16 * 16,
+            };
+            b.truncate(h.size as usize);
+            b[..64].copy_from_slice(&h.encode());
+        }
+        s.write("seg-0000000000000000.log", b);
+        match reopen(&s) {
+            Ok((log, _)) => {
+                let _ = read_all(&log);
+            }
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    ErrorKind::Corrupt | ErrorKind::Invalid | ErrorKind::Io
+                ),
+                "{e}"
+            ),
+        }
+    }
+}
