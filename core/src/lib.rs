@@ -10,8 +10,14 @@
 
 pub mod clock;
 pub mod error;
+#[cfg(not(loom))]
 pub mod log;
+#[cfg(loom)]
+#[path = "log/loom.rs"]
+pub mod log;
+#[cfg(not(loom))]
 pub mod snapshot;
+#[cfg(not(loom))]
 pub mod store;
 pub(crate) mod sync;
 pub mod workqueue;

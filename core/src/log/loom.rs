@@ -1,0 +1,7 @@
+//! Under `cfg(loom)` only the lock-free core of the log is compiled (frames and the
+//! claim / publish protocol over heap-backed regions), so loom can model it.
+
+#[path = "frame.rs"]
+pub mod frame;
+#[path = "raw.rs"]
+pub mod raw;

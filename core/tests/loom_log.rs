@@ -1,0 +1,140 @@
+//! loom models of the log's lock-free protocol (`reliability.md` §3(d) L1, L2, L4, L5):
+//! claim with `fetch_add`, mark with CAS, write, publish the word last; readers acquire the
+//! word; the unblocker pads abandoned claims. Run with
+//! `RUSTFLAGS="--cfg loom" cargo test -p floyd --release --test loom_log`.
+#![cfg(loom)]
+
+use floyd::log::frame::{self, SEGMENT_HEADER_LEN};
+use floyd::log::raw::{Lost, RawSegment, Read, Region, Tail};
+use loom::sync::Arc;
+use loom::thread;
+
+fn segment(size: usize) -> Arc<RawSegment> {
+    Arc::new(RawSegment { region: Region::heap(size), seq: 0, base: 0, size })
+}
+
+fn frame_len(payload: usize) -> u32 {
+    frame::event_frame_len(payload) as u32
+}
+
+/// Reads frames from the segment start until the first unpublished one; checks payloads.
+fn read_prefix(seg: &RawSegment) -> Vec<(u64, Vec<u8>)> {
+    let mut off = SEGMENT_HEADER_LEN;
+    let mut out = vec![];
+    while off < seg.size {
+        match seg.read(off) {
+            Read::Pending => break,
+            Read::Padding { len } => off += len,
+            Read::Event { len, payload_off, payload_len, .. } => {
+                out.push((off as u64, seg.payload_vec(payload_off, payload_len)));
+                off += len;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn l1_two_producers_one_reader() {
+    loom::model(|| {
+        let seg = segment(SEGMENT_HEADER_LEN + 2 * 32);
+        let tail = Arc::new(Tail::new(0, SEGMENT_HEADER_LEN as u64));
+        let producers: Vec<_> = (0..2u8)
+            .map(|i| {
+                let (seg, tail) = (seg.clone(), tail.clone());
+                thread::spawn(move || {
+                    let c = tail.claim(frame_len(4));
+                    seg.write_event(&c, 1, &[i; 4]).unwrap()
+                })
+            })
+            .collect();
+        // The reader runs concurrently: whatever it sees is a prefix of whole frames.
+        let seen = read_prefix(&seg);
+        for (_, p) in &seen {
+            assert!(p == &[0u8; 4] || p == &[1u8; 4], "partial payload {p:?}");
+        }
+        let mut rvs: Vec<u64> = producers.into_iter().map(|h| h.join().unwrap()).collect();
+        rvs.sort_unstable();
+        let all = read_prefix(&seg);
+        assert_eq!(all.iter().map(|f| f.0).collect::<Vec<_>>(), rvs);
+        assert!(seen.len() <= all.len());
+        assert_eq!(&all[..seen.len()], &seen[..], "reader saw frames out of order");
+    });
+}
+
+#[test]
+fn l2_claim_crossing_the_segment_end_pads_it() {
+    loom::model(|| {
+        // Room for one 32-byte frame plus 16 bytes: the second claim crosses the end.
+        let size = SEGMENT_HEADER_LEN + 48;
+        let seg = segment(size);
+        let tail = Arc::new(Tail::new(0, SEGMENT_HEADER_LEN as u64));
+        let hs: Vec<_> = (0..2u8)
+            .map(|i| {
+                let (seg, tail) = (seg.clone(), tail.clone());
+                thread::spawn(move || {
+                    let c = tail.claim(frame_len(4));
+                    if c.offset() as usize + c.len() as usize <= size {
+                        seg.write_event(&c, 1, &[i; 4]).unwrap();
+                        true
+                    } else {
+                        assert!(seg.pad_to_end(&c));
+                        false
+                    }
+                })
+            })
+            .collect();
+        let wrote: Vec<bool> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(wrote.iter().filter(|w| **w).count(), 1, "exactly one claim fits");
+        assert_eq!(read_prefix(&seg).len(), 1);
+        assert_eq!(seg.read(SEGMENT_HEADER_LEN + 32), Read::Padding { len: 16 });
+        // Both claims moved the tail past the end: the next claim belongs to a new segment.
+        assert!(tail.load().1 as usize >= size);
+    });
+}
+
+#[test]
+fn l4_abandoned_claim_vs_unblocker() {
+    loom::model(|| {
+        let seg = segment(SEGMENT_HEADER_LEN + 64);
+        let tail = Tail::new(0, SEGMENT_HEADER_LEN as u64);
+        let c = tail.claim(frame_len(4));
+        let frontier = tail.load().1 as usize;
+        let s2 = seg.clone();
+        let producer = thread::spawn(move || s2.write_event(&c, 1, b"late"));
+        let s3 = seg.clone();
+        let unblocker = thread::spawn(move || s3.unblock(SEGMENT_HEADER_LEN, frontier));
+        let published = producer.join().unwrap();
+        let padded = unblocker.join().unwrap();
+        match (published, padded) {
+            (Ok(_), None) => {
+                assert_eq!(read_prefix(&seg), vec![(64, b"late".to_vec())]);
+            }
+            (Err(Lost), Some(len)) => {
+                assert_eq!(len, 32);
+                assert_eq!(seg.read(SEGMENT_HEADER_LEN), Read::Padding { len: 32 });
+                assert!(read_prefix(&seg).is_empty());
+            }
+            other => panic!("both or neither won: {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn l5_dead_producer_is_padded_and_reader_progresses() {
+    loom::model(|| {
+        let seg = segment(SEGMENT_HEADER_LEN + 64);
+        let tail = Arc::new(Tail::new(0, SEGMENT_HEADER_LEN as u64));
+        let dead = tail.claim(frame_len(4));
+        let live = tail.claim(frame_len(4));
+        let s2 = seg.clone();
+        // The live producer publishes after the hole.
+        let p = thread::spawn(move || s2.write_event(&live, 2, b"live").unwrap());
+        // The dead producer's drop guard pads exactly its own claim.
+        let off = dead.offset() as usize;
+        let padded = seg.unblock(off, off + dead.len() as usize);
+        assert_eq!(padded, Some(32));
+        let rv = p.join().unwrap();
+        assert_eq!(read_prefix(&seg), vec![(rv, b"live".to_vec())]);
+    });
+}
