@@ -10,7 +10,12 @@ use loom::sync::Arc;
 use loom::thread;
 
 fn segment(size: usize) -> Arc<RawSegment> {
-    Arc::new(RawSegment { region: Region::heap(size), seq: 0, base: 0, size })
+    Arc::new(RawSegment {
+        region: Region::heap(size),
+        seq: 0,
+        base: 0,
+        size,
+    })
 }
 
 fn frame_len(payload: usize) -> u32 {
@@ -25,7 +30,12 @@ fn read_prefix(seg: &RawSegment) -> Vec<(u64, Vec<u8>)> {
         match seg.read(off) {
             Read::Pending => break,
             Read::Padding { len } => off += len,
-            Read::Event { len, payload_off, payload_len, .. } => {
+            Read::Event {
+                len,
+                payload_off,
+                payload_len,
+                ..
+            } => {
                 out.push((off as u64, seg.payload_vec(payload_off, payload_len)));
                 off += len;
             }
@@ -58,7 +68,11 @@ fn l1_two_producers_one_reader() {
         let all = read_prefix(&seg);
         assert_eq!(all.iter().map(|f| f.0).collect::<Vec<_>>(), rvs);
         assert!(seen.len() <= all.len());
-        assert_eq!(&all[..seen.len()], &seen[..], "reader saw frames out of order");
+        assert_eq!(
+            &all[..seen.len()],
+            &seen[..],
+            "reader saw frames out of order"
+        );
     });
 }
 
@@ -85,7 +99,11 @@ fn l2_claim_crossing_the_segment_end_pads_it() {
             })
             .collect();
         let wrote: Vec<bool> = hs.into_iter().map(|h| h.join().unwrap()).collect();
-        assert_eq!(wrote.iter().filter(|w| **w).count(), 1, "exactly one claim fits");
+        assert_eq!(
+            wrote.iter().filter(|w| **w).count(),
+            1,
+            "exactly one claim fits"
+        );
         assert_eq!(read_prefix(&seg).len(), 1);
         assert_eq!(seg.read(SEGMENT_HEADER_LEN + 32), Read::Padding { len: 16 });
         // Both claims moved the tail past the end: the next claim belongs to a new segment.

@@ -316,7 +316,7 @@ impl Log {
             closed: AtomicBool::new(false),
             poisoned: Mutex::new(None),
             is_poisoned: AtomicBool::new(false),
-            oldest: AtomicU64::new(first.raw.base + SEGMENT_HEADER_LEN as u64),
+            oldest: AtomicU64::new(first.raw.base),
             truncated_bytes: rec.report.truncated_bytes,
             storage,
             cfg,
@@ -392,7 +392,7 @@ impl Log {
     /// after `after` were compacted away.
     pub fn cursor_after(&self, after: u64) -> Result<Cursor> {
         let oldest = self.oldest();
-        if after + 1 < oldest {
+        if oldest > 0 && after + 1 < oldest {
             return Err(Error::Expired(format!(
                 "version {after} is older than the oldest retained version {oldest}"
             )));
@@ -415,7 +415,8 @@ impl Log {
         Ok(c)
     }
 
-    /// The first position still in the log.
+    /// The start of the oldest retained segment: 0 until something was compacted. Versions
+    /// before `oldest - 1` can no longer be resumed from.
     pub fn oldest(&self) -> u64 {
         self.inner.oldest.load(Ordering::Acquire)
     }

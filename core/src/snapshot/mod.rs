@@ -194,7 +194,7 @@ impl Header {
             index_len: u64_at(40),
             index_crc: u32_at(48),
         };
-        if header.entries_len % ALIGN as u64 != 0 {
+        if !header.entries_len.is_multiple_of(ALIGN as u64) {
             return Err((32, "entries length is not a multiple of 16".into()));
         }
         Ok(header)
@@ -339,7 +339,7 @@ pub fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
             out.push((rv, entry.path()));
         }
     }
-    out.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    out.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
     Ok(out)
 }
 

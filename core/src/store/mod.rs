@@ -1,5 +1,933 @@
 //! The store: the embedded API server over the event log.
+//!
+//! Every change is one frame in the log (the truth); the store keeps an in-memory index of
+//! the current objects, rebuilt on open from the newest valid snapshot plus the log after it.
+//! Kubernetes semantics: the resource version of an object is the log position of the event
+//! that last changed it (strictly increasing), `Conflict` on a stale version precondition,
+//! generation bumps only when the spec changes, `watch` replays from any retained version.
+//!
+//! Concurrency: each kind's objects live in [`SHARDS`] shards, each behind its own lock. A
+//! writer holds its key's shard lock from the version check through the append to the index
+//! update, so same-key writes are linearizable while writers of different shards only meet
+//! at the log's `fetch_add`. A `list` holds every shard of its kind (read) at once, so it sees
+//! exactly the writes up to the version it returns. Durability waits happen after the shard
+//! lock is released, so a slow `fsync` never serialises writers of one shard.
 
 pub mod object;
 pub mod selector;
 pub mod validate;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+
+use crate::clock::{SharedClock, SystemClock, rfc3339};
+use crate::error::{Error, Result};
+use crate::log::{Cursor, Durability, Frame, Log, LogConfig};
+use crate::snapshot;
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
+pub use object::{Object, ObjectMeta, OwnerReference, ResourceVersion};
+pub use selector::LabelSelector;
+pub use validate::Limits;
+
+/// Shards per kind: writers of different keys rarely share a lock.
+pub const SHARDS: usize = 16;
+/// Snapshots kept on disk; the log is kept from the oldest of them, so losing the newest
+/// snapshot is recoverable (`reliability.md` P8).
+pub const SNAPSHOTS_KEPT: usize = 2;
+/// The embedded default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./floyd-data";
+
+/// Kinds of store events in the log (the frame's `kind` field).
+const EV_ADDED: u16 = 1;
+const EV_MODIFIED: u16 = 2;
+const EV_DELETED: u16 = 3;
+
+/// What happened to an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+    fn code(self) -> u16 {
+        match self {
+            EventType::Added => EV_ADDED,
+            EventType::Modified => EV_MODIFIED,
+            EventType::Deleted => EV_DELETED,
+        }
+    }
+    fn from_code(c: u16) -> Option<EventType> {
+        match c {
+            EV_ADDED => Some(EventType::Added),
+            EV_MODIFIED => Some(EventType::Modified),
+            EV_DELETED => Some(EventType::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// One change, as a watch delivers it. `object.metadata.resourceVersion` equals `rv`; for
+/// `Deleted` the object is its last state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchEvent {
+    pub event_type: EventType,
+    pub rv: u64,
+    pub object: Arc<Object>,
+}
+
+/// Store configuration.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub durability: Durability,
+    pub segment_size: u64,
+    pub limits: Limits,
+    pub clock: SharedClock,
+    /// Seed for generated uids and names; `None` draws one from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            durability: Durability::batch(),
+            segment_size: crate::log::DEFAULT_SEGMENT_SIZE,
+            limits: Limits::default(),
+            clock: SystemClock::shared(),
+            seed: None,
+        }
+    }
+}
+
+/// What `snapshot()` wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    pub resource_version: u64,
+    /// `None` for memory stores.
+    pub path: Option<PathBuf>,
+    pub objects: u64,
+    pub bytes: u64,
+    /// Log segments removed by the compaction that followed.
+    pub compacted_segments: u64,
+}
+
+/// Counters describing the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreStats {
+    pub resource_version: u64,
+    pub objects: u64,
+    pub events: u64,
+    pub segments: u64,
+    pub bytes: u64,
+    pub oldest_version: u64,
+    pub snapshot_version: u64,
+    pub truncated_bytes: u64,
+    pub durability: Durability,
+}
+
+/// What open found on disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The snapshot recovery started from (`None`: the whole log was replayed).
+    pub snapshot: Option<PathBuf>,
+    pub snapshot_objects: u64,
+    /// Events replayed from the log after the snapshot.
+    pub replayed: u64,
+    /// Snapshots that failed their checks and were renamed `.broken`.
+    pub broken_snapshots: Vec<PathBuf>,
+    pub log: crate::log::RecoveryReport,
+}
+
+type Shard = RwLock<BTreeMap<String, Arc<Object>>>;
+
+struct KindIndex {
+    shards: Vec<Shard>,
+}
+
+impl KindIndex {
+    fn new() -> KindIndex {
+        KindIndex {
+            shards: (0..SHARDS).map(|_| RwLock::new(BTreeMap::new())).collect(),
+        }
+    }
+    fn shard(&self, key: &str) -> &Shard {
+        let mut h = FxLike::default();
+        key.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+}
+
+/// A small, fixed, fast hasher for shard selection (not for untrusted hash tables).
+#[derive(Default)]
+struct FxLike(u64);
+impl Hasher for FxLike {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ *b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+}
+
+pub(crate) struct StoreInner {
+    log: Log,
+    dir: Option<PathBuf>,
+    kinds: RwLock<HashMap<String, Arc<KindIndex>>>,
+    /// Highest rv applied to the index.
+    last_rv: AtomicU64,
+    objects: AtomicU64,
+    events: AtomicU64,
+    closed: AtomicBool,
+    cfg: StoreConfig,
+    rng: Mutex<u64>,
+    snapshot_lock: Mutex<()>,
+    snapshot_rv: AtomicU64,
+}
+
+/// The store handle; cheap to clone, all clones share one store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+fn encode(obj: &Object) -> Vec<u8> {
+    // The payload is `[kind length u8][kind][object JSON without resourceVersion]`; the
+    // version is the frame's position and is filled in on decode.
+    let mut o = obj.clone();
+    o.metadata.resource_version.clear();
+    let json = serde_json::to_vec(&o).expect("objects always serialise");
+    let mut out = Vec::with_capacity(1 + obj.kind.len() + json.len());
+    out.push(obj.kind.len() as u8);
+    out.extend_from_slice(obj.kind.as_bytes());
+    out.extend_from_slice(&json);
+    out
+}
+
+fn payload_kind(p: &[u8]) -> Option<&str> {
+    let n = *p.first()? as usize;
+    std::str::from_utf8(p.get(1..1 + n)?).ok()
+}
+
+fn decode(rv: u64, p: &[u8]) -> Result<Object> {
+    let n = *p
+        .first()
+        .ok_or_else(|| Error::Internal("empty store event".into()))? as usize;
+    let json = p
+        .get(1 + n..)
+        .ok_or_else(|| Error::Internal("short store event".into()))?;
+    let mut o: Object = serde_json::from_slice(json)
+        .map_err(|e| Error::Internal(format!("undecodable store event at {rv}: {e}")))?;
+    o.metadata.resource_version = rv.to_string();
+    Ok(o)
+}
+
+fn decode_frame(f: &Frame) -> Result<WatchEvent> {
+    let t = EventType::from_code(f.kind)
+        .ok_or_else(|| Error::Internal(format!("unknown event type {} at {}", f.kind, f.rv)))?;
+    Ok(WatchEvent {
+        event_type: t,
+        rv: f.rv,
+        object: Arc::new(decode(f.rv, &f.payload)?),
+    })
+}
+
+impl Store {
+    /// Opens (or creates) a store in `path`.
+    pub fn open(path: impl AsRef<Path>, cfg: StoreConfig) -> Result<(Store, OpenReport)> {
+        let dir = path.as_ref().to_path_buf();
+        let snap_dir = dir.join("snapshots");
+        std::fs::create_dir_all(&snap_dir)
+            .map_err(|e| Error::io(format!("create {}", snap_dir.display()), e))?;
+        let mut report = OpenReport::default();
+
+        // Every retained frame is verified: compaction keeps the log from the older of
+        // the kept snapshots, so this is bounded by two snapshot intervals.
+        let log_cfg = LogConfig {
+            segment_size: cfg.segment_size,
+            durability: cfg.durability,
+            verify_from: 0,
+            clock: cfg.clock.clone(),
+            ..LogConfig::default()
+        };
+        let (log, log_report) = Log::open_dir(dir.join("log"), log_cfg)?;
+        report.log = log_report;
+        let inner = StoreInner::new(log, Some(dir), cfg);
+
+        // The newest snapshot that passes every check: header and body checksums, every
+        // entry, and its version recorded in the log (an orphan snapshot written just
+        // before a crash whose log tail was cut must not be used).
+        let mut from = None;
+        for (_, p) in snapshot::list_snapshots(&snap_dir)? {
+            match inner.load_snapshot(&p) {
+                Ok((rv, objs)) => {
+                    report.snapshot = Some(p);
+                    report.snapshot_objects = objs.len() as u64;
+                    for o in objs {
+                        inner.index_put(Arc::new(o));
+                    }
+                    inner.last_rv.store(rv, Ordering::Release);
+                    inner.snapshot_rv.store(rv, Ordering::Release);
+                    from = Some(rv);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(snapshot = %p.display(), error = %e, "snapshot rejected");
+                    report.broken_snapshots.push(snapshot::quarantine(&p)?);
+                }
+            }
+        }
+        let from = match from {
+            Some(rv) => rv,
+            None if inner.log.oldest() > 0 => {
+                return Err(Error::corrupt(
+                    inner.dir.clone().unwrap_or_default(),
+                    None,
+                    "the log was compacted but no valid snapshot covers its beginning",
+                ));
+            }
+            None => 0,
+        };
+        let mut cursor = inner.log.cursor_after(from)?;
+        while let Some(f) = cursor.try_next()? {
+            let ev = decode_frame(&f)?;
+            match ev.event_type {
+                EventType::Deleted => inner.index_remove(&ev.object),
+                _ => inner.index_put(ev.object),
+            }
+            inner.last_rv.fetch_max(f.rv, Ordering::AcqRel);
+            report.replayed += 1;
+        }
+        inner.events.store(report.replayed, Ordering::Release);
+        Ok((
+            Store {
+                inner: Arc::new(inner),
+            },
+            report,
+        ))
+    }
+
+    /// Opens the embedded default data directory `./floyd-data`.
+    pub fn open_default() -> Result<(Store, OpenReport)> {
+        Store::open(DEFAULT_DATA_DIR, StoreConfig::default())
+    }
+
+    /// A store in memory: same semantics, nothing persisted.
+    pub fn memory() -> Store {
+        Store::memory_with(StoreConfig::default()).expect("memory store")
+    }
+
+    pub fn memory_with(cfg: StoreConfig) -> Result<Store> {
+        let log = Log::memory(LogConfig {
+            segment_size: cfg.segment_size,
+            clock: cfg.clock.clone(),
+            ..LogConfig::default()
+        })?;
+        Ok(Store {
+            inner: Arc::new(StoreInner::new(log, None, cfg)),
+        })
+    }
+
+    /// Creates an object: sets uid, resourceVersion, generation 1 and creationTimestamp.
+    /// `AlreadyExists` if the key is taken.
+    pub fn create(&self, obj: Object) -> Result<Arc<Object>> {
+        self.inner.check_open()?;
+        let mut obj = obj;
+        obj.apply_defaults();
+        if obj.metadata.name.is_empty()
+            && let Some(prefix) = obj.metadata.generate_name.clone()
+        {
+            validate::validate_generate_name("metadata.generateName", &prefix)?;
+            obj.metadata.name = format!("{prefix}{}", self.inner.random_suffix());
+        }
+        if !obj.metadata.resource_version.is_empty() {
+            return Err(Error::invalid(
+                "metadata.resourceVersion",
+                "must not be set when creating an object",
+            ));
+        }
+        obj.metadata.uid = self.inner.new_uid();
+        obj.metadata.generation = 1;
+        obj.metadata.creation_timestamp = Some(rfc3339(self.inner.cfg.clock.wall()));
+        obj.metadata.deletion_timestamp = None;
+        validate::validate_object(&obj, &self.inner.cfg.limits)?;
+        let idx = self.inner.kind(&obj.kind);
+        let key = obj.key();
+        let shard = idx.shard(&key);
+        let end;
+        let stored = {
+            let mut g = shard.write();
+            if g.contains_key(&key) {
+                return Err(Error::AlreadyExists(format!("{} {key}", obj.kind)));
+            }
+            let (rv, e) = self.inner.append(EventType::Added, &obj)?;
+            end = e;
+            obj.metadata.resource_version = rv.to_string();
+            let stored = Arc::new(obj);
+            g.insert(key, stored.clone());
+            self.inner.applied(rv, 1);
+            stored
+        };
+        self.inner.log.wait_durable(end)?;
+        Ok(stored)
+    }
+
+    /// The object of `kind` at `key` (`"namespace/name"`, or `"name"` for cluster-scoped
+    /// kinds).
+    pub fn get(&self, kind: &str, key: &str) -> Result<Option<Arc<Object>>> {
+        self.inner.check_open()?;
+        let Some(idx) = self.inner.kinds.read().get(kind).cloned() else {
+            return Ok(None);
+        };
+        Ok(idx.shard(key).read().get(key).cloned())
+    }
+
+    /// Objects of `kind`, optionally in one namespace and matching a label selector, sorted
+    /// by key, with the version they are consistent at.
+    pub fn list(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<(Vec<Arc<Object>>, u64)> {
+        self.inner.check_open()?;
+        let idx = self.inner.kinds.read().get(kind).cloned();
+        let Some(idx) = idx else {
+            return Ok((vec![], self.inner.last_rv.load(Ordering::Acquire)));
+        };
+        let guards: Vec<RwLockReadGuard<'_, BTreeMap<String, Arc<Object>>>> =
+            idx.shards.iter().map(|s| s.read()).collect();
+        // Every writer of this kind is outside its append-to-index window now, so the
+        // index holds exactly this kind's writes up to `rv`.
+        let rv = self.inner.last_rv.load(Ordering::Acquire);
+        let mut out = vec![];
+        for g in &guards {
+            for o in g.values() {
+                if namespace.is_some_and(|ns| o.metadata.namespace != ns) {
+                    continue;
+                }
+                if selector.is_some_and(|s| !s.matches(&o.metadata.labels)) {
+                    continue;
+                }
+                out.push(o.clone());
+            }
+        }
+        drop(guards);
+        out.sort_by_key(|a| a.key());
+        Ok((out, rv))
+    }
+
+    /// Replaces an object's metadata and spec (its status is kept, as with Kubernetes'
+    /// status subresource). `Conflict` if `metadata.resourceVersion` is set and stale;
+    /// generation += 1 when the spec changes. An update that changes nothing writes nothing.
+    pub fn update(&self, obj: Object) -> Result<Arc<Object>> {
+        self.write_existing(obj, false)
+    }
+
+    /// Replaces only an object's status; generation unchanged.
+    pub fn update_status(&self, obj: Object) -> Result<Arc<Object>> {
+        self.write_existing(obj, true)
+    }
+
+    fn write_existing(&self, obj: Object, status_only: bool) -> Result<Arc<Object>> {
+        self.inner.check_open()?;
+        let mut obj = obj;
+        obj.apply_defaults();
+        let precondition = obj.resource_version()?;
+        let idx = self.inner.kinds.read().get(&obj.kind).cloned();
+        let key = obj.key();
+        let Some(idx) = idx else {
+            return Err(Error::NotFound(format!("{} {key}", obj.kind)));
+        };
+        let shard = idx.shard(&key);
+        let end;
+        let stored = {
+            let mut g = shard.write();
+            let cur = g
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| Error::NotFound(format!("{} {key}", obj.kind)))?;
+            let cur_rv = cur.resource_version()?.map_or(0, |v| v.0);
+            if let Some(p) = precondition
+                && p.0 != cur_rv
+            {
+                return Err(Error::Conflict(format!(
+                    "{} {key}: resourceVersion {} is stale (current {cur_rv})",
+                    obj.kind, p.0
+                )));
+            }
+            let mut next = if status_only {
+                let mut n = (*cur).clone();
+                n.status = obj.status;
+                n
+            } else {
+                let mut n = obj;
+                n.status = cur.status.clone();
+                n.metadata.uid = cur.metadata.uid.clone();
+                n.metadata.creation_timestamp = cur.metadata.creation_timestamp.clone();
+                n.metadata.deletion_timestamp = cur.metadata.deletion_timestamp.clone();
+                n.metadata.generate_name = cur.metadata.generate_name.clone();
+                n.metadata.generation = cur.metadata.generation;
+                if n.spec != cur.spec {
+                    n.metadata.generation += 1;
+                }
+                n
+            };
+            next.metadata.resource_version = cur.metadata.resource_version.clone();
+            if next == *cur {
+                return Ok(cur);
+            }
+            validate::validate_object(&next, &self.inner.cfg.limits)?;
+            let (rv, e) = self.inner.append(EventType::Modified, &next)?;
+            end = e;
+            next.metadata.resource_version = rv.to_string();
+            let stored = Arc::new(next);
+            g.insert(key, stored.clone());
+            self.inner.applied(rv, 0);
+            stored
+        };
+        self.inner.log.wait_durable(end)?;
+        Ok(stored)
+    }
+
+    /// Deletes an object and returns its last state (with the deletion's version).
+    /// `Conflict` if `resource_version` is given and stale.
+    pub fn delete(
+        &self,
+        kind: &str,
+        key: &str,
+        resource_version: Option<u64>,
+    ) -> Result<Arc<Object>> {
+        self.inner.check_open()?;
+        let idx = self.inner.kinds.read().get(kind).cloned();
+        let Some(idx) = idx else {
+            return Err(Error::NotFound(format!("{kind} {key}")));
+        };
+        let shard = idx.shard(key);
+        let end;
+        let gone = {
+            let mut g = shard.write();
+            let cur = g
+                .get(key)
+                .cloned()
+                .ok_or_else(|| Error::NotFound(format!("{kind} {key}")))?;
+            if let Some(p) = resource_version {
+                let cur_rv = cur.resource_version()?.map_or(0, |v| v.0);
+                if p != cur_rv {
+                    return Err(Error::Conflict(format!(
+                        "{kind} {key}: resourceVersion {p} is stale (current {cur_rv})"
+                    )));
+                }
+            }
+            let mut last = (*cur).clone();
+            last.metadata.deletion_timestamp = Some(rfc3339(self.inner.cfg.clock.wall()));
+            let (rv, e) = self.inner.append(EventType::Deleted, &last)?;
+            end = e;
+            last.metadata.resource_version = rv.to_string();
+            g.remove(key);
+            self.inner.applied(rv, -1);
+            Arc::new(last)
+        };
+        self.inner.log.wait_durable(end)?;
+        Ok(gone)
+    }
+
+    /// Watches events of `kind` (all kinds if `None`) with `rv > from_version`, then follows
+    /// the tail. `from_version = 0` starts with a synthetic `Added` for every current object
+    /// (consistent at one version), as Kubernetes does for `resourceVersion=0`. `Expired` if
+    /// events after `from_version` were compacted away. The iterator ends after `timeout`
+    /// without an event (`None`: follow until the store closes).
+    pub fn watch(
+        &self,
+        kind: Option<&str>,
+        from_version: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Watch> {
+        self.inner.check_open()?;
+        let mut pending = VecDeque::new();
+        let after = if from_version == 0 {
+            let (objs, rv) = match kind {
+                Some(k) => self.list(k, None, None)?,
+                None => self.list_all()?,
+            };
+            for o in objs {
+                let rv_o = o.resource_version()?.map_or(0, |v| v.0);
+                pending.push_back(WatchEvent {
+                    event_type: EventType::Added,
+                    rv: rv_o,
+                    object: o,
+                });
+            }
+            rv
+        } else {
+            from_version
+        };
+        let cursor = self.inner.log.cursor_after(after)?;
+        Ok(Watch {
+            store: self.clone(),
+            cursor,
+            kind: kind.map(str::to_string),
+            timeout,
+            pending,
+            done: false,
+        })
+    }
+
+    /// Every object of every kind, consistent at the returned version.
+    fn list_all(&self) -> Result<(Vec<Arc<Object>>, u64)> {
+        let kinds = self.inner.kinds.read();
+        let mut guards = vec![];
+        for idx in kinds.values() {
+            for s in &idx.shards {
+                guards.push(s.read());
+            }
+        }
+        let rv = self.inner.last_rv.load(Ordering::Acquire);
+        let mut out: Vec<Arc<Object>> = guards.iter().flat_map(|g| g.values().cloned()).collect();
+        drop(guards);
+        out.sort_by(|a, b| (&a.kind, a.key()).cmp(&(&b.kind, b.key())));
+        Ok((out, rv))
+    }
+
+    /// Writes a snapshot of every object at one version and compacts the log. Keeps
+    /// [`SNAPSHOTS_KEPT`] snapshots and the log from the oldest of them.
+    pub fn snapshot(&self) -> Result<SnapshotSummary> {
+        self.inner.check_open()?;
+        let _one = self.inner.snapshot_lock.lock();
+        let (objs, rv) = self.list_all()?;
+        let mut compacted = 0;
+        let (path, bytes) = match &self.inner.dir {
+            None => {
+                compacted = self.inner.log.compact(rv)? as u64;
+                (None, 0)
+            }
+            Some(dir) => {
+                let snap_dir = dir.join("snapshots");
+                let encoded: Vec<(String, u64, Vec<u8>)> = objs
+                    .iter()
+                    .map(|o| {
+                        let v = o.resource_version().ok().flatten().map_or(0, |v| v.0);
+                        (format!("{}/{}", o.kind, o.key()), v, encode(o))
+                    })
+                    .collect();
+                // The snapshot's version must be durable in the log before the snapshot
+                // can be trusted over it.
+                self.inner.log.sync()?;
+                let info = snapshot::write_snapshot(
+                    &snap_dir,
+                    rv,
+                    encoded
+                        .iter()
+                        .map(|(k, v, p)| (k.as_str(), *v, p.as_slice())),
+                )?;
+                let all = snapshot::list_snapshots(&snap_dir)?;
+                if all.len() >= SNAPSHOTS_KEPT {
+                    let keep_from = all[SNAPSHOTS_KEPT - 1].0;
+                    for (srv, p) in &all[SNAPSHOTS_KEPT..] {
+                        if *srv < keep_from {
+                            let _ = std::fs::remove_file(p);
+                        }
+                    }
+                    compacted = self.inner.log.compact(keep_from)? as u64;
+                }
+                (Some(info.path), info.bytes)
+            }
+        };
+        self.inner.snapshot_rv.store(rv, Ordering::Release);
+        Ok(SnapshotSummary {
+            resource_version: rv,
+            path,
+            objects: objs.len() as u64,
+            bytes,
+            compacted_segments: compacted,
+        })
+    }
+
+    pub fn stats(&self) -> Result<StoreStats> {
+        self.inner.check_open()?;
+        let l = self.inner.log.stats();
+        Ok(StoreStats {
+            resource_version: self.inner.last_rv.load(Ordering::Acquire),
+            objects: self.inner.objects.load(Ordering::Acquire),
+            events: self.inner.events.load(Ordering::Acquire),
+            segments: l.segments,
+            bytes: l.bytes,
+            oldest_version: l.oldest,
+            snapshot_version: self.inner.snapshot_rv.load(Ordering::Acquire),
+            truncated_bytes: l.truncated_bytes,
+            durability: self.inner.log.durability(),
+        })
+    }
+
+    /// The newest applied resource version.
+    pub fn resource_version(&self) -> u64 {
+        self.inner.last_rv.load(Ordering::Acquire)
+    }
+
+    /// Closes the store: later calls fail with `ShutDown`; watches end. Idempotent.
+    pub fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.inner.log.close()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// The data directory, if the store has one.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.dir.as_deref()
+    }
+}
+
+impl StoreInner {
+    fn new(log: Log, dir: Option<PathBuf>, cfg: StoreConfig) -> StoreInner {
+        let seed = cfg.seed.unwrap_or_else(|| {
+            let t = cfg
+                .clock
+                .wall()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+
+            std::collections::hash_map::RandomState::new().hash_one((t, std::process::id()))
+        });
+        StoreInner {
+            log,
+            dir,
+            kinds: RwLock::new(HashMap::new()),
+            last_rv: AtomicU64::new(0),
+            objects: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            cfg,
+            rng: Mutex::new(seed),
+            snapshot_lock: Mutex::new(()),
+            snapshot_rv: AtomicU64::new(0),
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::ShutDown("the store is closed".into()));
+        }
+        Ok(())
+    }
+
+    fn kind(&self, kind: &str) -> Arc<KindIndex> {
+        if let Some(k) = self.kinds.read().get(kind) {
+            return k.clone();
+        }
+        self.kinds
+            .write()
+            .entry(kind.to_string())
+            .or_insert_with(|| Arc::new(KindIndex::new()))
+            .clone()
+    }
+
+    fn append(&self, t: EventType, obj: &Object) -> Result<(u64, u64)> {
+        self.log.append_nowait(t.code(), &encode(obj))
+    }
+
+    fn applied(&self, rv: u64, objects_delta: i64) {
+        self.last_rv.fetch_max(rv, Ordering::AcqRel);
+        self.events.fetch_add(1, Ordering::Relaxed);
+        if objects_delta > 0 {
+            self.objects.fetch_add(1, Ordering::Relaxed);
+        } else if objects_delta < 0 {
+            self.objects.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Index maintenance during recovery (single-threaded).
+    fn index_put(&self, obj: Arc<Object>) {
+        let idx = self.kind(&obj.kind);
+        let key = obj.key();
+        if idx.shard(&key).write().insert(key, obj).is_none() {
+            self.objects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn index_remove(&self, obj: &Object) {
+        let idx = self.kind(&obj.kind);
+        let key = obj.key();
+        if idx.shard(&key).write().remove(&key).is_some() {
+            self.objects.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Opens a snapshot and decodes every entry; any failure rejects the whole snapshot.
+    fn load_snapshot(&self, path: &Path) -> Result<(u64, Vec<Object>)> {
+        let snap = snapshot::Snapshot::open(path)?;
+        let rv = snap.rv();
+        if rv > 0 && !self.log_has_frame(rv)? {
+            return Err(Error::corrupt(
+                path,
+                None,
+                "snapshot version is not recorded in the log",
+            ));
+        }
+        let mut objs = Vec::with_capacity(snap.len());
+        for e in snap.iter() {
+            let e = e?;
+            objs.push(decode(e.rv, e.payload)?);
+        }
+        Ok((rv, objs))
+    }
+
+    fn log_has_frame(&self, rv: u64) -> Result<bool> {
+        match self.log.cursor_after(rv - 1) {
+            Ok(mut c) => Ok(c.try_next()?.is_some_and(|f| f.rv == rv)),
+            Err(e) if e.kind() == crate::ErrorKind::Expired => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn next_random(&self) -> u64 {
+        let mut s = self.rng.lock();
+        *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A random RFC 4122 version-4 style uid.
+    fn new_uid(&self) -> String {
+        let a = self.next_random();
+        let b = self.next_random();
+        let b = (b & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
+        let a = (a & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xFFFF,
+            a & 0xFFFF,
+            b >> 48,
+            b & 0xFFFF_FFFF_FFFF
+        )
+    }
+
+    /// Five characters from Kubernetes' alphabet for generated names (no vowels, no
+    /// look-alike digits).
+    fn random_suffix(&self) -> String {
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let mut r = self.next_random();
+        (0..5)
+            .map(|_| {
+                let c = ALPHABET[(r % ALPHABET.len() as u64) as usize] as char;
+                r /= ALPHABET.len() as u64;
+                c
+            })
+            .collect()
+    }
+}
+
+/// An iterator over store events (see [`Store::watch`]).
+pub struct Watch {
+    store: Store,
+    cursor: Cursor,
+    kind: Option<String>,
+    timeout: Option<Duration>,
+    pending: VecDeque<WatchEvent>,
+    done: bool,
+}
+
+impl Watch {
+    /// The next event, waiting up to `timeout` (the watch's own if `None` is passed via
+    /// `Iterator::next`). `Ok(None)` on timeout.
+    pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Result<Option<WatchEvent>> {
+        if let Some(e) = self.pending.pop_front() {
+            return Ok(Some(e));
+        }
+        loop {
+            if self.store.is_closed() {
+                return Err(Error::ShutDown("the store is closed".into()));
+            }
+            let f = match self.cursor.next_timeout(timeout) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(None),
+                Err(e) if e.kind() == crate::ErrorKind::ShutDown => {
+                    return Err(Error::ShutDown("the store is closed".into()));
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(k) = &self.kind
+                && payload_kind(&f.payload) != Some(k.as_str())
+            {
+                continue;
+            }
+            return decode_frame(&f).map(Some);
+        }
+    }
+
+    /// The next event if one is ready now.
+    pub fn try_next(&mut self) -> Result<Option<WatchEvent>> {
+        if let Some(e) = self.pending.pop_front() {
+            return Ok(Some(e));
+        }
+        loop {
+            let Some(f) = self.cursor.try_next()? else {
+                return Ok(None);
+            };
+            if let Some(k) = &self.kind
+                && payload_kind(&f.payload) != Some(k.as_str())
+            {
+                continue;
+            }
+            return decode_frame(&f).map(Some);
+        }
+    }
+
+    /// Position of the next frame the watch will look at.
+    pub fn position(&self) -> u64 {
+        self.cursor.position()
+    }
+}
+
+impl Iterator for Watch {
+    type Item = Result<WatchEvent>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.next_timeout(self.timeout) {
+            Ok(Some(e)) => Some(Ok(e)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) if e.kind() == crate::ErrorKind::ShutDown => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
