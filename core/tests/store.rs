@@ -371,7 +371,7 @@ fn concurrent_writers_same_key_cas_loop_and_different_keys() {
         );
     }
     // The log replays to the same state.
-    let mut w = s.watch(Some("Counter"), 0, Some(Duration::ZERO)).unwrap();
+    let w = s.watch(Some("Counter"), 0, Some(Duration::ZERO)).unwrap();
     let mut n = 0;
     for e in w {
         e.unwrap();
