@@ -131,7 +131,7 @@ fn kill9_keeps_every_acknowledged_write() {
             acks
         });
         // One kill in ten lands early, often inside recovery.
-        let wait_ms = if splitmix(&mut seed) % 10 == 0 {
+        let wait_ms = if splitmix(&mut seed).is_multiple_of(10) {
             splitmix(&mut seed) % 15
         } else {
             splitmix(&mut seed) % 250
