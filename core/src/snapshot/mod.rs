@@ -578,7 +578,7 @@ impl Snapshot {
         let r = &self.index()[i];
         let (offset, len, crc) = (r.offset.to_native(), r.len.to_native(), r.crc.to_native());
         let padded = align_up(offset.saturating_add(u64::from(len)));
-        if offset % ALIGN as u64 != 0 || padded > self.entries_len as u64 {
+        if !offset.is_multiple_of(ALIGN as u64) || padded > self.entries_len as u64 {
             return Err(self.corrupt_at(
                 self.index_start,
                 format!("index slot {i} points outside the entries region (offset {offset}, length {len})"),
