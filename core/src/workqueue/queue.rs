@@ -409,8 +409,12 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
         self.inner.nonempty.notify_all();
         self.stop_timer();
         let mut r = self.inner.ready.lock();
+        // `in_flight` is read with a read-modify-write: it sees the latest count, and if it
+        // comes before a worker's decrement, that decrement synchronizes with it and the
+        // worker sees `draining` (see `done`). A plain load would need SeqCst's total order,
+        // which loom does not model.
         while r.drain
-            && !(r.items.is_empty() && self.inner.in_flight.load(Ordering::SeqCst) == 0)
+            && !(r.items.is_empty() && self.inner.in_flight.fetch_add(0, Ordering::AcqRel) == 0)
         {
             r = self.inner.drained.wait(r);
         }
