@@ -109,7 +109,10 @@ fn drain_returns_only_when_drained() {
             }
         });
         q.shut_down_with_drain();
-        assert!(finished.load(Ordering::SeqCst), "drain returned before the item was done");
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "drain returned before the item was done"
+        );
         worker.join().unwrap();
     });
 }

@@ -83,7 +83,11 @@ fn len_excludes_dirty_while_processing_but_depth_counts_it() {
     let x = q.get().unwrap();
     q.add(x);
     assert_eq!(q.len(), 0);
-    assert_eq!(q.metrics().depth, 1, "upstream depth counts dirty-while-processing");
+    assert_eq!(
+        q.metrics().depth,
+        1,
+        "upstream depth counts dirty-while-processing"
+    );
     q.done(&x);
     assert_eq!(q.len(), 1);
 }
@@ -150,7 +154,11 @@ fn done_of_a_readded_item_after_shutdown_requeues_it() {
     q.add(x);
     q.shut_down();
     q.done(&x);
-    assert_eq!(q.get(), Some(1), "upstream: re-queued and handed out with shutdown=false");
+    assert_eq!(
+        q.get(),
+        Some(1),
+        "upstream: re-queued and handed out with shutdown=false"
+    );
     q.done(&1);
     assert_eq!(q.get(), None);
 }
@@ -184,7 +192,10 @@ fn shut_down_with_drain_waits_for_done() {
     let (q2, d2) = (q.clone(), done_called.clone());
     let drainer = thread::spawn(move || {
         q2.shut_down_with_drain();
-        assert!(d2.load(Ordering::SeqCst), "drain returned while an item was processing");
+        assert!(
+            d2.load(Ordering::SeqCst),
+            "drain returned while an item was processing"
+        );
     });
     eventually(|| q.shutting_down());
     for _ in 0..1000 {
@@ -207,7 +218,11 @@ fn shut_down_with_drain_waits_for_queued_items() {
     let (q2, f2) = (q.clone(), finished.clone());
     let drainer = thread::spawn(move || {
         q2.shut_down_with_drain();
-        assert_eq!(f2.load(Ordering::SeqCst), 2, "drain returned with items left");
+        assert_eq!(
+            f2.load(Ordering::SeqCst),
+            2,
+            "drain returned with items left"
+        );
         assert_eq!(q2.len(), 0);
     });
     eventually(|| q.shutting_down());
@@ -642,7 +657,10 @@ fn metrics_track_depth_adds_retries_latency_and_work() {
     assert_eq!(m.depth, 1);
     assert_eq!(m.queue_duration.count, 1);
     assert_eq!(m.queue_duration.sum, 2.0);
-    assert_eq!(m.queue_duration.buckets[9], 1, "2 s falls in the (1, 10] bucket");
+    assert_eq!(
+        m.queue_duration.buckets[9], 1,
+        "2 s falls in the (1, 10] bucket"
+    );
     clock.advance(Duration::from_secs(3));
     let y = q.get().unwrap();
     clock.advance(Duration::from_secs(1));

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 /// Upper bounds of the histogram buckets in seconds: exponential from 1e-8, factor 10, 10
 /// buckets (upstream `prometheus.ExponentialBuckets(10e-9, 10, 10)`); +Inf is implicit.
-pub const HISTOGRAM_BUCKETS: [f64; 10] = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
+pub const HISTOGRAM_BUCKETS: [f64; 10] =
+    [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
 
 /// Upstream Prometheus metric names (`k8s.io/component-base/metrics/prometheus/workqueue`).
 pub mod names {
@@ -61,7 +62,10 @@ impl Histogram {
         let mut out = Vec::with_capacity(11);
         for (i, n) in self.buckets.iter().enumerate() {
             acc += n;
-            out.push((HISTOGRAM_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), acc));
+            out.push((
+                HISTOGRAM_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
+                acc,
+            ));
         }
         out
     }

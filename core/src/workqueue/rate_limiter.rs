@@ -192,7 +192,10 @@ impl BucketRateLimiter {
     /// # Panics
     /// If `qps` is NaN or negative (use [`RateLimiter::bucket_checked`] for user input).
     pub fn new(qps: f64, burst: u32, clock: SharedClock) -> Self {
-        assert!(qps >= 0.0, "bucket qps must be a non-negative number, got {qps}");
+        assert!(
+            qps >= 0.0,
+            "bucket qps must be a non-negative number, got {qps}"
+        );
         BucketRateLimiter {
             qps,
             burst,
@@ -447,7 +450,10 @@ mod tests {
         let max = Duration::from_secs(1000);
         assert_eq!(exponential_backoff(base, max, 0), base);
         assert_eq!(exponential_backoff(base, max, 1), Duration::from_millis(10));
-        assert_eq!(exponential_backoff(base, max, 17), Duration::from_millis(655_360));
+        assert_eq!(
+            exponential_backoff(base, max, 17),
+            Duration::from_millis(655_360)
+        );
         assert_eq!(exponential_backoff(base, max, 18), max);
     }
 
@@ -467,7 +473,10 @@ mod tests {
             let mut n: u64 = 0;
             while n <= u64::from(u32::MAX) + 2 {
                 let d = exponential_backoff(base, max, n);
-                assert!(d > Duration::ZERO && d <= max, "{base:?} {max:?} n={n}: {d:?}");
+                assert!(
+                    d > Duration::ZERO && d <= max,
+                    "{base:?} {max:?} n={n}: {d:?}"
+                );
                 assert!(d >= prev, "not monotone at n={n}");
                 prev = d;
                 n = if n < 256 { n + 1 } else { n * 2 + 1 };
