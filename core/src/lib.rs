@@ -24,3 +24,13 @@ pub mod workqueue;
 
 pub use clock::{Clock, FakeClock, SharedClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
+#[cfg(not(loom))]
+pub use log::Durability;
+#[cfg(not(loom))]
+pub use snapshot::{Snapshot, SnapshotInfo};
+#[cfg(not(loom))]
+pub use store::{
+    EventType, LabelSelector, Limits, Object, ObjectMeta, OwnerReference, ResourceVersion, Store,
+    StoreConfig, Watch, WatchEvent,
+};
+pub use workqueue::{RateLimiter, TypedRateLimiter, WorkQueue, WorkQueueConfig};
