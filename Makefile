@@ -12,7 +12,7 @@ test: setup
 	scripts/test
 
 demo:
-	cargo run --release --locked -p floyd --example demo
+	cargo run --locked -q -p floyd --example demo
 
 bench:
 	scripts/bench
