@@ -8,6 +8,11 @@
 
 #![deny(unsafe_code)]
 
+/// The README's example, compiled as a doctest so it stays true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod clock;
 pub mod error;
 #[cfg(not(loom))]
