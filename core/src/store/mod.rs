@@ -854,6 +854,7 @@ pub struct Watch {
     timeout: Option<Duration>,
     pending: VecDeque<WatchEvent>,
     done: bool,
+    start_version: u64,
 }
 
 impl Watch {
@@ -900,6 +901,12 @@ impl Watch {
             }
             return decode_frame(&f).map(Some);
         }
+    }
+
+    /// The version the watch started after: for a watch from 0, the version its synthetic
+    /// adds are consistent at.
+    pub fn start_version(&self) -> u64 {
+        self.start_version
     }
 
     /// Position of the next frame the watch will look at.
