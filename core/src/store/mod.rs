@@ -592,6 +592,7 @@ impl Store {
             timeout,
             pending,
             done: false,
+            start_version: after,
         })
     }
 
