@@ -21,6 +21,8 @@ pub mod log;
 #[path = "log/loom.rs"]
 pub mod log;
 #[cfg(not(loom))]
+pub mod runtime;
+#[cfg(not(loom))]
 pub mod snapshot;
 #[cfg(not(loom))]
 pub mod store;

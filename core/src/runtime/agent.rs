@@ -1,0 +1,275 @@
+//! The node agent, floyd's kubelet: starts instances through the host's [`Driver`] when
+//! they appear, records the outcome in their status (phase, Ready condition, start time,
+//! address, restart count), retries failed starts with the kubelet's crash-loop backoff
+//! (10 s doubling to 5 min), and stops instances once their objects are deleted — including
+//! one whose start was still in flight. Driver calls run on the executor, never on the
+//! agent's worker. It never calls the driver for an instance that no longer exists.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::json;
+
+use super::{RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX, Shared};
+use crate::clock::rfc3339;
+use crate::error::Result;
+use crate::store::Object;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Seen, nothing asked of the driver yet (or a failed start whose backoff passed).
+    Idle,
+    /// `start` is running on the executor.
+    Starting,
+    Running,
+    /// A start failed; retry at `next_try`.
+    Backoff,
+    /// `stop` is running on the executor.
+    Stopping,
+}
+
+struct InstanceState {
+    uid: String,
+    last: Arc<Object>,
+    phase: Phase,
+    failures: u32,
+    next_try: Option<Instant>,
+    /// The object went away while a start was in flight: stop as soon as it returns.
+    stop_requested: bool,
+}
+
+/// Per-instance bookkeeping of the agent.
+#[derive(Default)]
+pub(crate) struct Agent {
+    states: Mutex<HashMap<String, InstanceState>>,
+}
+
+/// The kubelet's crash-loop backoff after `failures` failed starts.
+pub(crate) fn restart_backoff(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    let d = RESTART_BACKOFF_INITIAL.saturating_mul(1u32 << (failures - 1).min(16));
+    d.min(RESTART_BACKOFF_MAX)
+}
+
+impl Shared {
+    pub(crate) fn process_agent(self: &Arc<Self>, key: &str) {
+        let cur = self.cache.get("Instance", key);
+        let mut states = self.agent.states.lock();
+        // A different object under the same name: the old one is gone.
+        let replaced = matches!((&cur, states.get(key)), (Some(c), Some(s)) if c.metadata.uid != s.uid);
+        if cur.is_none() || replaced {
+            if let Some(st) = states.get_mut(key) {
+                match st.phase {
+                    Phase::Starting => st.stop_requested = true,
+                    Phase::Stopping => {}
+                    Phase::Idle => {
+                        states.remove(key);
+                    }
+                    Phase::Running | Phase::Backoff => {
+                        st.phase = Phase::Stopping;
+                        let last = st.last.clone();
+                        drop(states);
+                        self.submit_stop(key.to_string(), last);
+                        if replaced {
+                            self.agent_queue.add(key.to_string());
+                        }
+                        self.agent_queue.done(&key.to_string());
+                        return;
+                    }
+                }
+            }
+            drop(states);
+            self.agent_queue.done(&key.to_string());
+            return;
+        }
+        let obj = cur.expect("checked above");
+        let st = states.entry(key.to_string()).or_insert_with(|| {
+            // An instance a previous control plane already started (status Running) is
+            // adopted as running, not started twice.
+            let running = obj.status["phase"] == "Running";
+            InstanceState {
+                uid: obj.metadata.uid.clone(),
+                last: obj.clone(),
+                phase: if running { Phase::Running } else { Phase::Idle },
+                failures: obj.status["restartCount"].as_u64().unwrap_or(0) as u32,
+                next_try: None,
+                stop_requested: false,
+            }
+        });
+        st.last = obj.clone();
+        let now = self.now();
+        let due = st.next_try.is_none_or(|t| now >= t);
+        let start = match st.phase {
+            Phase::Idle => true,
+            Phase::Backoff if due => true,
+            _ => false,
+        };
+        if start {
+            st.phase = Phase::Starting;
+            drop(states);
+            self.submit_start(key.to_string(), obj);
+        } else {
+            drop(states);
+        }
+        self.agent_queue.done(&key.to_string());
+    }
+
+    fn submit_start(self: &Arc<Self>, key: String, obj: Arc<Object>) {
+        let s = self.clone();
+        let job = Box::new(move || {
+            // The object may have gone while the call waited for a pool thread: never ask
+            // the driver to start an instance that no longer exists.
+            let exists = s.store.get("Instance", &key).ok().flatten().is_some_and(|c| c.metadata.uid == obj.metadata.uid);
+            if !exists {
+                let mut states = s.agent.states.lock();
+                if states.get(&key).is_some_and(|st| st.uid == obj.metadata.uid) {
+                    states.remove(&key);
+                }
+                return;
+            }
+            let r = s.driver.start(&obj);
+            s.start_finished(&key, &obj, r);
+        });
+        if let Err(e) = self.executor.submit(job) {
+            tracing::warn!(instance = %obj.key(), error = %e, "could not queue a driver start");
+            if let Some(st) = self.agent.states.lock().get_mut(obj.key().as_str()) {
+                st.phase = Phase::Idle;
+            }
+            self.agent_queue.add_rate_limited(obj.key());
+        }
+    }
+
+    fn start_finished(
+        self: &Arc<Self>,
+        key: &str,
+        obj: &Arc<Object>,
+        r: std::result::Result<super::Started, super::DriverError>,
+    ) {
+        let ok = r.is_ok();
+        self.count(|c| {
+            c.driver_starts += 1;
+            if !ok {
+                c.driver_start_failures += 1;
+            }
+        });
+        let mut states = self.agent.states.lock();
+        let Some(st) = states.get_mut(key).filter(|st| st.uid == obj.metadata.uid) else {
+            return;
+        };
+        // Deleted while starting: stop it now so nothing is leaked.
+        let gone = self.cache.get("Instance", key).is_none_or(|c| c.metadata.uid != obj.metadata.uid);
+        if st.stop_requested || gone {
+            st.phase = Phase::Stopping;
+            drop(states);
+            self.submit_stop(key.to_string(), obj.clone());
+            return;
+        }
+        let now_wall = rfc3339(self.cfg.clock.wall());
+        let status = match &r {
+            Ok(started) => {
+                st.phase = Phase::Running;
+                st.next_try = None;
+                json!({
+                    "phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now_wall}],
+                    "startTime": now_wall,
+                    "address": started.address,
+                    "restartCount": st.failures,
+                })
+            }
+            Err(e) => {
+                st.failures += 1;
+                let backoff = restart_backoff(st.failures);
+                st.phase = Phase::Backoff;
+                st.next_try = Some(self.now() + backoff);
+                self.agent_queue.add_after(key.to_string(), backoff);
+                json!({
+                    "phase": "Pending",
+                    "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now_wall,
+                                    "reason": "StartFailed", "message": e.0}],
+                    "restartCount": st.failures,
+                    "message": format!("start failed: {}", e.0),
+                })
+            }
+        };
+        drop(states);
+        if let Err(e) = self.write_instance_status(key, &obj.metadata.uid, status) {
+            tracing::warn!(instance = %key, error = %e, "could not record instance status");
+        }
+    }
+
+    fn submit_stop(self: &Arc<Self>, key: String, obj: Arc<Object>) {
+        let s = self.clone();
+        let job = Box::new(move || {
+            let r = s.driver.stop(&obj);
+            s.count(|c| c.driver_stops += 1);
+            let mut states = s.agent.states.lock();
+            match r {
+                Ok(()) => {
+                    if states.get(&key).is_some_and(|st| st.uid == obj.metadata.uid) {
+                        states.remove(&key);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %key, error = %e, "stop failed; retrying");
+                    if let Some(st) = states.get_mut(&key).filter(|st| st.uid == obj.metadata.uid) {
+                        st.phase = Phase::Running;
+                    }
+                    drop(states);
+                    s.agent_queue.add_rate_limited(key.clone());
+                }
+            }
+        });
+        if self.executor.submit(job).is_err() {
+            self.agent_queue.add_rate_limited(obj.key());
+        }
+    }
+
+    /// Writes an instance's status through the store, re-reading on conflict; a vanished
+    /// or replaced object is left alone.
+    fn write_instance_status(&self, key: &str, uid: &str, status: serde_json::Value) -> Result<()> {
+        loop {
+            let Some(cur) = self.store.get("Instance", key)? else { return Ok(()) };
+            if cur.metadata.uid != uid {
+                return Ok(());
+            }
+            let mut next = (*cur).clone();
+            next.status = status.clone();
+            match self.store.update_status(next) {
+                Ok(_) => {
+                    self.count(|c| c.store_writes += 1);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Instances the agent has started and not yet stopped (for leak checks).
+    pub(crate) fn running_instances(&self) -> Vec<String> {
+        self.agent
+            .states
+            .lock()
+            .iter()
+            .filter(|(_, s)| matches!(s.phase, Phase::Running | Phase::Starting | Phase::Stopping))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_loop_backoff_doubles_to_five_minutes() {
+        let secs: Vec<u64> = (0..9).map(|n| restart_backoff(n).as_secs()).collect();
+        assert_eq!(secs, [0, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(restart_backoff(u32::MAX), RESTART_BACKOFF_MAX);
+    }
+}

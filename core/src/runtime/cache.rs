@@ -1,0 +1,156 @@
+//! The control plane's view of the store: one watch over every kind the controllers use,
+//! applied in log order into per-kind maps, with the version it has applied. Controllers
+//! read only this cache on their hot path; `pump` moves it forward (from the control plane's
+//! event thread, or from the simulator's step loop so that runs are deterministic).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::error::Result;
+use crate::store::{EventType, Object, Store, Watch, WatchEvent};
+
+/// The kinds the control plane follows.
+pub const KINDS: [&str; 5] = ["Deployment", "ReplicaSet", "Instance", "Service", "Endpoints"];
+
+/// Objects by kind and key, as of `version`.
+pub struct Cache {
+    objects: RwLock<HashMap<String, BTreeMap<String, Arc<Object>>>>,
+    /// Instances by controller owner uid (the `owner` index).
+    by_owner: RwLock<HashMap<String, BTreeMap<String, Arc<Object>>>>,
+    watch: Mutex<Option<Watch>>,
+    version: Mutex<u64>,
+    advanced: Condvar,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("version", &*self.version.lock()).finish()
+    }
+}
+
+impl Cache {
+    /// Lists every followed kind at one version and positions the watch after it.
+    pub fn new(store: &Store) -> Result<Cache> {
+        let cache = Cache {
+            objects: RwLock::new(HashMap::new()),
+            by_owner: RwLock::new(HashMap::new()),
+            watch: Mutex::new(None),
+            version: Mutex::new(0),
+            advanced: Condvar::new(),
+        };
+        // The watch from 0 starts with a consistent snapshot of everything (synthetic
+        // adds at one version) and then follows the log.
+        let mut w = store.watch(None, 0, None)?;
+        let start = w.start_version();
+        while let Some(ev) = w.try_next()? {
+            if KINDS.contains(&ev.object.kind.as_str()) {
+                cache.apply(&ev);
+            }
+        }
+        {
+            let mut v = cache.version.lock();
+            *v = (*v).max(start);
+        }
+        *cache.watch.lock() = Some(w);
+        Ok(cache)
+    }
+
+    /// Applies every event that is ready now; returns them so the caller can dispatch
+    /// handlers. `wait` blocks up to that long for the first event.
+    pub fn pump(&self, wait: Option<Duration>) -> Result<Vec<WatchEvent>> {
+        let mut guard = self.watch.lock();
+        let Some(w) = guard.as_mut() else { return Ok(vec![]) };
+        let mut out = vec![];
+        let first = match wait {
+            Some(d) => w.next_timeout(Some(d))?,
+            None => w.try_next()?,
+        };
+        if let Some(ev) = first {
+            out.push(ev);
+            while let Some(ev) = w.try_next()? {
+                out.push(ev);
+            }
+        }
+        for ev in &out {
+            if KINDS.contains(&ev.object.kind.as_str()) {
+                self.apply(ev);
+            }
+        }
+        if let Some(last) = out.last() {
+            let mut v = self.version.lock();
+            *v = (*v).max(last.rv);
+            self.advanced.notify_all();
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, ev: &WatchEvent) {
+        let o = &ev.object;
+        let key = o.key();
+        let mut objects = self.objects.write();
+        let kind = objects.entry(o.kind.clone()).or_default();
+        let old = match ev.event_type {
+            EventType::Deleted => kind.remove(&key),
+            _ => kind.insert(key.clone(), o.clone()),
+        };
+        drop(objects);
+        if o.kind == "Instance" {
+            let mut idx = self.by_owner.write();
+            if let Some(old_owner) = old.as_ref().and_then(|p| p.controller_ref()).map(|r| r.uid.clone()) {
+                if let Some(m) = idx.get_mut(&old_owner) {
+                    m.remove(&key);
+                }
+            }
+            if ev.event_type != EventType::Deleted {
+                if let Some(r) = o.controller_ref() {
+                    idx.entry(r.uid.clone()).or_default().insert(key, o.clone());
+                }
+            }
+        }
+        let mut v = self.version.lock();
+        *v = (*v).max(ev.rv);
+    }
+
+    pub fn get(&self, kind: &str, key: &str) -> Option<Arc<Object>> {
+        self.objects.read().get(kind)?.get(key).cloned()
+    }
+
+    /// Every object of `kind` in `namespace` (all namespaces if `None`), in key order.
+    pub fn list(&self, kind: &str, namespace: Option<&str>) -> Vec<Arc<Object>> {
+        let objects = self.objects.read();
+        let Some(m) = objects.get(kind) else { return vec![] };
+        m.values()
+            .filter(|o| namespace.is_none_or(|ns| o.metadata.namespace == ns))
+            .cloned()
+            .collect()
+    }
+
+    /// Instances whose controller owner has `uid`.
+    pub fn instances_owned_by(&self, uid: &str) -> Vec<Arc<Object>> {
+        self.by_owner.read().get(uid).map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The version up to which the cache has applied the log.
+    pub fn version(&self) -> u64 {
+        *self.version.lock()
+    }
+
+    /// Waits until the cache has applied the event at `rv` (read-your-own-writes).
+    /// Returns false on timeout. Only useful when another thread pumps.
+    pub fn wait_for_version(&self, rv: u64, timeout: Duration) -> bool {
+        let mut v = self.version.lock();
+        if *v >= rv {
+            return true;
+        }
+        let _ = self.advanced.wait_for(&mut v, timeout);
+        *v >= rv
+    }
+
+    /// Stops following (the watch is dropped).
+    pub fn close(&self) {
+        self.watch.lock().take();
+    }
+}

@@ -1,0 +1,477 @@
+//! The runtime: the host's [`Driver`], the executor that runs driver calls off the
+//! controllers' workers, the node agent (floyd's kubelet) and the [`ControlPlane`] that
+//! wires store, cache, queues, controllers and agent together.
+//!
+//! Two ways to run: [`ControlPlane::start`] spawns an event thread, `workers` controller
+//! workers, an agent worker and a bounded driver pool; the simulator instead calls
+//! [`ControlPlane::step`] from one thread with a manual executor and a fake clock, so a seed
+//! reproduces a run exactly.
+
+mod agent;
+pub mod cache;
+mod replicaset;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
+use parking_lot::Mutex;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::controller::expectations::Expectations;
+use crate::error::{Error, Result};
+use crate::store::{Object, Store};
+use crate::sync::{AtomicBool, Ordering};
+use crate::workqueue::{RateLimiter, WorkQueue, WorkQueueConfig};
+pub use cache::Cache;
+
+/// Upstream's `BurstReplicas`: the most creations or deletions one sync issues.
+pub const BURST_REPLICAS_MAX: usize = 500;
+/// Driver calls waiting for a pool thread, at most.
+pub const MAX_PENDING_DRIVER_CALLS: usize = 65_536;
+/// Default driver pool size: slow drivers block only their own calls.
+pub const DEFAULT_DRIVER_THREADS: usize = 16;
+/// Restart backoff after a failed start: 10 s doubling to 5 min (kubelet's crash loop).
+pub const RESTART_BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Why a driver call failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriverError(pub String);
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a started instance reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Started {
+    /// Where traffic for it goes (`host:port`), if it serves any.
+    pub address: Option<String>,
+}
+
+/// The host's hands: runs and stops instances (processes, containers, remote hosts). Calls
+/// may be slow or fail; they run on the driver pool, never on a controller worker.
+pub trait Driver: Send + Sync + 'static {
+    /// Runs `instance` and returns once it runs. An error is a failed start (retried with
+    /// backoff).
+    fn start(&self, instance: &Object) -> std::result::Result<Started, DriverError>;
+    /// Stops `instance`; must be idempotent.
+    fn stop(&self, instance: &Object) -> std::result::Result<(), DriverError>;
+}
+
+/// A driver that starts and stops nothing (every call succeeds at once).
+#[derive(Debug, Default)]
+pub struct NoopDriver;
+
+impl Driver for NoopDriver {
+    fn start(&self, _: &Object) -> std::result::Result<Started, DriverError> {
+        Ok(Started::default())
+    }
+    fn stop(&self, _: &Object) -> std::result::Result<(), DriverError> {
+        Ok(())
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs driver calls: a bounded thread pool, or a manual queue the simulator drains.
+pub enum Executor {
+    Pool { tx: Mutex<Option<Sender<Job>>>, threads: Mutex<Vec<JoinHandle<()>>> },
+    Manual(Mutex<VecDeque<Job>>),
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Executor::Pool { .. } => f.write_str("Executor::Pool"),
+            Executor::Manual(q) => write!(f, "Executor::Manual({} pending)", q.lock().len()),
+        }
+    }
+}
+
+impl Executor {
+    pub fn pool(threads: usize) -> Result<Executor> {
+        let (tx, rx): (Sender<Job>, Receiver<Job>) = bounded(MAX_PENDING_DRIVER_CALLS);
+        let mut hs = vec![];
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            hs.push(
+                std::thread::Builder::new()
+                    .name(format!("floyd-driver-{i}"))
+                    .spawn(move || {
+                        while let Ok(job) = rx.recv() {
+                            // A panicking driver fails only its own call.
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        }
+                    })
+                    .map_err(|e| Error::io("spawn a driver thread", e))?,
+            );
+        }
+        Ok(Executor::Pool { tx: Mutex::new(Some(tx)), threads: Mutex::new(hs) })
+    }
+
+    pub fn manual() -> Executor {
+        Executor::Manual(Mutex::new(VecDeque::new()))
+    }
+
+    fn submit(&self, job: Job) -> Result<()> {
+        match self {
+            Executor::Pool { tx, .. } => match tx.lock().as_ref() {
+                None => Err(Error::ShutDown("the driver pool is stopped".into())),
+                Some(tx) => tx.try_send(job).map_err(|e| match e {
+                    TrySendError::Full(_) => Error::Internal("too many pending driver calls".into()),
+                    TrySendError::Disconnected(_) => Error::ShutDown("the driver pool is stopped".into()),
+                }),
+            },
+            Executor::Manual(q) => {
+                q.lock().push_back(job);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs one queued job (manual executor); false if none was queued.
+    pub fn run_one(&self) -> bool {
+        match self {
+            Executor::Manual(q) => {
+                let job = q.lock().pop_front();
+                match job {
+                    Some(j) => {
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(j));
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Executor::Pool { .. } => false,
+        }
+    }
+
+    fn shutdown(&self) {
+        if let Executor::Pool { tx, threads } = self {
+            tx.lock().take();
+            for h in threads.lock().drain(..) {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+/// Control plane configuration.
+#[derive(Clone, Debug)]
+pub struct ControlPlaneConfig {
+    pub workers: usize,
+    pub burst_replicas: usize,
+    pub driver_threads: usize,
+    pub clock: SharedClock,
+    /// Per-item backoff of controller retries (client-go's default: 5 ms to 1000 s).
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        ControlPlaneConfig {
+            workers: 2,
+            burst_replicas: BURST_REPLICAS_MAX,
+            driver_threads: DEFAULT_DRIVER_THREADS,
+            clock: SystemClock::shared(),
+            retry_base: Duration::from_millis(5),
+            retry_max: Duration::from_secs(1000),
+        }
+    }
+}
+
+impl ControlPlaneConfig {
+    fn validate(&self) -> Result<()> {
+        if self.workers == 0 || self.workers > 256 {
+            return Err(Error::invalid("workers", format!("must be 1..=256, got {}", self.workers)));
+        }
+        if self.burst_replicas == 0 || self.burst_replicas > BURST_REPLICAS_MAX {
+            return Err(Error::invalid(
+                "burst_replicas",
+                format!("must be 1..={BURST_REPLICAS_MAX}, got {}", self.burst_replicas),
+            ));
+        }
+        if self.retry_base.is_zero() || self.retry_base > self.retry_max {
+            return Err(Error::invalid("retry_base", "must be positive and at most retry_max"));
+        }
+        Ok(())
+    }
+}
+
+/// Counters for observing the control plane.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControlPlaneStats {
+    pub syncs: u64,
+    pub sync_errors: u64,
+    pub driver_starts: u64,
+    pub driver_start_failures: u64,
+    pub driver_stops: u64,
+    pub store_writes: u64,
+}
+
+pub(crate) struct Shared {
+    pub store: Store,
+    pub driver: Arc<dyn Driver>,
+    pub cfg: ControlPlaneConfig,
+    pub cache: Cache,
+    pub rs_queue: WorkQueue<String>,
+    pub agent_queue: WorkQueue<String>,
+    pub expectations: Expectations,
+    pub executor: Executor,
+    pub agent: agent::Agent,
+    pub stats: Mutex<ControlPlaneStats>,
+    pub stopped: AtomicBool,
+}
+
+/// The controllers, wired to the store and a host driver.
+pub struct ControlPlane {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    started: AtomicBool,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").field("cache", &self.shared.cache).finish()
+    }
+}
+
+impl ControlPlane {
+    /// A control plane that runs its own threads after [`ControlPlane::start`].
+    pub fn new(store: Store, driver: Arc<dyn Driver>, cfg: ControlPlaneConfig) -> Result<ControlPlane> {
+        cfg.validate()?;
+        let exec = Executor::pool(cfg.driver_threads)?;
+        ControlPlane::build(store, driver, cfg, exec)
+    }
+
+    /// A control plane driven by [`ControlPlane::step`] from the caller's thread, with driver
+    /// calls queued until [`ControlPlane::run_driver_call`] — the simulator's mode.
+    pub fn stepped(store: Store, driver: Arc<dyn Driver>, cfg: ControlPlaneConfig) -> Result<ControlPlane> {
+        cfg.validate()?;
+        ControlPlane::build(store, driver, cfg, Executor::manual())
+    }
+
+    fn build(store: Store, driver: Arc<dyn Driver>, cfg: ControlPlaneConfig, executor: Executor) -> Result<ControlPlane> {
+        let cache = Cache::new(&store)?;
+        let queue = |name: &str| {
+            WorkQueue::with_config(WorkQueueConfig {
+                name: Some(name.to_string()),
+                clock: cfg.clock.clone(),
+                rate_limiter: Some(RateLimiter::max_of(vec![
+                    RateLimiter::exponential(cfg.retry_base, cfg.retry_max),
+                    RateLimiter::bucket_with_clock(10.0, 100, cfg.clock.clone()),
+                ])),
+            })
+        };
+        let shared = Arc::new(Shared {
+            rs_queue: queue("replicaset"),
+            agent_queue: queue("agent"),
+            expectations: Expectations::new(),
+            agent: agent::Agent::default(),
+            stats: Mutex::new(ControlPlaneStats::default()),
+            stopped: AtomicBool::new(false),
+            executor,
+            cache,
+            store,
+            driver,
+            cfg,
+        });
+        // Everything already in the cache needs a first look.
+        for rs in shared.cache.list("ReplicaSet", None) {
+            shared.rs_queue.add(rs.key());
+        }
+        for i in shared.cache.list("Instance", None) {
+            shared.agent_queue.add(i.key());
+        }
+        Ok(ControlPlane { shared, threads: Mutex::new(vec![]), started: AtomicBool::new(false) })
+    }
+
+    /// Starts the event thread, the controller workers and the agent worker.
+    pub fn start(&self) -> Result<()> {
+        self.check_running()?;
+        if self.started.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut threads = self.threads.lock();
+        let s = self.shared.clone();
+        threads.push(spawn("floyd-events", move || {
+            while !s.stopped.load(Ordering::Acquire) {
+                match s.cache.pump(Some(Duration::from_millis(100))) {
+                    Ok(evs) => s.dispatch(&evs),
+                    Err(e) if e.kind() == crate::ErrorKind::ShutDown => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "control plane watch failed");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?);
+        for i in 0..self.shared.cfg.workers {
+            let s = self.shared.clone();
+            threads.push(spawn(&format!("floyd-rs-{i}"), move || {
+                while let Some(key) = s.rs_queue.get() {
+                    s.process_rs(&key);
+                }
+            })?);
+        }
+        let s = self.shared.clone();
+        threads.push(spawn("floyd-agent", move || {
+            while let Some(key) = s.agent_queue.get() {
+                s.process_agent(&key);
+            }
+        })?);
+        Ok(())
+    }
+
+    /// One deterministic step (stepped mode): applies ready events, then processes one
+    /// queued controller key and one agent key. Returns whether anything happened.
+    pub fn step(&self) -> Result<bool> {
+        self.step_with(true)
+    }
+
+    /// [`ControlPlane::step`] that may withhold the watch (`pump = false`): the cache lags
+    /// the store, as an informer behind a slow watch would (simulator fault).
+    pub fn step_with(&self, pump: bool) -> Result<bool> {
+        self.check_running()?;
+        let mut did = false;
+        if pump {
+            let evs = self.shared.cache.pump(None)?;
+            did = !evs.is_empty();
+            self.shared.dispatch(&evs);
+        }
+        if let Some(k) = self.shared.rs_queue.try_get() {
+            self.shared.process_rs(&k);
+            did = true;
+        }
+        if let Some(k) = self.shared.agent_queue.try_get() {
+            self.shared.process_agent(&k);
+            did = true;
+        }
+        Ok(did)
+    }
+
+    /// Queues a ReplicaSet key for a sync, as a resync would.
+    pub fn enqueue_replicaset(&self, key: &str) {
+        self.shared.rs_queue.add(key.to_string());
+    }
+
+    /// Instances the node agent has started and not stopped.
+    pub fn running_instances(&self) -> Vec<String> {
+        self.shared.running_instances()
+    }
+
+    /// Runs one queued driver call (stepped mode).
+    pub fn run_driver_call(&self) -> bool {
+        self.shared.executor.run_one()
+    }
+
+    /// Stops every thread; in-flight driver calls finish; nothing is leaked. Idempotent.
+    pub fn stop(&self) -> Result<()> {
+        if self.shared.stopped.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.shared.rs_queue.shut_down();
+        self.shared.agent_queue.shut_down();
+        for h in self.threads.lock().drain(..) {
+            let _ = h.join();
+        }
+        self.shared.executor.shutdown();
+        self.shared.cache.close();
+        Ok(())
+    }
+
+    fn check_running(&self) -> Result<()> {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return Err(Error::ShutDown("the control plane is stopped".into()));
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> ControlPlaneStats {
+        self.shared.stats.lock().clone()
+    }
+
+    /// The cache's applied version.
+    pub fn cache_version(&self) -> u64 {
+        self.shared.cache.version()
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.shared.cache
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Queue depths (controller, agent) and pending driver calls — zero at quiescence.
+    pub fn pending(&self) -> (usize, usize) {
+        (self.shared.rs_queue.len(), self.shared.agent_queue.len())
+    }
+
+    /// Scales a ReplicaSet or Deployment (`kind/namespace/name` key is `namespace/name`).
+    pub fn scale(&self, kind: &str, key: &str, replicas: i64) -> Result<Arc<Object>> {
+        self.check_running()?;
+        if !(0..=i32::MAX as i64).contains(&replicas) {
+            return Err(Error::invalid("spec.replicas", format!("must be 0..={}, got {replicas}", i32::MAX)));
+        }
+        loop {
+            let cur = self
+                .shared
+                .store
+                .get(kind, key)?
+                .ok_or_else(|| Error::NotFound(format!("{kind} {key}")))?;
+            let mut next = (*cur).clone();
+            next.spec["replicas"] = serde_json::json!(replicas);
+            match self.shared.store.update(next) {
+                Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map_err(|e| Error::io("spawn a control plane thread", e))
+}
+
+impl Shared {
+    /// Turns events into queue keys (the controllers' event handlers).
+    fn dispatch(&self, evs: &[crate::store::WatchEvent]) {
+        for ev in evs {
+            let o = &ev.object;
+            match o.kind.as_str() {
+                "ReplicaSet" => self.rs_queue.add(o.key()),
+                "Instance" => {
+                    self.agent_queue.add(o.key());
+                    self.on_instance_event(ev);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.cfg.clock.now()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut ControlPlaneStats)) {
+        f(&mut self.stats.lock());
+    }
+}
