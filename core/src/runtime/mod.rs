@@ -9,6 +9,7 @@
 
 mod agent;
 pub mod cache;
+mod endpoints;
 mod replicaset;
 
 use std::collections::VecDeque;
@@ -26,6 +27,7 @@ use crate::store::{Object, Store};
 use crate::sync::{AtomicBool, Ordering};
 use crate::workqueue::{RateLimiter, WorkQueue, WorkQueueConfig};
 pub use cache::Cache;
+pub use endpoints::{MAX_ENDPOINT_ADDRESSES, endpoints_for};
 
 /// Upstream's `BurstReplicas`: the most creations or deletions one sync issues.
 pub const BURST_REPLICAS_MAX: usize = 500;
@@ -223,6 +225,8 @@ pub(crate) struct Shared {
     pub cache: Cache,
     pub rs_queue: WorkQueue<String>,
     pub agent_queue: WorkQueue<String>,
+    pub svc_queue: WorkQueue<String>,
+    pub pickers: endpoints::Pickers,
     pub expectations: Expectations,
     pub executor: Executor,
     pub agent: agent::Agent,
@@ -273,6 +277,8 @@ impl ControlPlane {
         let shared = Arc::new(Shared {
             rs_queue: queue("replicaset"),
             agent_queue: queue("agent"),
+            svc_queue: queue("endpoints"),
+            pickers: endpoints::Pickers::default(),
             expectations: Expectations::new(),
             agent: agent::Agent::default(),
             stats: Mutex::new(ControlPlaneStats::default()),
@@ -289,6 +295,9 @@ impl ControlPlane {
         }
         for i in shared.cache.list("Instance", None) {
             shared.agent_queue.add(i.key());
+        }
+        for svc in shared.cache.list("Service", None) {
+            shared.svc_queue.add(svc.key());
         }
         Ok(ControlPlane { shared, threads: Mutex::new(vec![]), started: AtomicBool::new(false) })
     }
@@ -322,6 +331,12 @@ impl ControlPlane {
             })?);
         }
         let s = self.shared.clone();
+        threads.push(spawn("floyd-endpoints", move || {
+            while let Some(key) = s.svc_queue.get() {
+                s.process_service(&key);
+            }
+        })?);
+        let s = self.shared.clone();
         threads.push(spawn("floyd-agent", move || {
             while let Some(key) = s.agent_queue.get() {
                 s.process_agent(&key);
@@ -354,6 +369,10 @@ impl ControlPlane {
             self.shared.process_agent(&k);
             did = true;
         }
+        if let Some(k) = self.shared.svc_queue.try_get() {
+            self.shared.process_service(&k);
+            did = true;
+        }
         Ok(did)
     }
 
@@ -379,6 +398,7 @@ impl ControlPlane {
         }
         self.shared.rs_queue.shut_down();
         self.shared.agent_queue.shut_down();
+        self.shared.svc_queue.shut_down();
         for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }
@@ -413,7 +433,23 @@ impl ControlPlane {
 
     /// Queue depths (controller, agent) and pending driver calls — zero at quiescence.
     pub fn pending(&self) -> (usize, usize) {
-        (self.shared.rs_queue.len(), self.shared.agent_queue.len())
+        (
+            self.shared.rs_queue.len() + self.shared.svc_queue.len(),
+            self.shared.agent_queue.len(),
+        )
+    }
+
+    /// The ready addresses of a Service (`namespace/name`).
+    pub fn endpoints(&self, service_key: &str) -> Result<Vec<String>> {
+        self.check_running()?;
+        self.shared.ready_addresses(service_key)
+    }
+
+    /// One ready address of a Service: round robin, or stable for a `hint` (e.g. a client
+    /// id). `None` when no instance is ready.
+    pub fn pick(&self, service_key: &str, hint: Option<&str>) -> Result<Option<String>> {
+        self.check_running()?;
+        self.shared.pick(service_key, hint)
     }
 
     /// Scales a ReplicaSet or Deployment (`kind/namespace/name` key is `namespace/name`).
@@ -456,6 +492,7 @@ impl Shared {
     fn dispatch(&self, evs: &[crate::store::WatchEvent]) {
         for ev in evs {
             let o = &ev.object;
+            self.on_event_for_endpoints(ev);
             match o.kind.as_str() {
                 "ReplicaSet" => self.rs_queue.add(o.key()),
                 "Instance" => {

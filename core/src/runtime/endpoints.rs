@@ -1,0 +1,221 @@
+//! The endpoints controller and the load-balancing pickers. For every Service with a
+//! selector, the `Endpoints` object of the same name lists the addresses of the matching
+//! live instances: Ready ones under `addresses`, the others under `notReadyAddresses`
+//! (the legacy Endpoints controller's rule, `k8s-semantics.md` §6.1: terminal instances,
+//! instances without an address and deleted ones are left out). `pick` returns only ready
+//! addresses: round robin, or a stable choice per hint (session affinity).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::store::{Object, WatchEvent};
+
+/// The most addresses one Endpoints object lists (upstream's cap); ready ones first.
+pub const MAX_ENDPOINT_ADDRESSES: usize = 1000;
+
+/// Round-robin positions per Service.
+#[derive(Default)]
+pub(crate) struct Pickers {
+    next: Mutex<HashMap<String, usize>>,
+}
+
+/// A Service's selector: a plain label map, as in Kubernetes Services.
+pub(crate) fn service_selector(svc: &Object) -> Option<BTreeMap<String, String>> {
+    let m = svc.spec.get("selector")?.as_object()?;
+    if m.is_empty() {
+        return None;
+    }
+    Some(m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+}
+
+fn selects(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn is_ready(i: &Object) -> bool {
+    i.status["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn is_terminal(i: &Object) -> bool {
+    matches!(i.status["phase"].as_str(), Some("Succeeded" | "Failed"))
+}
+
+/// The Endpoints subsets for `svc` over `instances` (pure).
+pub fn endpoints_for(svc: &Object, instances: &[Arc<Object>]) -> Value {
+    let Some(sel) = service_selector(svc) else { return json!({"addresses": [], "notReadyAddresses": []}) };
+    let mut ready = vec![];
+    let mut not_ready = vec![];
+    for i in instances {
+        if !selects(&sel, &i.metadata.labels) || is_terminal(i) || i.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(addr) = i.status["address"].as_str() else { continue };
+        let entry = json!({"address": addr, "targetRef": {"kind": "Instance", "name": i.metadata.name, "uid": i.metadata.uid}});
+        if is_ready(i) {
+            ready.push(entry);
+        } else {
+            not_ready.push(entry);
+        }
+    }
+    ready.truncate(MAX_ENDPOINT_ADDRESSES);
+    not_ready.truncate(MAX_ENDPOINT_ADDRESSES - ready.len());
+    json!({"addresses": ready, "notReadyAddresses": not_ready})
+}
+
+impl Shared {
+    /// Services to resync after an event.
+    pub(crate) fn on_event_for_endpoints(&self, ev: &WatchEvent) {
+        let o = &ev.object;
+        match o.kind.as_str() {
+            "Service" => self.svc_queue.add(o.key()),
+            "Instance" => {
+                for svc in self.cache.list("Service", Some(&o.metadata.namespace)) {
+                    if service_selector(&svc).is_some_and(|s| selects(&s, &o.metadata.labels)) {
+                        self.svc_queue.add(svc.key());
+                    }
+                }
+                // Labels may have changed: the Services that listed it before also resync.
+                for ep in self.cache.list("Endpoints", Some(&o.metadata.namespace)) {
+                    let listed = ["addresses", "notReadyAddresses"].iter().any(|f| {
+                        ep.spec[f].as_array().is_some_and(|a| a.iter().any(|e| e["targetRef"]["uid"] == o.metadata.uid.as_str()))
+                    });
+                    if listed {
+                        self.svc_queue.add(ep.key());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn process_service(self: &Arc<Self>, key: &str) {
+        let k = key.to_string();
+        match self.sync_endpoints(key) {
+            Ok(()) => self.svc_queue.forget(&k),
+            Err(e) => {
+                self.count(|c| c.sync_errors += 1);
+                tracing::warn!(service = %key, error = %e, "endpoints sync failed");
+                self.svc_queue.add_rate_limited(k.clone());
+            }
+        }
+        self.svc_queue.done(&k);
+    }
+
+    fn sync_endpoints(&self, key: &str) -> Result<()> {
+        let Some(svc) = self.cache.get("Service", key) else {
+            // The Service is gone: so are its Endpoints.
+            return match self.store.delete("Endpoints", key, None) {
+                Err(e) if e.kind() != crate::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        };
+        if service_selector(&svc).is_none() {
+            return Ok(()); // Services without a selector are not managed (upstream).
+        }
+        let instances = self.cache.list("Instance", Some(&svc.metadata.namespace));
+        let subsets = endpoints_for(&svc, &instances);
+        match self.store.get("Endpoints", key)? {
+            Some(cur) if cur.spec == subsets => Ok(()),
+            Some(cur) => {
+                let mut next = (*cur).clone();
+                next.spec = subsets;
+                next.metadata.resource_version.clear();
+                self.store.update(next)?;
+                self.count(|c| c.store_writes += 1);
+                Ok(())
+            }
+            None => {
+                let mut ep = Object { kind: "Endpoints".into(), spec: subsets, ..Object::default() };
+                ep.metadata.name = svc.metadata.name.clone();
+                ep.metadata.namespace = svc.metadata.namespace.clone();
+                ep.metadata.labels = svc.metadata.labels.clone();
+                match self.store.create(ep) {
+                    Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => Err(Error::Conflict(format!("Endpoints {key} appeared concurrently"))),
+                    Err(e) => Err(e),
+                    Ok(_) => {
+                        self.count(|c| c.store_writes += 1);
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ready addresses of a Service, from the cache.
+    pub(crate) fn ready_addresses(&self, key: &str) -> Result<Vec<String>> {
+        if self.cache.get("Service", key).is_none() {
+            return Err(Error::NotFound(format!("Service {key}")));
+        }
+        let Some(ep) = self.cache.get("Endpoints", key) else { return Ok(vec![]) };
+        Ok(ep.spec["addresses"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["address"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default())
+    }
+
+    /// One ready address: round robin without a hint, a stable choice for a hint.
+    pub(crate) fn pick(&self, key: &str, hint: Option<&str>) -> Result<Option<String>> {
+        let addrs = self.ready_addresses(key)?;
+        if addrs.is_empty() {
+            return Ok(None);
+        }
+        let i = match hint {
+            Some(h) => {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                h.hash(&mut hasher);
+                (hasher.finish() % addrs.len() as u64) as usize
+            }
+            None => {
+                let mut next = self.pickers.next.lock();
+                let n = next.entry(key.to_string()).or_insert(0);
+                let i = *n % addrs.len();
+                *n = n.wrapping_add(1);
+                i
+            }
+        };
+        Ok(Some(addrs[i].clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(name: &str, app: &str, ready: bool, phase: &str, addr: Option<&str>) -> Arc<Object> {
+        let mut o = Object::from_json(&json!({
+            "kind": "Instance",
+            "metadata": {"name": name, "namespace": "default", "uid": format!("u-{name}"), "labels": {"app": app}},
+            "status": {"phase": phase, "address": addr,
+                       "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+        }))
+        .unwrap();
+        o.apply_defaults();
+        Arc::new(o)
+    }
+
+    #[test]
+    fn endpoints_split_ready_and_not_ready_and_skip_the_rest() {
+        let svc = Object::from_json(&json!({"kind": "Service", "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}}})).unwrap();
+        let is = vec![
+            inst("a", "web", true, "Running", Some("10.0.0.1:80")),
+            inst("b", "web", false, "Running", Some("10.0.0.2:80")),
+            inst("c", "web", true, "Failed", Some("10.0.0.3:80")),
+            inst("d", "web", true, "Running", None),
+            inst("e", "db", true, "Running", Some("10.0.0.5:80")),
+        ];
+        let ep = endpoints_for(&svc, &is);
+        let addrs = |f: &str| ep[f].as_array().unwrap().iter().map(|e| e["address"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+        assert_eq!(addrs("addresses"), ["10.0.0.1:80"]);
+        assert_eq!(addrs("notReadyAddresses"), ["10.0.0.2:80"]);
+        let no_sel = Object::from_json(&json!({"kind": "Service", "metadata": {"name": "x"}, "spec": {}})).unwrap();
+        assert_eq!(endpoints_for(&no_sel, &is)["addresses"], json!([]));
+    }
+}
