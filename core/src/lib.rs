@@ -26,6 +26,8 @@ pub mod runtime;
 pub mod snapshot;
 #[cfg(not(loom))]
 pub mod store;
+#[cfg(not(loom))]
+pub mod controller;
 pub(crate) mod sync;
 pub mod workqueue;
 
