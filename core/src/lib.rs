@@ -14,6 +14,8 @@
 pub struct ReadmeDoctests;
 
 pub mod clock;
+#[cfg(not(loom))]
+pub mod controller;
 pub mod error;
 #[cfg(not(loom))]
 pub mod log;
@@ -26,8 +28,6 @@ pub mod runtime;
 pub mod snapshot;
 #[cfg(not(loom))]
 pub mod store;
-#[cfg(not(loom))]
-pub mod controller;
 pub(crate) mod sync;
 pub mod workqueue;
 

@@ -23,7 +23,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed ^ 0xA076_1D64_78BD_642F)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -32,10 +32,10 @@ impl Rng {
     }
     /// True with probability `p` (0..=1).
     pub fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 1.0 < p
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 1.0 < p
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
 }
 
@@ -70,10 +70,17 @@ impl Driver for SimDriver {
         let key = instance.key();
         let uid = instance.metadata.uid.clone();
         let mut log = self.log.lock();
-        log.calls.push(("start".into(), instance.metadata.name.clone()));
-        let exists = self.store.get("Instance", &key).ok().flatten().is_some_and(|o| o.metadata.uid == uid);
+        log.calls
+            .push(("start".into(), instance.metadata.name.clone()));
+        let exists = self
+            .store
+            .get("Instance", &key)
+            .ok()
+            .flatten()
+            .is_some_and(|o| o.metadata.uid == uid);
         if !exists {
-            log.violations.push(format!("start of vanished instance {key}"));
+            log.violations
+                .push(format!("start of vanished instance {key}"));
         }
         let fail = *self.faults_on.lock() && self.rng.lock().chance(self.faults.lock().fail_start);
         if fail {
@@ -81,14 +88,18 @@ impl Driver for SimDriver {
         }
         *log.starts_by_uid.entry(uid.clone()).or_default() += 1;
         if !log.running.insert(uid) {
-            log.violations.push(format!("{key} started twice without a stop"));
+            log.violations
+                .push(format!("{key} started twice without a stop"));
         }
-        Ok(Started { address: Some(format!("10.0.0.{}:8080", log.running.len() % 250)) })
+        Ok(Started {
+            address: Some(format!("10.0.0.{}:8080", log.running.len() % 250)),
+        })
     }
 
     fn stop(&self, instance: &Object) -> Result<(), DriverError> {
         let mut log = self.log.lock();
-        log.calls.push(("stop".into(), instance.metadata.name.clone()));
+        log.calls
+            .push(("stop".into(), instance.metadata.name.clone()));
         let fail = *self.faults_on.lock() && self.rng.lock().chance(self.faults.lock().fail_stop);
         if fail {
             return Err(DriverError("injected stop failure".into()));
@@ -138,7 +149,15 @@ impl Sim {
             },
         )
         .unwrap();
-        Sim { seed, rng: Rng::new(seed), clock, store, driver, cp, steps: 0 }
+        Sim {
+            seed,
+            rng: Rng::new(seed),
+            clock,
+            store,
+            driver,
+            cp,
+            steps: 0,
+        }
     }
 
     /// One scheduling decision: a controller step, a driver call, or time passing.
@@ -153,7 +172,9 @@ impl Sim {
                     self.cp.step().unwrap();
                 }
             }
-            _ => self.clock.advance(Duration::from_millis(self.rng.below(2_000))),
+            _ => self
+                .clock
+                .advance(Duration::from_millis(self.rng.below(2_000))),
         }
     }
 
@@ -192,6 +213,9 @@ impl Sim {
 
     /// The command that replays this seed.
     pub fn replay_hint(&self, test: &str) -> String {
-        format!("seed {}: replay with FLOYD_SIM_SEED={} cargo test -p floyd-tests --test {test}", self.seed, self.seed)
+        format!(
+            "seed {}: replay with FLOYD_SIM_SEED={} cargo test -p floyd-tests --test {test}",
+            self.seed, self.seed
+        )
     }
 }

@@ -24,9 +24,15 @@ fn replicaset(name: &str, replicas: i64) -> Object {
 }
 
 fn instances_of(sim: &Sim, rs: &str) -> Vec<std::sync::Arc<Object>> {
-    let uid = sim.store.get("ReplicaSet", &format!("default/{rs}")).unwrap().map(|o| o.metadata.uid.clone());
+    let uid = sim
+        .store
+        .get("ReplicaSet", &format!("default/{rs}"))
+        .unwrap()
+        .map(|o| o.metadata.uid.clone());
     let (all, _) = sim.store.list("Instance", None, None).unwrap();
-    all.into_iter().filter(|i| i.controller_ref().map(|r| r.uid.clone()) == uid).collect()
+    all.into_iter()
+        .filter(|i| i.controller_ref().map(|r| r.uid.clone()) == uid)
+        .collect()
 }
 
 fn ready_count(sim: &Sim, rs: &str) -> usize {
@@ -41,11 +47,15 @@ fn converged(sim: &Sim, sets: &[(&str, usize)]) -> bool {
     q1 == 0
         && q2 == 0
         && sets.iter().all(|(rs, n)| {
-            let st = sim.store.get("ReplicaSet", &format!("default/{rs}")).unwrap().unwrap();
+            let st = sim
+                .store
+                .get("ReplicaSet", &format!("default/{rs}"))
+                .unwrap()
+                .unwrap();
             instances_of(sim, rs).len() == *n
                 && ready_count(sim, rs) == *n
-                && st.status["readyReplicas"].as_u64() == Some(*n as u64)
-                && st.status["replicas"].as_u64() == Some(*n as u64)
+                && st.status["readyReplicas"].as_u64().unwrap_or(0) == *n as u64
+                && st.status["replicas"].as_u64().unwrap_or(0) == *n as u64
         })
 }
 
@@ -53,24 +63,48 @@ fn converged(sim: &Sim, sets: &[(&str, usize)]) -> bool {
 fn check(sim: &Sim, sets: &[(&str, usize)]) {
     for (rs, n) in sets {
         let live = instances_of(sim, rs).len();
-        assert!(live <= *n, "{}: {rs} has {live} instances, spec {n}", sim.replay_hint("sim_replicaset"));
+        assert!(
+            live <= *n,
+            "{}: {rs} has {live} instances, spec {n}",
+            sim.replay_hint("sim_replicaset")
+        );
     }
     let v = &sim.driver.log.lock().violations;
-    assert!(v.is_empty(), "{}: driver violations {v:?}", sim.replay_hint("sim_replicaset"));
+    assert!(
+        v.is_empty(),
+        "{}: driver violations {v:?}",
+        sim.replay_hint("sim_replicaset")
+    );
 }
 
 fn seeds(default: u64) -> Vec<u64> {
-    if let Some(s) = std::env::var("FLOYD_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(s) = std::env::var("FLOYD_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         return vec![s];
     }
-    let n = std::env::var("FLOYD_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let n = std::env::var("FLOYD_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
     (0..n).collect()
 }
 
 /// Runs one faulty scenario and returns its trace hash.
 fn scenario(seed: u64) -> u64 {
-    let mut sim = Sim::new(seed, Faults { fail_start: 0.3, fail_stop: 0.2 });
-    let sizes = [("a", 1 + (seed % 7) as usize), ("b", 3), ("c", (seed % 4) as usize)];
+    let mut sim = Sim::new(
+        seed,
+        Faults {
+            fail_start: 0.3,
+            fail_stop: 0.2,
+        },
+    );
+    let sizes = [
+        ("a", 1 + (seed % 7) as usize),
+        ("b", 3),
+        ("c", (seed % 4) as usize),
+    ];
     for (rs, n) in sizes {
         sim.store.create(replicaset(rs, n as i64)).unwrap();
     }
@@ -94,7 +128,11 @@ fn scenario(seed: u64) -> u64 {
         check(s, &[sizes[0], ("b", 3), sizes[2]]);
         converged(s, &target)
     });
-    assert!(ok, "{}: did not converge", sim.replay_hint("sim_replicaset"));
+    assert!(
+        ok,
+        "{}: did not converge",
+        sim.replay_hint("sim_replicaset")
+    );
     // Let stops finish, then nothing may be left running but the live instances.
     let _ = sim.run_until(Duration::from_secs(60), |s| {
         let (a, b) = s.cp.pending();
@@ -109,7 +147,12 @@ fn scenario(seed: u64) -> u64 {
         .map(|i| i.metadata.uid.clone())
         .collect();
     let running = sim.driver.log.lock().running.clone();
-    assert_eq!(running, live, "{}: leaked or missing instances", sim.replay_hint("sim_replicaset"));
+    assert_eq!(
+        running,
+        live,
+        "{}: leaked or missing instances",
+        sim.replay_hint("sim_replicaset")
+    );
     sim.trace_hash()
 }
 
@@ -123,7 +166,11 @@ fn faulty_seeds_converge_without_overshoot_or_leaks() {
 #[test]
 fn same_seed_same_trace() {
     for seed in [3u64, 17, 99] {
-        assert_eq!(scenario(seed), scenario(seed), "seed {seed} is not deterministic");
+        assert_eq!(
+            scenario(seed),
+            scenario(seed),
+            "seed {seed} is not deterministic"
+        );
     }
     assert_ne!(scenario(3), scenario(4), "different seeds should differ");
 }
@@ -135,8 +182,18 @@ fn scale_up_then_down_stops_the_victims() {
     assert!(sim.run_until(Duration::from_secs(120), |s| converged(s, &[("web", 6)])));
     assert_eq!(sim.driver.log.lock().running.len(), 6);
     sim.cp.scale("ReplicaSet", "default/web", 2).unwrap();
-    assert!(sim.run_until(Duration::from_secs(120), |s| converged(s, &[("web", 2)]) && s.driver.log.lock().running.len() == 2));
-    let stops = sim.driver.log.lock().calls.iter().filter(|c| c.0 == "stop").count();
+    assert!(
+        sim.run_until(Duration::from_secs(120), |s| converged(s, &[("web", 2)])
+            && s.driver.log.lock().running.len() == 2)
+    );
+    let stops = sim
+        .driver
+        .log
+        .lock()
+        .calls
+        .iter()
+        .filter(|c| c.0 == "stop")
+        .count();
     assert_eq!(stops, 4);
 }
 
@@ -154,7 +211,11 @@ fn k1_expired_expectations_with_a_lagging_cache_never_overshoot() {
     for _ in 0..50 {
         sim.cp.enqueue_replicaset("default/web");
         sim.cp.step_with(false).unwrap();
-        assert_eq!(instances_of(&sim, "web").len(), 3, "acted on a cache older than its own write");
+        assert_eq!(
+            instances_of(&sim, "web").len(),
+            3,
+            "acted on a cache older than its own write"
+        );
         sim.clock.advance(Duration::from_millis(200));
     }
     // Once the cache catches up everything converges to exactly 3.

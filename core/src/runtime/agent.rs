@@ -60,7 +60,8 @@ impl Shared {
         let cur = self.cache.get("Instance", key);
         let mut states = self.agent.states.lock();
         // A different object under the same name: the old one is gone.
-        let replaced = matches!((&cur, states.get(key)), (Some(c), Some(s)) if c.metadata.uid != s.uid);
+        let replaced =
+            matches!((&cur, states.get(key)), (Some(c), Some(s)) if c.metadata.uid != s.uid);
         if cur.is_none() || replaced {
             if let Some(st) = states.get_mut(key) {
                 match st.phase {
@@ -120,13 +121,22 @@ impl Shared {
 
     fn submit_start(self: &Arc<Self>, key: String, obj: Arc<Object>) {
         let s = self.clone();
+        let inst_key = obj.key();
         let job = Box::new(move || {
             // The object may have gone while the call waited for a pool thread: never ask
             // the driver to start an instance that no longer exists.
-            let exists = s.store.get("Instance", &key).ok().flatten().is_some_and(|c| c.metadata.uid == obj.metadata.uid);
+            let exists = s
+                .store
+                .get("Instance", &key)
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.metadata.uid == obj.metadata.uid);
             if !exists {
                 let mut states = s.agent.states.lock();
-                if states.get(&key).is_some_and(|st| st.uid == obj.metadata.uid) {
+                if states
+                    .get(&key)
+                    .is_some_and(|st| st.uid == obj.metadata.uid)
+                {
                     states.remove(&key);
                 }
                 return;
@@ -135,11 +145,11 @@ impl Shared {
             s.start_finished(&key, &obj, r);
         });
         if let Err(e) = self.executor.submit(job) {
-            tracing::warn!(instance = %obj.key(), error = %e, "could not queue a driver start");
-            if let Some(st) = self.agent.states.lock().get_mut(obj.key().as_str()) {
+            tracing::warn!(instance = %inst_key, error = %e, "could not queue a driver start");
+            if let Some(st) = self.agent.states.lock().get_mut(inst_key.as_str()) {
                 st.phase = Phase::Idle;
             }
-            self.agent_queue.add_rate_limited(obj.key());
+            self.agent_queue.add_rate_limited(inst_key);
         }
     }
 
@@ -161,7 +171,10 @@ impl Shared {
             return;
         };
         // Deleted while starting: stop it now so nothing is leaked.
-        let gone = self.cache.get("Instance", key).is_none_or(|c| c.metadata.uid != obj.metadata.uid);
+        let gone = self
+            .cache
+            .get("Instance", key)
+            .is_none_or(|c| c.metadata.uid != obj.metadata.uid);
         if st.stop_requested || gone {
             st.phase = Phase::Stopping;
             drop(states);
@@ -204,13 +217,17 @@ impl Shared {
 
     fn submit_stop(self: &Arc<Self>, key: String, obj: Arc<Object>) {
         let s = self.clone();
+        let inst_key = obj.key();
         let job = Box::new(move || {
             let r = s.driver.stop(&obj);
             s.count(|c| c.driver_stops += 1);
             let mut states = s.agent.states.lock();
             match r {
                 Ok(()) => {
-                    if states.get(&key).is_some_and(|st| st.uid == obj.metadata.uid) {
+                    if states
+                        .get(&key)
+                        .is_some_and(|st| st.uid == obj.metadata.uid)
+                    {
                         states.remove(&key);
                     }
                 }
@@ -225,7 +242,7 @@ impl Shared {
             }
         });
         if self.executor.submit(job).is_err() {
-            self.agent_queue.add_rate_limited(obj.key());
+            self.agent_queue.add_rate_limited(inst_key);
         }
     }
 
@@ -233,7 +250,9 @@ impl Shared {
     /// or replaced object is left alone.
     fn write_instance_status(&self, key: &str, uid: &str, status: serde_json::Value) -> Result<()> {
         loop {
-            let Some(cur) = self.store.get("Instance", key)? else { return Ok(()) };
+            let Some(cur) = self.store.get("Instance", key)? else {
+                return Ok(());
+            };
             if cur.metadata.uid != uid {
                 return Ok(());
             }

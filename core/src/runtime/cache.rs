@@ -13,7 +13,13 @@ use crate::error::Result;
 use crate::store::{EventType, Object, Store, Watch, WatchEvent};
 
 /// The kinds the control plane follows.
-pub const KINDS: [&str; 5] = ["Deployment", "ReplicaSet", "Instance", "Service", "Endpoints"];
+pub const KINDS: [&str; 5] = [
+    "Deployment",
+    "ReplicaSet",
+    "Instance",
+    "Service",
+    "Endpoints",
+];
 
 /// Objects by kind and key, as of `version`.
 pub struct Cache {
@@ -27,7 +33,9 @@ pub struct Cache {
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").field("version", &*self.version.lock()).finish()
+        f.debug_struct("Cache")
+            .field("version", &*self.version.lock())
+            .finish()
     }
 }
 
@@ -62,7 +70,9 @@ impl Cache {
     /// handlers. `wait` blocks up to that long for the first event.
     pub fn pump(&self, wait: Option<Duration>) -> Result<Vec<WatchEvent>> {
         let mut guard = self.watch.lock();
-        let Some(w) = guard.as_mut() else { return Ok(vec![]) };
+        let Some(w) = guard.as_mut() else {
+            return Ok(vec![]);
+        };
         let mut out = vec![];
         let first = match wait {
             Some(d) => w.next_timeout(Some(d))?,
@@ -99,15 +109,18 @@ impl Cache {
         drop(objects);
         if o.kind == "Instance" {
             let mut idx = self.by_owner.write();
-            if let Some(old_owner) = old.as_ref().and_then(|p| p.controller_ref()).map(|r| r.uid.clone()) {
-                if let Some(m) = idx.get_mut(&old_owner) {
-                    m.remove(&key);
-                }
+            if let Some(old_owner) = old
+                .as_ref()
+                .and_then(|p| p.controller_ref())
+                .map(|r| r.uid.clone())
+                && let Some(m) = idx.get_mut(&old_owner)
+            {
+                m.remove(&key);
             }
-            if ev.event_type != EventType::Deleted {
-                if let Some(r) = o.controller_ref() {
-                    idx.entry(r.uid.clone()).or_default().insert(key, o.clone());
-                }
+            if ev.event_type != EventType::Deleted
+                && let Some(r) = o.controller_ref()
+            {
+                idx.entry(r.uid.clone()).or_default().insert(key, o.clone());
             }
         }
         let mut v = self.version.lock();
@@ -121,7 +134,9 @@ impl Cache {
     /// Every object of `kind` in `namespace` (all namespaces if `None`), in key order.
     pub fn list(&self, kind: &str, namespace: Option<&str>) -> Vec<Arc<Object>> {
         let objects = self.objects.read();
-        let Some(m) = objects.get(kind) else { return vec![] };
+        let Some(m) = objects.get(kind) else {
+            return vec![];
+        };
         m.values()
             .filter(|o| namespace.is_none_or(|ns| o.metadata.namespace == ns))
             .cloned()
@@ -130,7 +145,11 @@ impl Cache {
 
     /// Instances whose controller owner has `uid`.
     pub fn instances_owned_by(&self, uid: &str) -> Vec<Arc<Object>> {
-        self.by_owner.read().get(uid).map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.by_owner
+            .read()
+            .get(uid)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The version up to which the cache has applied the log.

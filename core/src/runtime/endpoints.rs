@@ -31,7 +31,11 @@ pub(crate) fn service_selector(svc: &Object) -> Option<BTreeMap<String, String>>
     if m.is_empty() {
         return None;
     }
-    Some(m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+    Some(
+        m.iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect(),
+    )
 }
 
 fn selects(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -39,9 +43,10 @@ fn selects(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) ->
 }
 
 fn is_ready(i: &Object) -> bool {
-    i.status["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    i.status["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 fn is_terminal(i: &Object) -> bool {
@@ -50,14 +55,21 @@ fn is_terminal(i: &Object) -> bool {
 
 /// The Endpoints subsets for `svc` over `instances` (pure).
 pub fn endpoints_for(svc: &Object, instances: &[Arc<Object>]) -> Value {
-    let Some(sel) = service_selector(svc) else { return json!({"addresses": [], "notReadyAddresses": []}) };
+    let Some(sel) = service_selector(svc) else {
+        return json!({"addresses": [], "notReadyAddresses": []});
+    };
     let mut ready = vec![];
     let mut not_ready = vec![];
     for i in instances {
-        if !selects(&sel, &i.metadata.labels) || is_terminal(i) || i.metadata.deletion_timestamp.is_some() {
+        if !selects(&sel, &i.metadata.labels)
+            || is_terminal(i)
+            || i.metadata.deletion_timestamp.is_some()
+        {
             continue;
         }
-        let Some(addr) = i.status["address"].as_str() else { continue };
+        let Some(addr) = i.status["address"].as_str() else {
+            continue;
+        };
         let entry = json!({"address": addr, "targetRef": {"kind": "Instance", "name": i.metadata.name, "uid": i.metadata.uid}});
         if is_ready(i) {
             ready.push(entry);
@@ -85,7 +97,10 @@ impl Shared {
                 // Labels may have changed: the Services that listed it before also resync.
                 for ep in self.cache.list("Endpoints", Some(&o.metadata.namespace)) {
                     let listed = ["addresses", "notReadyAddresses"].iter().any(|f| {
-                        ep.spec[f].as_array().is_some_and(|a| a.iter().any(|e| e["targetRef"]["uid"] == o.metadata.uid.as_str()))
+                        ep.spec[f].as_array().is_some_and(|a| {
+                            a.iter()
+                                .any(|e| e["targetRef"]["uid"] == o.metadata.uid.as_str())
+                        })
                     });
                     if listed {
                         self.svc_queue.add(ep.key());
@@ -133,12 +148,18 @@ impl Shared {
                 Ok(())
             }
             None => {
-                let mut ep = Object { kind: "Endpoints".into(), spec: subsets, ..Object::default() };
+                let mut ep = Object {
+                    kind: "Endpoints".into(),
+                    spec: subsets,
+                    ..Object::default()
+                };
                 ep.metadata.name = svc.metadata.name.clone();
                 ep.metadata.namespace = svc.metadata.namespace.clone();
                 ep.metadata.labels = svc.metadata.labels.clone();
                 match self.store.create(ep) {
-                    Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => Err(Error::Conflict(format!("Endpoints {key} appeared concurrently"))),
+                    Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => Err(Error::Conflict(
+                        format!("Endpoints {key} appeared concurrently"),
+                    )),
                     Err(e) => Err(e),
                     Ok(_) => {
                         self.count(|c| c.store_writes += 1);
@@ -154,10 +175,16 @@ impl Shared {
         if self.cache.get("Service", key).is_none() {
             return Err(Error::NotFound(format!("Service {key}")));
         }
-        let Some(ep) = self.cache.get("Endpoints", key) else { return Ok(vec![]) };
+        let Some(ep) = self.cache.get("Endpoints", key) else {
+            return Ok(vec![]);
+        };
         Ok(ep.spec["addresses"]
             .as_array()
-            .map(|a| a.iter().filter_map(|e| e["address"].as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["address"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -212,10 +239,19 @@ mod tests {
             inst("e", "db", true, "Running", Some("10.0.0.5:80")),
         ];
         let ep = endpoints_for(&svc, &is);
-        let addrs = |f: &str| ep[f].as_array().unwrap().iter().map(|e| e["address"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+        let addrs = |f: &str| {
+            ep[f]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["address"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(addrs("addresses"), ["10.0.0.1:80"]);
         assert_eq!(addrs("notReadyAddresses"), ["10.0.0.2:80"]);
-        let no_sel = Object::from_json(&json!({"kind": "Service", "metadata": {"name": "x"}, "spec": {}})).unwrap();
+        let no_sel =
+            Object::from_json(&json!({"kind": "Service", "metadata": {"name": "x"}, "spec": {}}))
+                .unwrap();
         assert_eq!(endpoints_for(&no_sel, &is)["addresses"], json!([]));
     }
 }

@@ -83,7 +83,10 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// Runs driver calls: a bounded thread pool, or a manual queue the simulator drains.
 pub enum Executor {
-    Pool { tx: Mutex<Option<Sender<Job>>>, threads: Mutex<Vec<JoinHandle<()>>> },
+    Pool {
+        tx: Mutex<Option<Sender<Job>>>,
+        threads: Mutex<Vec<JoinHandle<()>>>,
+    },
     Manual(Mutex<VecDeque<Job>>),
 }
 
@@ -114,7 +117,10 @@ impl Executor {
                     .map_err(|e| Error::io("spawn a driver thread", e))?,
             );
         }
-        Ok(Executor::Pool { tx: Mutex::new(Some(tx)), threads: Mutex::new(hs) })
+        Ok(Executor::Pool {
+            tx: Mutex::new(Some(tx)),
+            threads: Mutex::new(hs),
+        })
     }
 
     pub fn manual() -> Executor {
@@ -126,8 +132,12 @@ impl Executor {
             Executor::Pool { tx, .. } => match tx.lock().as_ref() {
                 None => Err(Error::ShutDown("the driver pool is stopped".into())),
                 Some(tx) => tx.try_send(job).map_err(|e| match e {
-                    TrySendError::Full(_) => Error::Internal("too many pending driver calls".into()),
-                    TrySendError::Disconnected(_) => Error::ShutDown("the driver pool is stopped".into()),
+                    TrySendError::Full(_) => {
+                        Error::Internal("too many pending driver calls".into())
+                    }
+                    TrySendError::Disconnected(_) => {
+                        Error::ShutDown("the driver pool is stopped".into())
+                    }
                 }),
             },
             Executor::Manual(q) => {
@@ -192,16 +202,25 @@ impl Default for ControlPlaneConfig {
 impl ControlPlaneConfig {
     fn validate(&self) -> Result<()> {
         if self.workers == 0 || self.workers > 256 {
-            return Err(Error::invalid("workers", format!("must be 1..=256, got {}", self.workers)));
+            return Err(Error::invalid(
+                "workers",
+                format!("must be 1..=256, got {}", self.workers),
+            ));
         }
         if self.burst_replicas == 0 || self.burst_replicas > BURST_REPLICAS_MAX {
             return Err(Error::invalid(
                 "burst_replicas",
-                format!("must be 1..={BURST_REPLICAS_MAX}, got {}", self.burst_replicas),
+                format!(
+                    "must be 1..={BURST_REPLICAS_MAX}, got {}",
+                    self.burst_replicas
+                ),
             ));
         }
         if self.retry_base.is_zero() || self.retry_base > self.retry_max {
-            return Err(Error::invalid("retry_base", "must be positive and at most retry_max"));
+            return Err(Error::invalid(
+                "retry_base",
+                "must be positive and at most retry_max",
+            ));
         }
         Ok(())
     }
@@ -243,13 +262,19 @@ pub struct ControlPlane {
 
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlPlane").field("cache", &self.shared.cache).finish()
+        f.debug_struct("ControlPlane")
+            .field("cache", &self.shared.cache)
+            .finish()
     }
 }
 
 impl ControlPlane {
     /// A control plane that runs its own threads after [`ControlPlane::start`].
-    pub fn new(store: Store, driver: Arc<dyn Driver>, cfg: ControlPlaneConfig) -> Result<ControlPlane> {
+    pub fn new(
+        store: Store,
+        driver: Arc<dyn Driver>,
+        cfg: ControlPlaneConfig,
+    ) -> Result<ControlPlane> {
         cfg.validate()?;
         let exec = Executor::pool(cfg.driver_threads)?;
         ControlPlane::build(store, driver, cfg, exec)
@@ -257,12 +282,21 @@ impl ControlPlane {
 
     /// A control plane driven by [`ControlPlane::step`] from the caller's thread, with driver
     /// calls queued until [`ControlPlane::run_driver_call`] — the simulator's mode.
-    pub fn stepped(store: Store, driver: Arc<dyn Driver>, cfg: ControlPlaneConfig) -> Result<ControlPlane> {
+    pub fn stepped(
+        store: Store,
+        driver: Arc<dyn Driver>,
+        cfg: ControlPlaneConfig,
+    ) -> Result<ControlPlane> {
         cfg.validate()?;
         ControlPlane::build(store, driver, cfg, Executor::manual())
     }
 
-    fn build(store: Store, driver: Arc<dyn Driver>, cfg: ControlPlaneConfig, executor: Executor) -> Result<ControlPlane> {
+    fn build(
+        store: Store,
+        driver: Arc<dyn Driver>,
+        cfg: ControlPlaneConfig,
+        executor: Executor,
+    ) -> Result<ControlPlane> {
         let cache = Cache::new(&store)?;
         let queue = |name: &str| {
             WorkQueue::with_config(WorkQueueConfig {
@@ -299,7 +333,11 @@ impl ControlPlane {
         for svc in shared.cache.list("Service", None) {
             shared.svc_queue.add(svc.key());
         }
-        Ok(ControlPlane { shared, threads: Mutex::new(vec![]), started: AtomicBool::new(false) })
+        Ok(ControlPlane {
+            shared,
+            threads: Mutex::new(vec![]),
+            started: AtomicBool::new(false),
+        })
     }
 
     /// Starts the event thread, the controller workers and the agent worker.
@@ -456,7 +494,10 @@ impl ControlPlane {
     pub fn scale(&self, kind: &str, key: &str, replicas: i64) -> Result<Arc<Object>> {
         self.check_running()?;
         if !(0..=i32::MAX as i64).contains(&replicas) {
-            return Err(Error::invalid("spec.replicas", format!("must be 0..={}, got {replicas}", i32::MAX)));
+            return Err(Error::invalid(
+                "spec.replicas",
+                format!("must be 0..={}, got {replicas}", i32::MAX),
+            ));
         }
         loop {
             let cur = self

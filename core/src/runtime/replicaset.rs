@@ -12,11 +12,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Shared;
 use crate::controller::expectations::Satisfied;
-use crate::controller::replicaset as rsu;
+use crate::controller::instance::InstanceView;
+use crate::controller::replicaset::{self as rsu, ReplicaSetView};
 use crate::error::{Error, Result};
 use crate::store::{EventType, Object, WatchEvent};
 
@@ -45,7 +46,9 @@ impl Shared {
             // An orphan: every ReplicaSet whose selector matches it may adopt it.
             if ev.event_type != EventType::Deleted {
                 for rs in self.cache.list("ReplicaSet", Some(&o.metadata.namespace)) {
-                    if rsu::selector_of(&rs).is_ok_and(|s| s.matches(&o.metadata.labels)) {
+                    let matches = rsu::ReplicaSetSpec::from_spec(&rs.spec)
+                        .is_ok_and(|s| s.selector.matches(&o.metadata.labels));
+                    if matches {
                         self.rs_queue.add(rs.key());
                     }
                 }
@@ -66,85 +69,112 @@ impl Shared {
             self.expectations.delete(key);
             return Ok(());
         };
-        let now = self.now();
         // Evaluated before listing instances, as upstream, so an instance observed in
         // between cannot cause a double create.
-        let mut needs_sync = match self.expectations.satisfied(key, now) {
+        let needs_sync = match self.expectations.check(key, self.now()) {
             Satisfied::Fulfilled | Satisfied::NoRecord => true,
-            Satisfied::Expired => {
-                // K1: act on expired expectations only from a cache that has seen our
-                // own last write.
-                match self.expectations.last_write(key) {
-                    Some(rv) if self.cache.version() < rv => {
-                        self.rs_queue.add_after(key.to_string(), CACHE_LAG_RETRY);
-                        false
-                    }
-                    _ => true,
-                }
+            // K1: act on expired expectations only from a cache that has seen our own
+            // last write.
+            Satisfied::Expired {
+                last_write: Some(rv),
+            } if self.cache.version() < rv => {
+                self.rs_queue.add_after(key.to_string(), CACHE_LAG_RETRY);
+                false
             }
-            Satisfied::Pending => false,
+            Satisfied::Expired { .. } => true,
+            Satisfied::Pending { .. } => false,
         };
-        let spec = rsu::ReplicaSetSpec::from_object(&rs)?;
-        let selector = rsu::selector_of(&rs)?;
+        let view = ReplicaSetView::from_object(&rs)?;
+        let wall = self.cfg.clock.wall();
 
         // Claim: ours by controller reference and selector; adopt matching orphans;
         // release ours that no longer match.
-        let ns = rs.metadata.namespace.clone();
-        let mut claimed: Vec<Arc<Object>> = vec![];
-        for i in self.cache.instances_owned_by(&rs.metadata.uid) {
-            if selector.matches(&i.metadata.labels) {
-                claimed.push(i);
-            } else if rs.metadata.deletion_timestamp.is_none() {
-                self.set_owner(&i, None)?;
+        let mut candidates: Vec<Object> = self
+            .cache
+            .instances_owned_by(&rs.metadata.uid)
+            .iter()
+            .map(|o| (**o).clone())
+            .collect();
+        for i in self.cache.list("Instance", Some(&rs.metadata.namespace)) {
+            if i.controller_ref().is_none() {
+                candidates.push((*i).clone());
             }
         }
-        if rs.metadata.deletion_timestamp.is_none() {
-            for i in self.cache.list("Instance", Some(&ns)) {
-                if i.controller_ref().is_none()
-                    && i.metadata.deletion_timestamp.is_none()
-                    && !selector.is_empty()
-                    && selector.matches(&i.metadata.labels)
-                {
-                    // Re-check against the store that we still exist before adopting.
-                    if self.store.get("ReplicaSet", key)?.is_some_and(|s| s.metadata.uid == rs.metadata.uid) {
-                        let adopted = self.set_owner(&i, Some(&rs))?;
-                        claimed.push(adopted);
+        let plan = rsu::claim(&rs, &view.spec.selector, &candidates);
+        let mut claimed: Vec<InstanceView> = plan
+            .claimed
+            .iter()
+            .map(|&i| InstanceView::from_object(&candidates[i]))
+            .collect();
+        if !plan.adopt.is_empty() {
+            // Re-check against the store that we still exist before adopting (upstream's
+            // RecheckDeletionTimestamp).
+            let fresh = self.store.get("ReplicaSet", key)?;
+            if fresh.is_some_and(|f| {
+                f.metadata.uid == rs.metadata.uid && f.metadata.deletion_timestamp.is_none()
+            }) {
+                for &i in &plan.adopt {
+                    match self.set_owner(&candidates[i], Some(&rs)) {
+                        Ok(o) => claimed.push(InstanceView::from_object(&o)),
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                crate::ErrorKind::NotFound | crate::ErrorKind::Conflict
+                            ) => {}
+                        Err(e) => return Err(e),
                     }
                 }
             }
         }
-        let active: Vec<Arc<Object>> = claimed.iter().filter(|i| rsu::is_active(i)).cloned().collect();
-
-        let mut manage_err = None;
-        let mut diff = 0i64;
-        if needs_sync && rs.metadata.deletion_timestamp.is_none() {
-            diff = active.len() as i64 - spec.replicas as i64;
-            if let Err(e) = self.manage_replicas(key, &rs, &spec, &active, diff) {
-                manage_err = Some(e);
+        for &i in &plan.release {
+            match self.set_owner(&candidates[i], None) {
+                Err(e)
+                    if !matches!(
+                        e.kind(),
+                        crate::ErrorKind::NotFound | crate::ErrorKind::Conflict
+                    ) =>
+                {
+                    return Err(e);
+                }
+                _ => {}
             }
         }
-        let status = rsu::calculate_status(&rs, &spec, &claimed, manage_err.as_ref().map(|e| (e.to_string(), diff)), self.cfg.clock.wall());
-        if status != rs.status {
+        let active: Vec<InstanceView> = claimed.iter().filter(|i| i.is_active()).cloned().collect();
+
+        let mut manage_err = None;
+        if needs_sync
+            && !view.deleting
+            && let Err(e) = self.manage_replicas(key, &rs, &view, &active, wall)
+        {
+            manage_err = Some(e);
+        }
+        let status = rsu::calculate_status(
+            &view,
+            &claimed,
+            manage_err.as_ref().map(|e| e.to_string()).as_deref(),
+            wall,
+        );
+        if rsu::status_needs_update(&view, &status) {
             let mut next = (*rs).clone();
-            next.status = status.clone();
+            next.status = status.to_json();
             match self.store.update_status(next) {
                 Ok(w) => {
                     self.count(|c| c.store_writes += 1);
                     if let Some(v) = w.resource_version().ok().flatten() {
                         self.expectations.record_write(key, v.0);
                     }
+                    if let Some(d) = rsu::min_ready_requeue(&view, &status) {
+                        self.rs_queue.add_after(key.to_string(), d);
+                    }
                 }
-                Err(e) if e.kind() == crate::ErrorKind::Conflict => {
-                    // A newer ReplicaSet is on its way through the cache; it will enqueue us.
-                }
-                Err(e) if e.kind() == crate::ErrorKind::NotFound => return Ok(()),
+                // A newer ReplicaSet is on its way through the cache; it will enqueue us.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        crate::ErrorKind::Conflict | crate::ErrorKind::NotFound
+                    ) => {}
                 Err(e) => return Err(e),
             }
-        }
-        let ready = status["readyReplicas"].as_i64().unwrap_or(0);
-        let available = status["availableReplicas"].as_i64().unwrap_or(0);
-        if spec.min_ready_seconds > 0 && ready == spec.replicas as i64 && available != ready {
-            self.rs_queue.add_after(key.to_string(), Duration::from_secs(spec.min_ready_seconds as u64));
         }
         match manage_err {
             Some(e) => Err(e),
@@ -156,41 +186,40 @@ impl Shared {
         self: &Arc<Self>,
         key: &str,
         rs: &Arc<Object>,
-        spec: &rsu::ReplicaSetSpec,
-        active: &[Arc<Object>],
-        diff: i64,
+        view: &ReplicaSetView,
+        active: &[InstanceView],
+        wall: std::time::SystemTime,
     ) -> Result<()> {
-        let burst = self.cfg.burst_replicas;
-        if diff < 0 {
-            let n = ((-diff) as usize).min(burst);
-            self.expectations.expect_creations(key, n as i64);
-            let template = instance_template(rs, spec);
-            let (created, err) = rsu::slow_start_batch(n, rsu::SLOW_START_INITIAL_BATCH, |_| {
-                let o = self.store.create(template.clone())?;
-                self.count(|c| c.store_writes += 1);
-                if let Some(v) = o.resource_version().ok().flatten() {
-                    self.expectations.record_write(key, v.0);
-                }
-                Ok::<(), Error>(())
-            });
-            // The informer will never see the skipped creations: lower by exactly that
-            // many (K3).
-            let skipped = n - created;
+        let related = self.related_instances(rs, active);
+        let plan =
+            rsu::manage_replicas_plan(&view.spec, active, &related, self.cfg.burst_replicas, wall);
+        if plan.create > 0 {
+            let n = plan.create;
+            self.expectations.expect_creations(key, n, self.now());
+            let template = instance_template(rs, view);
+            let (created, err) =
+                rsu::slow_start_batch(n, rsu::SLOW_START_INITIAL_BATCH_SIZE, |_| {
+                    let o = self.store.create(template.clone())?;
+                    self.count(|c| c.store_writes += 1);
+                    if let Some(v) = o.resource_version().ok().flatten() {
+                        self.expectations.record_write(key, v.0);
+                    }
+                    Ok::<(), Error>(())
+                });
+            // The cache will never see the skipped creations: lower by exactly that many
+            // (K3).
+            let skipped = rsu::skipped_creations(n, created);
             if skipped > 0 {
                 self.expectations.lower_expectations(key, skipped as i64, 0);
             }
             return err.map_or(Ok(()), Err);
         }
-        if diff > 0 {
-            let n = (diff as usize).min(burst);
-            // Related instances: those of every ReplicaSet with the same controller owner.
-            let related = self.related_instances(rs);
-            let victims = rsu::instances_to_delete(active, &related, n, self.cfg.clock.wall());
-            let keys: Vec<String> = victims.iter().map(|v| v.key()).collect();
-            self.expectations.expect_deletions(key, &keys);
+        if !plan.delete.is_empty() {
+            self.expectations
+                .expect_deletions(key, &plan.delete, self.now());
             let mut first_err = None;
-            for v in &victims {
-                match self.store.delete("Instance", &v.key(), None) {
+            for victim in &plan.delete {
+                match self.store.delete("Instance", victim, None) {
                     Ok(d) => {
                         self.count(|c| c.store_writes += 1);
                         if let Some(rv) = d.resource_version().ok().flatten() {
@@ -198,7 +227,7 @@ impl Shared {
                         }
                     }
                     Err(e) => {
-                        self.expectations.deletion_observed(key, &v.key());
+                        self.expectations.deletion_observed(key, victim);
                         if e.kind() != crate::ErrorKind::NotFound && first_err.is_none() {
                             first_err = Some(e);
                         }
@@ -210,23 +239,34 @@ impl Shared {
         Ok(())
     }
 
-    fn related_instances(&self, rs: &Object) -> Vec<Arc<Object>> {
-        let Some(owner) = rs.controller_ref() else { return vec![] };
+    /// Active instances of every ReplicaSet with the same controller owner (for ranking);
+    /// just `active` when the ReplicaSet has no controller.
+    fn related_instances(&self, rs: &Object, active: &[InstanceView]) -> Vec<InstanceView> {
+        let Some(owner) = rs.controller_ref() else {
+            return active.to_vec();
+        };
         let mut out = vec![];
         for other in self.cache.list("ReplicaSet", Some(&rs.metadata.namespace)) {
             if other.controller_ref().is_some_and(|r| r.uid == owner.uid) {
-                out.extend(self.cache.instances_owned_by(&other.metadata.uid).into_iter().filter(|i| rsu::is_active(i)));
+                for i in self.cache.instances_owned_by(&other.metadata.uid) {
+                    let v = InstanceView::from_object(&i);
+                    if v.is_active() {
+                        out.push(v);
+                    }
+                }
             }
         }
         out
     }
 
     /// Sets (adopt) or clears (release) an instance's controller reference.
-    fn set_owner(&self, inst: &Arc<Object>, owner: Option<&Arc<Object>>) -> Result<Arc<Object>> {
-        let mut next = (**inst).clone();
-        next.metadata.owner_references.retain(|r| r.controller != Some(true));
+    fn set_owner(&self, inst: &Object, owner: Option<&Arc<Object>>) -> Result<Arc<Object>> {
+        let mut next = inst.clone();
+        next.metadata
+            .owner_references
+            .retain(|r| r.controller != Some(true));
         if let Some(o) = owner {
-            next.metadata.owner_references.push(controller_ref(o));
+            next.metadata.owner_references.push(rsu::controller_ref(o));
         }
         let w = self.store.update(next)?;
         self.count(|c| c.store_writes += 1);
@@ -234,21 +274,11 @@ impl Shared {
     }
 }
 
-fn controller_ref(owner: &Object) -> crate::store::OwnerReference {
-    crate::store::OwnerReference {
-        kind: owner.kind.clone(),
-        name: owner.metadata.name.clone(),
-        uid: owner.metadata.uid.clone(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// A new instance from the ReplicaSet's template: generated name, template labels and
 /// annotations, a controller reference to the ReplicaSet.
-fn instance_template(rs: &Object, spec: &rsu::ReplicaSetSpec) -> Object {
-    let tmeta = &spec.template["metadata"];
-    // Kubernetes truncates the prefix so the generated name fits 63 characters.
+fn instance_template(rs: &Object, view: &ReplicaSetView) -> Object {
+    let tmeta = &view.spec.template["metadata"];
+    // Kubernetes truncates the prefix so generated names stay within 63 characters.
     let mut prefix = format!("{}-", rs.metadata.name);
     if prefix.len() > 58 {
         prefix.truncate(57);
@@ -256,18 +286,17 @@ fn instance_template(rs: &Object, spec: &rsu::ReplicaSetSpec) -> Object {
     }
     let mut o = Object {
         kind: "Instance".into(),
-        spec: spec.template.get("spec").cloned().unwrap_or(Value::Object(Default::default())),
+        spec: view
+            .spec
+            .template
+            .get("spec")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default())),
         ..Object::default()
     };
     o.metadata.generate_name = Some(prefix);
     o.metadata.namespace = rs.metadata.namespace.clone();
-    if let Some(l) = tmeta["labels"].as_object() {
-        for (k, v) in l {
-            if let Some(v) = v.as_str() {
-                o.metadata.labels.insert(k.clone(), v.to_string());
-            }
-        }
-    }
+    o.metadata.labels = view.spec.template_labels.clone();
     if let Some(a) = tmeta["annotations"].as_object() {
         for (k, v) in a {
             if let Some(v) = v.as_str() {
@@ -275,7 +304,6 @@ fn instance_template(rs: &Object, spec: &rsu::ReplicaSetSpec) -> Object {
             }
         }
     }
-    o.metadata.owner_references.push(controller_ref(rs));
-    let _ = json!(null);
+    o.metadata.owner_references.push(rsu::controller_ref(rs));
     o
 }
