@@ -10,7 +10,9 @@ use floyd::{Object, Store, StoreConfig};
 use serde_json::json;
 
 fn main() -> floyd::Result<()> {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| floyd::store::DEFAULT_DATA_DIR.to_string());
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| floyd::store::DEFAULT_DATA_DIR.to_string());
     println!("floyd demo: data directory {dir}");
 
     let (store, report) = Store::open(&dir, StoreConfig::default())?;
@@ -33,7 +35,11 @@ fn main() -> floyd::Result<()> {
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
         }
     }))?)?;
-    println!("created Deployment {} at version {}", dep.key(), dep.metadata.resource_version);
+    println!(
+        "created Deployment {} at version {}",
+        dep.key(),
+        dep.metadata.resource_version
+    );
     if store.get("Service", "default/web")?.is_none() {
         store.create(Object::from_json(&json!({
             "kind": "Service",
@@ -43,7 +49,11 @@ fn main() -> floyd::Result<()> {
     }
 
     // Watch from the deployment's version while rolling it to a new version.
-    let mut watch = store.watch(Some("Deployment"), dep.metadata.resource_version.parse().unwrap(), None)?;
+    let mut watch = store.watch(
+        Some("Deployment"),
+        dep.metadata.resource_version.parse().unwrap(),
+        None,
+    )?;
     let mut next = (*dep).clone();
     next.spec["template"]["spec"]["version"] = json!("1.1.0");
     let updated = store.update(next)?;
@@ -77,7 +87,11 @@ fn main() -> floyd::Result<()> {
     let (store, report) = Store::open(&dir, StoreConfig::default())?;
     println!(
         "reopened: snapshot {} with {} objects, then {} events replayed from the log",
-        report.snapshot.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into()),
+        report
+            .snapshot
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "-".into()),
         report.snapshot_objects,
         report.replayed
     );
