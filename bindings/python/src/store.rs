@@ -34,6 +34,14 @@ fn event_to_py<'py>(py: Python<'py>, e: &WatchEvent) -> PyResult<Bound<'py, PyAn
     Ok(d.into_any())
 }
 
+/// `segment_size` in bytes (the core validates the range); the core's default if None.
+fn segment_size_arg(v: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
+    match v {
+        Some(v) if !v.is_none() => u64_arg(v, "segment_size"),
+        _ => Ok(floyd::log::DEFAULT_SEGMENT_SIZE),
+    }
+}
+
 fn path_str(p: &std::path::Path) -> String {
     p.display().to_string()
 }
@@ -42,11 +50,12 @@ fn path_str(p: &std::path::Path) -> String {
 impl PyStore {
     /// Opens (or creates) a store in `path` with `durability` "none", "batch" or "always".
     #[staticmethod]
-    #[pyo3(signature = (path = None, durability = None))]
+    #[pyo3(signature = (path = None, durability = None, segment_size = None))]
     fn open(
         py: Python<'_>,
         path: Option<&Bound<'_, PyAny>>,
         durability: Option<&Bound<'_, PyAny>>,
+        segment_size: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStore> {
         guard(py, || {
             let path: PathBuf = match path {
@@ -65,6 +74,7 @@ impl PyStore {
             };
             let cfg = StoreConfig {
                 durability,
+                segment_size: segment_size_arg(segment_size)?,
                 ..StoreConfig::default()
             };
             let (inner, report) = py.detach(|| floyd::Store::open(&path, cfg)).py_err(py)?;
@@ -77,9 +87,14 @@ impl PyStore {
 
     /// A store in memory: the same semantics, nothing persisted.
     #[staticmethod]
-    fn memory(py: Python<'_>) -> PyResult<PyStore> {
+    #[pyo3(signature = (segment_size = None))]
+    fn memory(py: Python<'_>, segment_size: Option<&Bound<'_, PyAny>>) -> PyResult<PyStore> {
         guard(py, || {
-            let inner = floyd::Store::memory_with(StoreConfig::default()).py_err(py)?;
+            let cfg = StoreConfig {
+                segment_size: segment_size_arg(segment_size)?,
+                ..StoreConfig::default()
+            };
+            let inner = floyd::Store::memory_with(cfg).py_err(py)?;
             Ok(PyStore {
                 inner,
                 report: None,
