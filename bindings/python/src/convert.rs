@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{
-    PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
-};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
 
 use crate::errors::invalid;
@@ -26,10 +24,10 @@ use crate::errors::invalid;
 /// the recursive code downstream (serde) stays far from the stack limit. A self-referencing
 /// dict hits this.
 pub const MAX_DEPTH: usize = 100;
-/// Estimated JSON bytes a conversion may produce before it gives up: 4× the core's 1 MiB
+/// Estimated JSON bytes a conversion may produce before it gives up: 2× the core's 1 MiB
 /// object limit, so the core reports sizes near its limit precisely, while a 100 MB object,
 /// a million labels or a shared-subtree "billion laughs" stops early.
-pub const MAX_JSON_BYTES: usize = 4 << 20;
+pub const MAX_JSON_BYTES: usize = 2 << 20;
 
 fn type_name(v: &Bound<'_, PyAny>) -> String {
     v.get_type()
@@ -78,6 +76,14 @@ fn path(root: &str, segs: &[Seg]) -> String {
         }
     }
     out
+}
+
+fn too_large(py: Python<'_>, root: &str) -> PyErr {
+    invalid(
+        py,
+        root,
+        format!("too large: more than {MAX_JSON_BYTES} bytes as JSON"),
+    )
 }
 
 enum Frame<'py> {
@@ -137,6 +143,11 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
             })?;
             done = Some(Value::Number(n));
         } else if let Ok(s) = current.cast::<PyString>() {
+            // Code points never outnumber UTF-8 bytes: a string longer than the budget is
+            // rejected before it is copied.
+            if s.len().unwrap_or(0) > budget {
+                return Err(too_large(py, root));
+            }
             let s = py_str(py, s, &path(root, &segs))?.into_owned();
             cost = s.len() + 2;
             done = Some(Value::String(s));
@@ -149,6 +160,9 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
                     format!("too deep: nests deeper than {MAX_DEPTH} levels"),
                 ));
             }
+            if cost > budget {
+                return Err(too_large(py, root));
+            }
             let mut entries = Vec::with_capacity(d.len());
             for (k, val) in d.iter() {
                 let Ok(ks) = k.cast::<PyString>() else {
@@ -159,7 +173,9 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
                     ));
                 };
                 let key = py_str(py, ks, &path(root, &segs))?.into_owned();
-                budget = budget.saturating_sub(key.len() + 3);
+                budget = budget
+                    .checked_sub(key.len() + 3)
+                    .ok_or_else(|| too_large(py, root))?;
                 entries.push((key, val));
             }
             stack.push(Frame::Obj {
@@ -174,6 +190,13 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
                     &path(root, &segs),
                     format!("too deep: nests deeper than {MAX_DEPTH} levels"),
                 ));
+            }
+            let n = match current.cast::<PyList>() {
+                Ok(l) => l.len(),
+                Err(_) => current.cast::<PyTuple>()?.len(),
+            };
+            if n + 2 > budget {
+                return Err(too_large(py, root));
             }
             let items: Vec<Bound<'_, PyAny>> = match current.cast::<PyList>() {
                 Ok(l) => l.iter().collect(),
@@ -195,14 +218,9 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
                 ),
             ));
         }
-        if cost > budget {
-            return Err(invalid(
-                py,
-                root,
-                format!("too large: more than {MAX_JSON_BYTES} bytes as JSON"),
-            ));
-        }
-        budget -= cost;
+        budget = budget
+            .checked_sub(cost)
+            .ok_or_else(|| too_large(py, root))?;
 
         // Attach finished values to their parents and find the next child to convert.
         loop {
@@ -476,7 +494,9 @@ fn key_of(v: &Bound<'_, PyAny>, depth: usize) -> PyResult<KeyVal> {
     if let Ok(f) = v.cast::<PyFloat>() {
         let x = f.value();
         if x.is_nan() {
-            return Err(bad("NaN is not equal to itself and cannot be an item".into()));
+            return Err(bad(
+                "NaN is not equal to itself and cannot be an item".into()
+            ));
         }
         // Integral floats compare equal to ints in Python, so they share the int key.
         if x.fract() == 0.0 && x.abs() < 1.7e38 {
@@ -506,4 +526,23 @@ fn key_of(v: &Bound<'_, PyAny>, depth: usize) -> PyResult<KeyVal> {
         "must be str, int, float, bool, None, bytes or a tuple of them, got {}",
         type_name(v)
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_fields_like_the_core() {
+        let segs = vec![
+            Seg::Key("spec".into()),
+            Seg::Key("ports".into()),
+            Seg::Index(2),
+            Seg::Key("odd key".into()),
+            Seg::Key("x".into()),
+        ];
+        assert_eq!(path("object", &segs), "spec.ports[2][\"odd key\"].x");
+        assert_eq!(path("object", &[]), "object");
+        assert!(is_ident("_a1") && !is_ident("1a") && !is_ident("") && !is_ident("a-b"));
+    }
 }

@@ -93,7 +93,13 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
             } else {
                 PyTuple::new(py, [b])?
             };
-            kinds.push(make_class(py, k.as_str(), bases, Some(k.as_str()), doc_for(k))?);
+            kinds.push(make_class(
+                py,
+                k.as_str(),
+                bases,
+                Some(k.as_str()),
+                doc_for(k),
+            )?);
         }
         base.bind(py).setattr("kind", "FloydError")?;
         Ok(Classes { base, kinds })

@@ -33,8 +33,14 @@ impl PyRateLimiter {
         max: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyRateLimiter> {
         guard(py, || {
-            let base = base.map(|b| f64_arg(b, "base")).transpose()?.unwrap_or(0.005);
-            let max = max.map(|m| f64_arg(m, "max")).transpose()?.unwrap_or(1000.0);
+            let base = base
+                .map(|b| f64_arg(b, "base"))
+                .transpose()?
+                .unwrap_or(0.005);
+            let max = max
+                .map(|m| f64_arg(m, "max"))
+                .transpose()?
+                .unwrap_or(1000.0);
             Ok(PyRateLimiter {
                 inner: Limiter::exponential_secs(base, max).py_err(py)?,
             })
@@ -69,7 +75,10 @@ impl PyRateLimiter {
     ) -> PyResult<PyRateLimiter> {
         guard(py, || {
             let qps = qps.map(|q| f64_arg(q, "qps")).transpose()?.unwrap_or(10.0);
-            let burst = burst.map(|b| u32_arg(b, "burst")).transpose()?.unwrap_or(100);
+            let burst = burst
+                .map(|b| u32_arg(b, "burst"))
+                .transpose()?
+                .unwrap_or(100);
             Ok(PyRateLimiter {
                 inner: Limiter::bucket_checked(qps, burst, SystemClock::shared()).py_err(py)?,
             })
@@ -115,7 +124,11 @@ impl PyRateLimiter {
     }
 
     /// This limiter with every delay capped at `max_delay` seconds.
-    fn with_max_wait(&self, py: Python<'_>, max_delay: &Bound<'_, PyAny>) -> PyResult<PyRateLimiter> {
+    fn with_max_wait(
+        &self,
+        py: Python<'_>,
+        max_delay: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRateLimiter> {
         guard(py, || {
             let secs = f64_arg(max_delay, "max_delay")?;
             Ok(PyRateLimiter {

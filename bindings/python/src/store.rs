@@ -213,9 +213,12 @@ impl PyStore {
                 None => None,
                 Some(v) if v.is_none() => None,
                 Some(v) if v.cast::<PyString>().is_ok() => Some(
-                    ResourceVersion::parse_field("resource_version", &str_arg(v, "resource_version")?)
-                        .py_err(py)?
-                        .0,
+                    ResourceVersion::parse_field(
+                        "resource_version",
+                        &str_arg(v, "resource_version")?,
+                    )
+                    .py_err(py)?
+                    .0,
                 ),
                 Some(v) => Some(u64_arg(v, "resource_version")?),
             };

@@ -13,7 +13,9 @@ import floyd
 
 @pytest.fixture
 def store():
-    s = floyd.Store.memory()
+    # Small segments keep each test's setup cheap (the default is 64 MiB); 4 MiB still holds
+    # the largest object the core accepts.
+    s = floyd.Store.memory(segment_size=4 << 20)
     yield s
     s.close()
 
