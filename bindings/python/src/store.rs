@@ -253,6 +253,7 @@ impl PyStore {
                 .detach(|| store.watch(kind.as_deref(), from, None))
                 .py_err(py)?;
             Ok(PyWatch {
+                start_version: w.start_version(),
                 inner: Arc::new(Mutex::new(Some(w))),
                 timeout,
             })
@@ -372,6 +373,7 @@ pub struct PyWatch {
     /// waiting for it never blocks one that holds it.
     inner: Arc<Mutex<Option<floyd::Watch>>>,
     timeout: Option<std::time::Duration>,
+    start_version: u64,
 }
 
 enum Step {
@@ -416,6 +418,13 @@ impl PyWatch {
                 Some(Step::Failed(e)) => Err(crate::errors::to_py(py, e)),
             }
         })
+    }
+
+    /// The version the watch started after: for a watch from 0, the version its synthetic
+    /// ADDED events are consistent at.
+    #[getter]
+    fn start_version(&self) -> u64 {
+        self.start_version
     }
 
     /// Ends the watch; further iteration stops at once.

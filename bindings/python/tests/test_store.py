@@ -91,6 +91,8 @@ def test_error_kinds(store):
 def test_watch_replay_follow_and_timeout(store):
     store.create(cm("a"))
     w = store.watch("ConfigMap", timeout=0.2)
+    assert w.start_version == store.resource_version()
+    assert store.watch(from_version=1).start_version == 1
     ev = next(w)
     assert ev["type"] == "ADDED" and ev["object"]["metadata"]["name"] == "a"
     o = store.get("ConfigMap", "default/a")

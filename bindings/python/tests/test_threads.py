@@ -88,22 +88,33 @@ def test_blocked_get_wakes_on_add_from_another_thread():
 
 
 def _progress_while(block):
-    """Counts how far a pure-Python thread gets while `block()` runs in another thread."""
+    """How far a pure-Python thread counts *during* the call `block()`. The count is read
+    right before and right after the call on the blocking thread itself, so if the call held
+    the GIL throughout, the spinner could not run in between and the result would be 0."""
     counter = [0]
     stop = threading.Event()
+    started = threading.Event()
+    progress = []
 
     def spin():
+        started.set()
         while not stop.is_set():
             counter[0] += 1
 
-    blocker = threading.Thread(target=block)
+    def blocker():
+        started.wait()
+        before = counter[0]
+        block()
+        progress.append(counter[0] - before)
+
     spinner = threading.Thread(target=spin)
-    blocker.start()
+    b = threading.Thread(target=blocker)
     spinner.start()
-    blocker.join(30)
+    b.start()
+    b.join(60)
     stop.set()
     spinner.join()
-    return counter[0]
+    return progress[0]
 
 
 def test_gil_released_in_queue_get():
