@@ -24,6 +24,8 @@ pub mod log;
 pub mod snapshot;
 #[cfg(not(loom))]
 pub mod store;
+#[cfg(not(loom))]
+pub mod controller;
 pub(crate) mod sync;
 pub mod workqueue;
 
