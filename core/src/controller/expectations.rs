@@ -268,7 +268,10 @@ mod tests {
         c.advance(Duration::from_secs(300));
         assert!(!e.satisfied("k", c.now()), "exactly 5 min is not expired");
         c.advance(Duration::from_nanos(1));
-        assert_eq!(e.check("k", c.now()), Satisfied::Expired { last_write: None });
+        assert_eq!(
+            e.check("k", c.now()),
+            Satisfied::Expired { last_write: None }
+        );
         e.record_write("k", 42);
         e.record_write("k", 40); // never moves back
         assert_eq!(
@@ -325,6 +328,9 @@ mod tests {
         for _ in 0..7 {
             e.creation_observed("k");
         }
-        assert!(e.satisfied("k", c.now()), "satisfied without waiting for the TTL");
+        assert!(
+            e.satisfied("k", c.now()),
+            "satisfied without waiting for the TTL"
+        );
     }
 }

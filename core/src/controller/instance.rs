@@ -60,7 +60,9 @@ impl InstanceView {
                 cs.iter()
                     .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
             });
-        let ready = ready_cond.and_then(|c| c.get("status")).and_then(Value::as_str)
+        let ready = ready_cond
+            .and_then(|c| c.get("status"))
+            .and_then(Value::as_str)
             == Some(CONDITION_TRUE);
         let ready_transition = ready_cond
             .and_then(|c| c.get("lastTransitionTime"))
@@ -89,7 +91,11 @@ impl InstanceView {
                 .get("restartCount")
                 .and_then(Value::as_i64)
                 .unwrap_or(0),
-            creation: obj.metadata.creation_timestamp.as_deref().and_then(parse_time),
+            creation: obj
+                .metadata
+                .creation_timestamp
+                .as_deref()
+                .and_then(parse_time),
             deleting: obj.metadata.deletion_timestamp.is_some(),
             deletion_cost: deletion_cost(&obj.metadata.annotations),
             controller_uid: obj.controller_ref().map(|r| r.uid.clone()),

@@ -55,11 +55,14 @@ impl IntOrString {
                             .to_string(),
                     );
                 };
-                let value: i64 = go_atoi(num).ok_or_else(|| {
-                    format!("invalid value for IntOrString: invalid value {s:?}")
-                })?;
+                let value: i64 = go_atoi(num)
+                    .ok_or_else(|| format!("invalid value for IntOrString: invalid value {s:?}"))?;
                 let scaled = value as f64 * f64::from(total) / 100.0;
-                let r = if round_up { scaled.ceil() } else { scaled.floor() };
+                let r = if round_up {
+                    scaled.ceil()
+                } else {
+                    scaled.floor()
+                };
                 // `as` saturates; Go's int conversion of these (at most ~2^94) values would
                 // be implementation-defined, and validated inputs never get near.
                 Ok(r as i64)
@@ -207,10 +210,22 @@ mod tests {
 
     #[test]
     fn decoding() {
-        assert_eq!(IntOrString::from_json(&json!(1), "f").unwrap(), IntOrString::Int(1));
+        assert_eq!(
+            IntOrString::from_json(&json!(1), "f").unwrap(),
+            IntOrString::Int(1)
+        );
         assert_eq!(IntOrString::from_json(&json!("1%"), "f").unwrap(), s("1%"));
-        for bad in [json!(1.5), json!(true), json!(null), json!(4294967296u64), json!({})] {
-            assert_eq!(IntOrString::from_json(&bad, "f").unwrap_err().field(), Some("f"));
+        for bad in [
+            json!(1.5),
+            json!(true),
+            json!(null),
+            json!(4294967296u64),
+            json!({}),
+        ] {
+            assert_eq!(
+                IntOrString::from_json(&bad, "f").unwrap_err().field(),
+                Some("f")
+            );
         }
         assert_eq!(s("3%").to_json(), json!("3%"));
         assert_eq!(IntOrString::Int(3).to_json(), json!(3));
@@ -250,6 +265,9 @@ mod tests {
             }
         }
         let e = validate_rolling_update(&IntOrString::Int(0), &IntOrString::Int(0), p).unwrap_err();
-        assert!(e.to_string().contains("may not be 0 when `maxSurge` is 0"), "{e}");
+        assert!(
+            e.to_string().contains("may not be 0 when `maxSurge` is 0"),
+            "{e}"
+        );
     }
 }

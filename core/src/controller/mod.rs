@@ -58,17 +58,9 @@ pub struct Condition {
     pub reason: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
-    #[serde(
-        default,
-        with = "opt_time",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "opt_time", skip_serializing_if = "Option::is_none")]
     pub last_update_time: Option<SystemTime>,
-    #[serde(
-        default,
-        with = "opt_time",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "opt_time", skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<SystemTime>,
 }
 
@@ -115,8 +107,7 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
         && matches!(b[10], b'T' | b't' | b' ')
         && b[13] == b':'
         && b[16] == b':';
-    if !seps || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60
-    {
+    if !seps || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
     let mut i = 19;
@@ -127,7 +118,11 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
             return None;
         }
         for k in 0..9 {
-            let digit = if k < digits { u32::from(b[i + 1 + k] - b'0') } else { 0 };
+            let digit = if k < digits {
+                u32::from(b[i + 1 + k] - b'0')
+            } else {
+                0
+            };
             nanos = nanos * 10 + digit;
         }
         i += 1 + digits;
@@ -224,7 +219,10 @@ pub(crate) fn int32(v: &Value, field: &str) -> Result<i32> {
                 field,
                 format!("{n} is out of range for a 32-bit integer"),
             )),
-            None => Err(Error::invalid(field, format!("must be an integer, got {n}"))),
+            None => Err(Error::invalid(
+                field,
+                format!("must be an integer, got {n}"),
+            )),
         },
         other => Err(Error::invalid(
             field,
@@ -279,7 +277,9 @@ mod tests {
         for (s, secs, nanos) in cases {
             let got = parse_time(s);
             let want = secs.map(|s| {
-                SystemTime::UNIX_EPOCH + Duration::from_secs(s) + Duration::from_nanos(*nanos as u64)
+                SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(s)
+                    + Duration::from_nanos(*nanos as u64)
             });
             assert_eq!(got, want, "{s}");
         }
@@ -316,7 +316,13 @@ mod tests {
     #[test]
     fn conditions_round_trip() {
         let t = parse_time("2026-01-01T00:00:00Z").unwrap();
-        let c = Condition::new("Available", "True", "R", "m", t + Duration::from_millis(700));
+        let c = Condition::new(
+            "Available",
+            "True",
+            "R",
+            "m",
+            t + Duration::from_millis(700),
+        );
         assert_eq!(c.last_update_time, Some(t));
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(

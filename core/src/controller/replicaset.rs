@@ -12,7 +12,10 @@ use serde_json::Value;
 
 use super::gosort::go_sort;
 use super::instance::{InstanceView, is_active, is_available, phase_ordinal};
-use super::{Condition, CONDITION_TRUE, get_condition, nonnegative_int32, parse_time, remove_condition, truncate_to_secs};
+use super::{
+    CONDITION_TRUE, Condition, get_condition, nonnegative_int32, parse_time, remove_condition,
+    truncate_to_secs,
+};
 use crate::error::{Error, Result};
 use crate::store::{LabelSelector, Object, OwnerReference};
 
@@ -186,7 +189,11 @@ impl ReplicaSetView {
             namespace: obj.metadata.namespace.clone(),
             uid: obj.metadata.uid.clone(),
             generation: obj.metadata.generation,
-            creation: obj.metadata.creation_timestamp.as_deref().and_then(parse_time),
+            creation: obj
+                .metadata
+                .creation_timestamp
+                .as_deref()
+                .and_then(parse_time),
             deleting: obj.metadata.deletion_timestamp.is_some(),
             labels: obj.metadata.labels.clone(),
             annotations: obj.metadata.annotations.clone(),
@@ -543,9 +550,7 @@ pub fn status_needs_update(rs: &ReplicaSetView, new: &ReplicaSetStatus) -> bool 
 /// ready but not all are available yet (`syncReplicaSet` step 8).
 pub fn min_ready_requeue(rs: &ReplicaSetView, status: &ReplicaSetStatus) -> Option<Duration> {
     let r = rs.spec.replicas;
-    (rs.spec.min_ready_seconds > 0
-        && status.ready_replicas == r
-        && status.available_replicas != r)
+    (rs.spec.min_ready_seconds > 0 && status.ready_replicas == r && status.available_replicas != r)
         .then(|| Duration::from_secs(rs.spec.min_ready_seconds as u64))
 }
 
@@ -635,7 +640,11 @@ mod tests {
             (3, 5, &[3]),
         ];
         for (count, initial, want) in cases {
-            assert_eq!(&slow_start_batch_sizes(*count, *initial), want, "{count}/{initial}");
+            assert_eq!(
+                &slow_start_batch_sizes(*count, *initial),
+                want,
+                "{count}/{initial}"
+            );
         }
     }
 
@@ -645,12 +654,12 @@ mod tests {
         let cases: &[(usize, &[usize], usize, usize)] = &[
             (10, &[], 10, 10),
             (10, &[0], 0, 1),
-            (10, &[1], 2, 3),         // batch 2 (calls 1,2) runs fully
-            (10, &[7], 9, 10),        // batch 4 is 7..10: 2 of 3 succeed
-            (10, &[3, 4], 5, 7),      // batch 3 (3..7) fails twice
-            (500, &[499], 499, 500),  // last batch
-            (500, &[300], 499, 500),  // batch 245 (255..500) has one failure
-            (500, &[100], 126, 127),  // batch 64 (63..127) fails: no batch of 128
+            (10, &[1], 2, 3),        // batch 2 (calls 1,2) runs fully
+            (10, &[7], 9, 10),       // batch 4 is 7..10: 2 of 3 succeed
+            (10, &[3, 4], 5, 7),     // batch 3 (3..7) fails twice
+            (500, &[499], 499, 500), // last batch
+            (500, &[300], 499, 500), // batch 245 (255..500) has one failure
+            (500, &[100], 126, 127), // batch 64 (63..127) fails: no batch of 128
         ];
         for (count, failing, want_ok, want_calls) in cases {
             let mut calls = 0;
@@ -691,37 +700,206 @@ mod tests {
         // (i, rank_i, j, rank_j, i-before-j, j-before-i)
         let cases: Vec<(&str, InstanceView, usize, InstanceView, usize, bool, bool)> = vec![
             ("identical", inst("b"), 0, inst("b"), 0, false, false),
-            ("unassigned first", with(&|i| i.node_name.clear()), 0, base.clone(), 0, true, false),
-            ("pending before running", with(&|i| i.phase = "Pending".into()), 0, base.clone(), 0, true, false),
-            ("unknown before running", with(&|i| i.phase = "Unknown".into()), 0, base.clone(), 0, true, false),
-            ("empty phase like pending", with(&|i| i.phase = "".into()), 0,
-                with(&|i| i.phase = "Unknown".into()), 0, true, false),
-            ("not ready first", with(&|i| i.ready = false), 0, base.clone(), 0, true, false),
-            ("lower cost first", with(&|i| i.deletion_cost = -1), 0, base.clone(), 0, true, false),
-            ("cost beats rank", with(&|i| i.deletion_cost = 1), 5, base.clone(), 0, false, true),
-            ("higher rank first", inst("a"), 3, base.clone(), 1, true, false),
-            ("recently ready first (other bucket)",
-                with(&|i| i.ready_transition = Some(t("2026-01-01T23:59:00Z"))), 0, base.clone(), 0, true, false),
+            (
+                "unassigned first",
+                with(&|i| i.node_name.clear()),
+                0,
+                base.clone(),
+                0,
+                true,
+                false,
+            ),
+            (
+                "pending before running",
+                with(&|i| i.phase = "Pending".into()),
+                0,
+                base.clone(),
+                0,
+                true,
+                false,
+            ),
+            (
+                "unknown before running",
+                with(&|i| i.phase = "Unknown".into()),
+                0,
+                base.clone(),
+                0,
+                true,
+                false,
+            ),
+            (
+                "empty phase like pending",
+                with(&|i| i.phase = "".into()),
+                0,
+                with(&|i| i.phase = "Unknown".into()),
+                0,
+                true,
+                false,
+            ),
+            (
+                "not ready first",
+                with(&|i| i.ready = false),
+                0,
+                base.clone(),
+                0,
+                true,
+                false,
+            ),
+            (
+                "lower cost first",
+                with(&|i| i.deletion_cost = -1),
+                0,
+                base.clone(),
+                0,
+                true,
+                false,
+            ),
+            (
+                "cost beats rank",
+                with(&|i| i.deletion_cost = 1),
+                5,
+                base.clone(),
+                0,
+                false,
+                true,
+            ),
+            (
+                "higher rank first",
+                inst("a"),
+                3,
+                base.clone(),
+                1,
+                true,
+                false,
+            ),
+            (
+                "recently ready first (other bucket)",
+                with(&|i| i.ready_transition = Some(t("2026-01-01T23:59:00Z"))),
+                0,
+                base.clone(),
+                0,
+                true,
+                false,
+            ),
             // Ready 60 s vs 100 s ago: log2(6e10)=35.8, log2(1e11)=36.5 → buckets 35, 36.
-            ("60s vs 100s", with(&|i| i.ready_transition = Some(t("2026-01-01T23:59:00Z"))), 0,
-                { let mut b = inst("0"); b.ready_transition = Some(t("2026-01-01T23:58:20Z")); b }, 0, true, false),
+            (
+                "60s vs 100s",
+                with(&|i| i.ready_transition = Some(t("2026-01-01T23:59:00Z"))),
+                0,
+                {
+                    let mut b = inst("0");
+                    b.ready_transition = Some(t("2026-01-01T23:58:20Z"));
+                    b
+                },
+                0,
+                true,
+                false,
+            ),
             // 70 s vs 80 s: both bucket 36 → the smaller UID decides.
-            ("same bucket: uid", with(&|i| i.ready_transition = Some(t("2026-01-01T23:58:50Z"))), 0,
-                { let mut b = inst("b"); b.ready_transition = Some(t("2026-01-01T23:58:40Z")); b }, 0, true, false),
-            ("same bucket: uid ends comparison before restarts",
-                with(&|i| { i.ready_transition = Some(t("2026-01-01T23:58:40Z")); i.restart_count = 0; }), 0,
-                { let mut b = inst("b"); b.ready_transition = Some(t("2026-01-01T23:58:50Z")); b.restart_count = 9; b }, 0, true, false),
-            ("zero ready time first", with(&|i| i.ready_transition = None), 0, base.clone(), 0, true, false),
-            ("more restarts first", with(&|i| i.restart_count = 2), 0, base.clone(), 0, true, false),
-            ("not-ready ignore ready time: restarts",
-                with(&|i| { i.ready = false; i.ready_transition = None; i.restart_count = 1; }), 0,
-                with(&|i| { i.ready = false; i.uid = "z".into(); }), 0, true, false),
-            ("newer creation first", with(&|i| i.creation = Some(t("2026-01-01T20:00:00Z"))), 0, base.clone(), 0, true, false),
-            ("same creation bucket: uid",
-                with(&|i| i.creation = Some(t("2026-01-01T00:00:05Z"))), 0, base.clone(), 0, true, false),
-            ("same creation bucket: uid (reversed)",
-                { let mut i = inst("z"); i.creation = Some(t("2026-01-01T00:00:05Z")); i }, 0, base.clone(), 0, false, true),
-            ("zero creation first", with(&|i| i.creation = None), 0, base.clone(), 0, true, false),
+            (
+                "same bucket: uid",
+                with(&|i| i.ready_transition = Some(t("2026-01-01T23:58:50Z"))),
+                0,
+                {
+                    let mut b = inst("b");
+                    b.ready_transition = Some(t("2026-01-01T23:58:40Z"));
+                    b
+                },
+                0,
+                true,
+                false,
+            ),
+            (
+                "same bucket: uid ends comparison before restarts",
+                with(&|i| {
+                    i.ready_transition = Some(t("2026-01-01T23:58:40Z"));
+                    i.restart_count = 0;
+                }),
+                0,
+                {
+                    let mut b = inst("b");
+                    b.ready_transition = Some(t("2026-01-01T23:58:50Z"));
+                    b.restart_count = 9;
+                    b
+                },
+                0,
+                true,
+                false,
+            ),
+            (
+                "zero ready time first",
+                with(&|i| i.ready_transition = None),
+                0,
+                base.clone(),
+                0,
+                true,
+                false,
+            ),
+            (
+                "more restarts first",
+                with(&|i| i.restart_count = 2),
+                0,
+                base.clone(),
+                0,
+                true,
+                false,
+            ),
+            (
+                "not-ready ignore ready time: restarts",
+                with(&|i| {
+                    i.ready = false;
+                    i.ready_transition = None;
+                    i.restart_count = 1;
+                }),
+                0,
+                with(&|i| {
+                    i.ready = false;
+                    i.uid = "z".into();
+                }),
+                0,
+                true,
+                false,
+            ),
+            (
+                "newer creation first",
+                with(&|i| i.creation = Some(t("2026-01-01T20:00:00Z"))),
+                0,
+                base.clone(),
+                0,
+                true,
+                false,
+            ),
+            (
+                "same creation bucket: uid",
+                with(&|i| i.creation = Some(t("2026-01-01T00:00:05Z"))),
+                0,
+                base.clone(),
+                0,
+                true,
+                false,
+            ),
+            (
+                "same creation bucket: uid (reversed)",
+                {
+                    let mut i = inst("z");
+                    i.creation = Some(t("2026-01-01T00:00:05Z"));
+                    i
+                },
+                0,
+                base.clone(),
+                0,
+                false,
+                true,
+            ),
+            (
+                "zero creation first",
+                with(&|i| i.creation = None),
+                0,
+                base.clone(),
+                0,
+                true,
+                false,
+            ),
         ];
         for (name, i, ri, j, rj, ij, ji) in cases {
             assert_eq!(instance_less(&i, ri, &j, rj, now), ij, "{name}: i<j");
@@ -771,11 +949,23 @@ mod tests {
         dead.phase = "Failed".into();
         let related = vec![a.clone(), b.clone(), c.clone(), dead];
         // Unassigned first, then the doubled-up n2 pair (uid order within the same bucket).
-        assert_eq!(rank_instances_for_deletion(&instances, &related, 1, now), vec![3]);
-        assert_eq!(rank_instances_for_deletion(&instances, &related, 3, now), vec![3, 1, 2]);
+        assert_eq!(
+            rank_instances_for_deletion(&instances, &related, 1, now),
+            vec![3]
+        );
+        assert_eq!(
+            rank_instances_for_deletion(&instances, &related, 3, now),
+            vec![3, 1, 2]
+        );
         // diff ≥ len: input order, no ranking.
-        assert_eq!(rank_instances_for_deletion(&instances, &related, 4, now), vec![0, 1, 2, 3]);
-        assert_eq!(rank_instances_for_deletion(&instances, &related, 9, now), vec![0, 1, 2, 3]);
+        assert_eq!(
+            rank_instances_for_deletion(&instances, &related, 4, now),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(
+            rank_instances_for_deletion(&instances, &related, 9, now),
+            vec![0, 1, 2, 3]
+        );
         assert!(rank_instances_for_deletion(&instances, &related, 0, now).is_empty());
     }
 
@@ -790,7 +980,14 @@ mod tests {
         let p = manage_replicas_plan(&spec(8), &insts, &insts, 500, now);
         assert_eq!((p.diff, p.create, p.delete.len()), (-3, 3, 0));
         let p = manage_replicas_plan(&spec(5), &insts, &insts, 500, now);
-        assert_eq!(p, ReplicaPlan { diff: 0, create: 0, delete: vec![] });
+        assert_eq!(
+            p,
+            ReplicaPlan {
+                diff: 0,
+                create: 0,
+                delete: vec![]
+            }
+        );
         let p = manage_replicas_plan(&spec(2), &insts, &insts, 500, now);
         assert_eq!(p.diff, 3);
         // All equal (same times): Go's insertion sort keeps input order.
@@ -843,11 +1040,21 @@ mod tests {
             terminating,                                 // ignored
         ];
         // (minReadySeconds, replicas, fully, ready, available)
-        for (mrs, want) in [(0, (4, 3, 3, 3)), (30, (4, 3, 3, 2)), (599, (4, 3, 3, 2)), (600, (4, 3, 3, 0))] {
+        for (mrs, want) in [
+            (0, (4, 3, 3, 3)),
+            (30, (4, 3, 3, 2)),
+            (599, (4, 3, 3, 2)),
+            (600, (4, 3, 3, 0)),
+        ] {
             let rs = rs_view(4, mrs);
             let s = calculate_status(&rs, &claimed, None, now);
             assert_eq!(
-                (s.replicas, s.fully_labeled_replicas, s.ready_replicas, s.available_replicas),
+                (
+                    s.replicas,
+                    s.fully_labeled_replicas,
+                    s.ready_replicas,
+                    s.available_replicas
+                ),
                 want,
                 "minReadySeconds {mrs}"
             );
@@ -873,7 +1080,10 @@ mod tests {
             let s = calculate_status(&rs, &claimed, Some("quota exceeded"), now);
             assert_eq!(s.conditions.len(), 1);
             let c = &s.conditions[0];
-            assert_eq!((c.type_.as_str(), c.status.as_str(), c.reason.as_str()), (REPLICA_FAILURE, "True", reason));
+            assert_eq!(
+                (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+                (REPLICA_FAILURE, "True", reason)
+            );
             assert_eq!(c.message, "quota exceeded");
             assert_eq!(c.last_transition_time, Some(now));
         }
@@ -883,7 +1093,13 @@ mod tests {
         rs.status = first.clone();
         let later = calculate_status(&rs, &claimed, Some("e2"), now + Duration::from_secs(60));
         assert_eq!(later.conditions, first.conditions);
-        assert!(!status_needs_update(&ReplicaSetView { status: later.clone(), ..rs.clone() }, &later));
+        assert!(!status_needs_update(
+            &ReplicaSetView {
+                status: later.clone(),
+                ..rs.clone()
+            },
+            &later
+        ));
         // No error: removed.
         let ok = calculate_status(&rs, &claimed, None, now);
         assert!(ok.conditions.is_empty());
@@ -891,12 +1107,19 @@ mod tests {
         // SetCondition rules directly.
         let mut conds = vec![];
         let c = |status: &str, reason: &str, msg: &str| Condition {
-            type_: "X".into(), status: status.into(), reason: reason.into(), message: msg.into(),
-            last_update_time: None, last_transition_time: None,
+            type_: "X".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: msg.into(),
+            last_update_time: None,
+            last_transition_time: None,
         };
         set_rs_condition(&mut conds, c("True", "A", "1"));
         set_rs_condition(&mut conds, c("True", "A", "2"));
-        assert_eq!(conds[0].message, "1", "same status and reason: not rewritten");
+        assert_eq!(
+            conds[0].message, "1",
+            "same status and reason: not rewritten"
+        );
         set_rs_condition(&mut conds, c("True", "B", "3"));
         assert_eq!((conds.len(), conds[0].message.as_str()), (1, "3"));
     }
@@ -904,15 +1127,29 @@ mod tests {
     #[test]
     fn status_json_and_generation_rule() {
         let mut rs = rs_view(2, 0);
-        let s = ReplicaSetStatus { replicas: 2, ready_replicas: 1, observed_generation: 4, ..Default::default() };
-        assert_eq!(status_to_json(&s), json!({"replicas": 2, "readyReplicas": 1, "observedGeneration": 4}));
+        let s = ReplicaSetStatus {
+            replicas: 2,
+            ready_replicas: 1,
+            observed_generation: 4,
+            ..Default::default()
+        };
+        assert_eq!(
+            status_to_json(&s),
+            json!({"replicas": 2, "readyReplicas": 1, "observedGeneration": 4})
+        );
         assert_eq!(ReplicaSetStatus::from_json(&status_to_json(&s)).unwrap(), s);
-        assert_eq!(ReplicaSetStatus::from_json(&Value::Null).unwrap(), ReplicaSetStatus::default());
+        assert_eq!(
+            ReplicaSetStatus::from_json(&Value::Null).unwrap(),
+            ReplicaSetStatus::default()
+        );
         assert!(ReplicaSetStatus::from_json(&json!({"replicas": "x"})).is_err());
         rs.status = s.clone();
         assert!(!status_needs_update(&rs, &s));
         rs.generation = 5;
-        assert!(status_needs_update(&rs, &s), "unobserved generation forces a write");
+        assert!(
+            status_needs_update(&rs, &s),
+            "unobserved generation forces a write"
+        );
     }
 
     fn obj(v: Value) -> Object {
@@ -932,20 +1169,38 @@ mod tests {
         let bad = |path: &str, v: Value| {
             let mut s = ok.clone();
             *s.pointer_mut(path).unwrap() = v;
-            ReplicaSetSpec::from_spec(&s).unwrap_err().field().unwrap().to_string()
+            ReplicaSetSpec::from_spec(&s)
+                .unwrap_err()
+                .field()
+                .unwrap()
+                .to_string()
         };
-        for v in [json!(-1), json!(2147483648u64), json!(1.5), json!("3"), json!(true)] {
+        for v in [
+            json!(-1),
+            json!(2147483648u64),
+            json!(1.5),
+            json!("3"),
+            json!(true),
+        ] {
             assert_eq!(bad("/replicas", v), "spec.replicas");
         }
         assert_eq!(bad("/minReadySeconds", json!(-1)), "spec.minReadySeconds");
         assert_eq!(bad("/selector", json!(null)), "spec.selector");
         assert_eq!(bad("/selector", json!({})), "spec.selector");
-        assert_eq!(bad("/template/metadata/labels", json!({"app": "db"})), "spec.template.metadata.labels");
-        let rs = obj(json!({"kind": "ReplicaSet", "metadata": {"name": "web", "generation": 3,
+        assert_eq!(
+            bad("/template/metadata/labels", json!({"app": "db"})),
+            "spec.template.metadata.labels"
+        );
+        let rs = obj(
+            json!({"kind": "ReplicaSet", "metadata": {"name": "web", "generation": 3,
             "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": ok,
-            "status": {"replicas": 2, "availableReplicas": 1}}));
+            "status": {"replicas": 2, "availableReplicas": 1}}),
+        );
         let v = ReplicaSetView::from_object(&rs).unwrap();
-        assert_eq!((v.key().as_str(), v.generation, v.status.available_replicas), ("default/web", 3, 1));
+        assert_eq!(
+            (v.key().as_str(), v.generation, v.status.available_replicas),
+            ("default/web", 3, 1)
+        );
     }
 
     #[test]
@@ -955,12 +1210,17 @@ mod tests {
         deleting_owner.metadata.deletion_timestamp = Some("2026-01-01T00:00:00Z".into());
         let sel = LabelSelector::parse("app=web").unwrap();
         let inst = |name: &str, app: &str, ctrl: Option<&str>, deleting: bool, ns: &str| {
-            let mut o = obj(json!({"kind": "Instance", "metadata": {"name": name, "namespace": ns,
-                "labels": {"app": app}}}));
+            let mut o = obj(
+                json!({"kind": "Instance", "metadata": {"name": name, "namespace": ns,
+                "labels": {"app": app}}}),
+            );
             if let Some(uid) = ctrl {
                 o.metadata.owner_references.push(OwnerReference {
-                    kind: "ReplicaSet".into(), name: "x".into(), uid: uid.into(),
-                    controller: Some(true), block_owner_deletion: None,
+                    kind: "ReplicaSet".into(),
+                    name: "x".into(),
+                    uid: uid.into(),
+                    controller: Some(true),
+                    block_owner_deletion: None,
                 });
             }
             if deleting {
@@ -969,24 +1229,35 @@ mod tests {
             o
         };
         let objects = vec![
-            inst("mine", "web", Some("me"), false, "default"),         // 0 claimed
-            inst("mine-moved", "db", Some("me"), false, "default"),    // 1 release
-            inst("other", "web", Some("them"), false, "default"),      // 2 ignore
-            inst("orphan", "web", None, false, "default"),             // 3 adopt
-            inst("orphan-db", "db", None, false, "default"),           // 4 ignore
-            inst("orphan-dying", "web", None, true, "default"),        // 5 ignore
-            inst("orphan-elsewhere", "web", None, false, "other"),     // 6 ignore
-            inst("mine-dying", "web", Some("me"), true, "default"),    // 7 claimed
+            inst("mine", "web", Some("me"), false, "default"), // 0 claimed
+            inst("mine-moved", "db", Some("me"), false, "default"), // 1 release
+            inst("other", "web", Some("them"), false, "default"), // 2 ignore
+            inst("orphan", "web", None, false, "default"),     // 3 adopt
+            inst("orphan-db", "db", None, false, "default"),   // 4 ignore
+            inst("orphan-dying", "web", None, true, "default"), // 5 ignore
+            inst("orphan-elsewhere", "web", None, false, "other"), // 6 ignore
+            inst("mine-dying", "web", Some("me"), true, "default"), // 7 claimed
         ];
         assert_eq!(
             claim(&owner, &sel, &objects),
-            ClaimPlan { claimed: vec![0, 7], adopt: vec![3], release: vec![1] }
+            ClaimPlan {
+                claimed: vec![0, 7],
+                adopt: vec![3],
+                release: vec![1]
+            }
         );
         assert_eq!(
             claim(&deleting_owner, &sel, &objects),
-            ClaimPlan { claimed: vec![0, 7], adopt: vec![], release: vec![] }
+            ClaimPlan {
+                claimed: vec![0, 7],
+                adopt: vec![],
+                release: vec![]
+            }
         );
         let r = controller_ref(&owner);
-        assert_eq!((r.uid.as_str(), r.controller, r.block_owner_deletion), ("me", Some(true), Some(true)));
+        assert_eq!(
+            (r.uid.as_str(), r.controller, r.block_owner_deletion),
+            ("me", Some(true), Some(true))
+        );
     }
 }

@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use super::intstr::{IntOrString, validate_rolling_update};
 use super::replicaset::{REPLICA_FAILURE, ReplicaSetView, controller_ref, selector_and_template};
 use super::{
-    CONDITION_FALSE, CONDITION_TRUE, CONDITION_UNKNOWN, Condition, get_condition, nonnegative_int32,
-    opt_bool, remove_condition,
+    CONDITION_FALSE, CONDITION_TRUE, CONDITION_UNKNOWN, Condition, get_condition,
+    nonnegative_int32, opt_bool, remove_condition,
 };
 use crate::error::{Error, Result};
 use crate::store::{LabelSelector, Object};
@@ -113,9 +113,11 @@ impl DeploymentSpec {
         let strategy = parse_strategy(spec.get("strategy"))?;
         let min_ready_seconds =
             nonnegative_int32(spec.get("minReadySeconds"), "spec.minReadySeconds")?.unwrap_or(0);
-        let revision_history_limit =
-            nonnegative_int32(spec.get("revisionHistoryLimit"), "spec.revisionHistoryLimit")?
-                .or(Some(DEFAULT_REVISION_HISTORY_LIMIT));
+        let revision_history_limit = nonnegative_int32(
+            spec.get("revisionHistoryLimit"),
+            "spec.revisionHistoryLimit",
+        )?
+        .or(Some(DEFAULT_REVISION_HISTORY_LIMIT));
         let progress_deadline_seconds = nonnegative_int32(
             spec.get("progressDeadlineSeconds"),
             "spec.progressDeadlineSeconds",
@@ -185,7 +187,9 @@ fn parse_strategy(v: Option<&Value>) -> Result<Strategy> {
             let field = |k: &str, default: &str| -> Result<IntOrString> {
                 match ru.get(k) {
                     None | Some(Value::Null) => Ok(IntOrString::Str(default.into())),
-                    Some(v) => IntOrString::from_json(v, &format!("spec.strategy.rollingUpdate.{k}")),
+                    Some(v) => {
+                        IntOrString::from_json(v, &format!("spec.strategy.rollingUpdate.{k}"))
+                    }
                 }
             };
             let max_surge = field("maxSurge", DEFAULT_MAX_SURGE)?;
@@ -207,7 +211,10 @@ fn parse_strategy(v: Option<&Value>) -> Result<Strategy> {
                 None => &empty,
                 Some(Value::Object(m)) => m,
                 Some(_) => {
-                    return Err(Error::invalid("spec.strategy.blueGreen", "must be an object"));
+                    return Err(Error::invalid(
+                        "spec.strategy.blueGreen",
+                        "must be an object",
+                    ));
                 }
             };
             let auto_promote =
@@ -325,9 +332,7 @@ pub fn new_replica_set(
         selector = json!({});
     }
     let sel = selector.as_object_mut().expect("made an object above");
-    let ml = sel
-        .entry("matchLabels")
-        .or_insert_with(|| json!({}));
+    let ml = sel.entry("matchLabels").or_insert_with(|| json!({}));
     if !ml.is_object() {
         *ml = json!({});
     }
@@ -589,7 +594,10 @@ pub fn sync_rollout_status(
 }
 
 /// `getReplicaFailures` (first only) + `ReplicaSetToDeploymentCondition`.
-fn replica_failure(new_rs: Option<&ReplicaSetView>, old_rss: &[ReplicaSetView]) -> Option<Condition> {
+fn replica_failure(
+    new_rs: Option<&ReplicaSetView>,
+    old_rss: &[ReplicaSetView],
+) -> Option<Condition> {
     let to_d = |c: &Condition| Condition {
         last_update_time: c.last_transition_time,
         ..c.clone()
@@ -666,9 +674,21 @@ pub fn check_paused_conditions(d: &DeploymentView, now: SystemTime) -> Option<De
     let reason = get_condition(&d.status.conditions, PROGRESSING).map(|c| c.reason.as_str());
     let paused_now = reason == Some(PAUSED_REASON);
     let cond = if d.spec.paused && !paused_now {
-        Condition::new(PROGRESSING, CONDITION_UNKNOWN, PAUSED_REASON, "Deployment is paused", now)
+        Condition::new(
+            PROGRESSING,
+            CONDITION_UNKNOWN,
+            PAUSED_REASON,
+            "Deployment is paused",
+            now,
+        )
     } else if !d.spec.paused && paused_now {
-        Condition::new(PROGRESSING, CONDITION_UNKNOWN, RESUMED_REASON, "Deployment is resumed", now)
+        Condition::new(
+            PROGRESSING,
+            CONDITION_UNKNOWN,
+            RESUMED_REASON,
+            "Deployment is resumed",
+            now,
+        )
     } else {
         return None;
     };
@@ -925,7 +945,10 @@ pub fn rollback_plan(
     new_rs: Option<&ReplicaSetView>,
     old_rss: &[ReplicaSetView],
 ) -> RollbackOutcome {
-    let all: Vec<&ReplicaSetView> = sorted_by_creation(old_rss).into_iter().chain(new_rs).collect();
+    let all: Vec<&ReplicaSetView> = sorted_by_creation(old_rss)
+        .into_iter()
+        .chain(new_rs)
+        .collect();
     let mut target = to_revision;
     if target == 0 {
         target = last_revision(all.iter().copied());

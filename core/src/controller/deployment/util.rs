@@ -304,11 +304,7 @@ pub fn set_deployment_revision(d: &mut BTreeMap<String, String>, revision: &str)
 }
 
 /// `SetReplicasAnnotations`; true if changed.
-pub fn set_replicas_annotations(
-    a: &mut BTreeMap<String, String>,
-    desired: i32,
-    max: i32,
-) -> bool {
+pub fn set_replicas_annotations(a: &mut BTreeMap<String, String>, desired: i32, max: i32) -> bool {
     let mut changed = false;
     for (k, v) in [
         (DESIRED_REPLICAS_ANNOTATION, desired),
@@ -370,7 +366,10 @@ pub fn set_new_replica_set_annotations(
             _ => return false,
         },
     };
-    let Some(new_int) = new_revision.parse::<i64>().ok().filter(|_| go_int_syntax(new_revision))
+    let Some(new_int) = new_revision
+        .parse::<i64>()
+        .ok()
+        .filter(|_| go_int_syntax(new_revision))
     else {
         return false;
     };
@@ -402,8 +401,7 @@ pub fn set_new_replica_set_annotations(
     }
     if !exists {
         let r = d.spec.replicas;
-        if set_replicas_annotations(rs, r, clamp32(i64::from(r) + i64::from(max_surge(&d.spec))))
-        {
+        if set_replicas_annotations(rs, r, clamp32(i64::from(r) + i64::from(max_surge(&d.spec)))) {
             changed = true;
         }
     }
@@ -494,7 +492,8 @@ pub fn new_rs_new_replicas(
             if current >= max_total {
                 return Ok(new_rs.spec.replicas);
             }
-            let up = (max_total - current).min(i64::from(d.replicas) - i64::from(new_rs.spec.replicas));
+            let up =
+                (max_total - current).min(i64::from(d.replicas) - i64::from(new_rs.spec.replicas));
             Ok(clamp32(i64::from(new_rs.spec.replicas) + up))
         }
         Strategy::Recreate | Strategy::BlueGreen { .. } => Ok(d.replicas),
@@ -521,7 +520,11 @@ pub fn reconcile_new_replica_set(
 
 /// `maxScaledDown = Σ spec (old and new) − (replicas − MaxUnavailable) − (new.spec −
 /// new.available)`.
-pub fn max_scaled_down(d: &DeploymentSpec, new_rs: &ReplicaSetView, old_rss: &[ReplicaSetView]) -> i64 {
+pub fn max_scaled_down(
+    d: &DeploymentSpec,
+    new_rs: &ReplicaSetView,
+    old_rss: &[ReplicaSetView],
+) -> i64 {
     let all = sum_spec(old_rss) + i64::from(new_rs.spec.replicas);
     let min_available = i64::from(d.replicas) - i64::from(max_unavailable(d));
     let new_unavailable =
@@ -557,14 +560,18 @@ pub fn cleanup_unhealthy_replicas(
     old_rss: &[ReplicaSetView],
     max_cleanup: i64,
 ) -> (Vec<ReplicaSetView>, Vec<Scale>, i64, Option<String>) {
-    let mut sorted: Vec<ReplicaSetView> = sorted_by_creation(old_rss).into_iter().cloned().collect();
+    let mut sorted: Vec<ReplicaSetView> =
+        sorted_by_creation(old_rss).into_iter().cloned().collect();
     let mut scales = Vec::new();
     let mut total = 0i64;
     for rs in sorted.iter_mut() {
         if total >= max_cleanup {
             break;
         }
-        let (spec, avail) = (i64::from(rs.spec.replicas), i64::from(rs.status.available_replicas));
+        let (spec, avail) = (
+            i64::from(rs.spec.replicas),
+            i64::from(rs.status.available_replicas),
+        );
         if spec == 0 || spec == avail {
             continue;
         }
