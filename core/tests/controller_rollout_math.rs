@@ -150,9 +150,13 @@ proptest! {
         let total = |o: &[ReplicaSetView], n: &ReplicaSetView| o.iter().map(|x| i64::from(x.spec.replicas)).sum::<i64>() + i64::from(n.spec.replicas);
         let started_within = total(&old_rss, &new) <= cap;
         let mut all_available = false;
-        for (step, seed) in avail_seeds.iter().enumerate() {
-            // The second half of the run: everything that exists becomes available.
-            if step == 32 { all_available = true; }
+        // Seeded random availability for the first half of the seeds, then everything that
+        // exists becomes available until the rollout settles (bounded: every other step
+        // moves at least one replica).
+        let settle = avail_seeds.len() + 4 * (cap as usize + olds.iter().map(|&n| n as usize).sum::<usize>()) + 8;
+        for step in 0..settle {
+            let seed = avail_seeds.get(step).copied().unwrap_or(0);
+            if step == avail_seeds.len() / 2 { all_available = true; }
             let set_avail = |x: &mut ReplicaSetView, salt: u32| {
                 let spec = x.spec.replicas;
                 let a = if all_available || spec == 0 { spec } else { ((seed.wrapping_mul(2654435761) ^ salt) % (spec as u32 + 1)) as i32 };
