@@ -62,8 +62,11 @@ export declare class Store {
    * Recovery runs synchronously (replay of the log after the newest snapshot).
    */
   static open(path?: string | null, options?: StoreOptions | null): Store
-  /** A store in memory: same semantics, nothing persisted. */
-  static memory(): Store
+  /**
+   * A store in memory: same semantics, nothing persisted. Options as for `open`
+   * (`durability` has no effect here).
+   */
+  static memory(options?: StoreOptions | null): Store
   /**
    * Creates an object and returns it as stored: `metadata.uid`, `resourceVersion`,
    * `generation` (1) and `creationTimestamp` set. `AlreadyExists` if the key is taken.

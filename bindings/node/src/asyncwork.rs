@@ -55,6 +55,14 @@ pub fn spawn_wait<'e>(
     Ok(promise.to_unknown())
 }
 
+/// Runs bounded `work` on libuv's thread pool and returns a promise of its result.
+pub fn spawn_job<'e>(
+    env: &'e Env,
+    work: impl FnOnce() -> floyd::Result<Value> + Send + 'static,
+) -> crate::errors::R<Unknown<'e>> {
+    Ok(env.spawn(Job::new(work))?.promise_object().to_unknown())
+}
+
 /// A bounded piece of work for libuv's thread pool; see the module docs.
 pub struct Job {
     work: Option<Work>,

@@ -4,7 +4,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use napi::bindgen_prelude::{JsObjectValue, JsValue, Unknown};
+use napi::bindgen_prelude::{JsObjectValue, JsValue, PromiseRaw, Unknown};
 use napi::{Env, JsError, Status};
 
 /// A failure on its way out of an export: either a floyd error (still to be turned into a JS
@@ -73,11 +73,40 @@ fn build_js_error(
     message: &str,
     field: Option<&str>,
 ) -> napi::Result<napi::Error> {
+    Ok(napi::Error::from(js_error_value(
+        env, code, message, field,
+    )?))
+}
+
+fn js_error_value<'e>(
+    env: &'e Env,
+    code: &str,
+    message: &str,
+    field: Option<&str>,
+) -> napi::Result<Unknown<'e>> {
     let err = JsError::from(napi::Error::new(code.to_string(), message.to_string()));
     let value: Unknown<'_> = err.into_unknown(*env);
     let mut obj = value.coerce_to_object()?;
     if let Some(field) = field {
         obj.set_named_property("field", field)?;
     }
-    Ok(napi::Error::from(obj.to_unknown()))
+    Ok(obj.to_unknown())
+}
+
+/// [`guard`] for exports that return a promise: a floyd error (bad arguments included) or a
+/// panic becomes a *rejected* promise rather than a synchronous throw, so `.then(ok, err)`
+/// and `.catch()` see every failure. An exception thrown by the caller's own code (a getter
+/// on an argument) still propagates synchronously.
+pub fn guard_promise<'e>(
+    env: &'e Env,
+    f: impl FnOnce() -> R<Unknown<'e>>,
+) -> napi::Result<Unknown<'e>> {
+    let e = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => return Ok(v),
+        Ok(Err(Fail::Js(e))) => return Err(e),
+        Ok(Err(Fail::Floyd(e))) => e,
+        Err(payload) => panic_error(payload),
+    };
+    let value = js_error_value(env, e.kind().as_str(), &e.to_string(), e.field())?;
+    Ok(PromiseRaw::<()>::reject(env, value)?.to_unknown())
 }

@@ -40,7 +40,7 @@ pub fn panic_for_test(env: napi::Env) -> napi::Result<()> {
     ts_return_type = "Promise<void>"
 )]
 pub fn panic_for_test_async(env: &napi::Env) -> napi::Result<napi::bindgen_prelude::Unknown<'_>> {
-    errors::guard(env, || {
+    errors::guard_promise(env, || {
         asyncwork::spawn_wait(env, "floyd-test", || -> floyd::Result<serde_json::Value> {
             panic!("deliberate panic on a worker thread for a test")
         })

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use floyd::Clock;
 use napi::Env;
-use napi::bindgen_prelude::{AsyncTask, JsValue, PromiseRaw, Unknown};
+use napi::bindgen_prelude::{JsValue, PromiseRaw, Unknown};
 use napi_derive::napi;
 use serde_json::{Value, json};
 
-use crate::asyncwork::{Job, spawn_wait};
+use crate::asyncwork::{spawn_job, spawn_wait};
 use crate::convert::{self, integer, opt_options, opt_seconds, opt_string, prop, string};
-use crate::errors::{R, guard, invalid};
+use crate::errors::{R, guard, guard_promise, invalid};
 
 /// How long a waiting `Watch.next()` sleeps in the log before it looks whether its watch
 /// was closed (closing a watch cannot interrupt the core's wait).
@@ -123,12 +123,14 @@ impl Store {
         })
     }
 
-    /// A store in memory: same semantics, nothing persisted.
-    #[napi(factory, catch_unwind)]
-    pub fn memory(env: Env) -> napi::Result<Store> {
+    /// A store in memory: same semantics, nothing persisted. Options as for `open`
+    /// (`durability` has no effect here).
+    #[napi(factory, catch_unwind, ts_args_type = "options?: StoreOptions | null")]
+    pub fn memory(env: Env, options: Option<Unknown<'_>>) -> napi::Result<Store> {
         guard(&env, || {
+            let cfg = store_config(options)?;
             Ok(Store {
-                inner: AssertUnwindSafe(floyd::Store::memory_with(floyd::StoreConfig::default())?),
+                inner: AssertUnwindSafe(floyd::Store::memory_with(cfg)?),
                 always: false,
             })
         })
@@ -155,17 +157,15 @@ impl Store {
         ts_args_type = "object: FloydObject",
         ts_return_type = "Promise<FloydObject>"
     )]
-    pub fn create_async(
+    pub fn create_async<'e>(
         &self,
-        env: Env,
+        env: &'e Env,
         object: Option<Unknown<'_>>,
-    ) -> napi::Result<AsyncTask<Job>> {
-        guard(&env, || {
+    ) -> napi::Result<Unknown<'e>> {
+        guard_promise(env, || {
             let obj = parse_object(object)?;
             let store = self.core();
-            Ok(AsyncTask::new(Job::new(move || {
-                Ok(obj_json(&store.create(obj)?))
-            })))
+            spawn_job(env, move || Ok(obj_json(&store.create(obj)?)))
         })
     }
 
@@ -240,17 +240,15 @@ impl Store {
         ts_args_type = "object: FloydObject",
         ts_return_type = "Promise<FloydObject>"
     )]
-    pub fn update_async(
+    pub fn update_async<'e>(
         &self,
-        env: Env,
+        env: &'e Env,
         object: Option<Unknown<'_>>,
-    ) -> napi::Result<AsyncTask<Job>> {
-        guard(&env, || {
+    ) -> napi::Result<Unknown<'e>> {
+        guard_promise(env, || {
             let obj = parse_object(object)?;
             let store = self.core();
-            Ok(AsyncTask::new(Job::new(move || {
-                Ok(obj_json(&store.update(obj)?))
-            })))
+            spawn_job(env, move || Ok(obj_json(&store.update(obj)?)))
         })
     }
 
@@ -274,17 +272,15 @@ impl Store {
         ts_args_type = "object: FloydObject",
         ts_return_type = "Promise<FloydObject>"
     )]
-    pub fn update_status_async(
+    pub fn update_status_async<'e>(
         &self,
-        env: Env,
+        env: &'e Env,
         object: Option<Unknown<'_>>,
-    ) -> napi::Result<AsyncTask<Job>> {
-        guard(&env, || {
+    ) -> napi::Result<Unknown<'e>> {
+        guard_promise(env, || {
             let obj = parse_object(object)?;
             let store = self.core();
-            Ok(AsyncTask::new(Job::new(move || {
-                Ok(obj_json(&store.update_status(obj)?))
-            })))
+            spawn_job(env, move || Ok(obj_json(&store.update_status(obj)?)))
         })
     }
 
@@ -317,21 +313,19 @@ impl Store {
         ts_args_type = "kind: string, key: string, resourceVersion?: number | string | null",
         ts_return_type = "Promise<FloydObject>"
     )]
-    pub fn delete_async(
+    pub fn delete_async<'e>(
         &self,
-        env: Env,
+        env: &'e Env,
         kind: Option<Unknown<'_>>,
         key: Option<Unknown<'_>>,
         resource_version: Option<Unknown<'_>>,
-    ) -> napi::Result<AsyncTask<Job>> {
-        guard(&env, || {
+    ) -> napi::Result<Unknown<'e>> {
+        guard_promise(env, || {
             let kind = string(kind, "kind")?;
             let key = string(key, "key")?;
             let rv = self::resource_version(resource_version, "resourceVersion")?;
             let store = self.core();
-            Ok(AsyncTask::new(Job::new(move || {
-                Ok(obj_json(&store.delete(&kind, &key, rv)?))
-            })))
+            spawn_job(env, move || Ok(obj_json(&store.delete(&kind, &key, rv)?)))
         })
     }
 
@@ -365,10 +359,10 @@ impl Store {
     /// with `{resourceVersion, path, objects, bytes, compactedSegments}` (`path` is `null`
     /// for memory stores).
     #[napi(catch_unwind, ts_return_type = "Promise<SnapshotSummary>")]
-    pub fn snapshot(&self, env: Env) -> napi::Result<AsyncTask<Job>> {
-        guard(&env, || {
+    pub fn snapshot<'e>(&self, env: &'e Env) -> napi::Result<Unknown<'e>> {
+        guard_promise(env, || {
             let store = self.core();
-            Ok(AsyncTask::new(Job::new(move || {
+            spawn_job(env, move || {
                 let s = store.snapshot()?;
                 Ok(json!({
                     "resourceVersion": s.resource_version,
@@ -377,7 +371,7 @@ impl Store {
                     "bytes": s.bytes,
                     "compactedSegments": s.compacted_segments,
                 }))
-            })))
+            })
         })
     }
 
@@ -517,7 +511,7 @@ impl Watch {
         ts_return_type = "Promise<IteratorResult<WatchEvent, undefined>>"
     )]
     pub fn next<'e>(&self, env: &'e Env) -> napi::Result<Unknown<'e>> {
-        guard(env, || {
+        guard_promise(env, || {
             if self.shared.closed.load(Ordering::Acquire) {
                 return resolved(env, done());
             }
@@ -565,7 +559,7 @@ impl Watch {
         ts_return_type = "Promise<IteratorResult<WatchEvent, undefined>>"
     )]
     pub fn return_<'e>(&self, env: &'e Env) -> napi::Result<Unknown<'e>> {
-        guard(env, || {
+        guard_promise(env, || {
             self.shared.closed.store(true, Ordering::Release);
             resolved(env, done())
         })

@@ -18,7 +18,7 @@ use crate::convert::{
     Key, integer, number, opt_number, opt_options, opt_seconds, opt_string, present, prop,
     type_name,
 };
-use crate::errors::{R, guard, invalid};
+use crate::errors::{R, guard, guard_promise, invalid};
 use crate::store::resolved;
 
 type CoreLimiter = floyd::RateLimiter<Key>;
@@ -274,7 +274,7 @@ impl WorkQueue {
         ts_return_type = "Promise<string | number | null>"
     )]
     pub fn get<'e>(&self, env: &'e Env, timeout: Option<Unknown<'_>>) -> napi::Result<Unknown<'e>> {
-        guard(env, || {
+        guard_promise(env, || {
             let timeout = opt_seconds(timeout, "timeout")?;
             // Fast path: an item that is ready now needs no thread.
             if let Some(k) = self.q.try_get() {
@@ -360,7 +360,7 @@ impl WorkQueue {
     /// handed-out item is `done` (workers must keep calling `get` and `done`).
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn shut_down_with_drain<'e>(&self, env: &'e Env) -> napi::Result<Unknown<'e>> {
-        guard(env, || {
+        guard_promise(env, || {
             let q = Arc::clone(&self.q);
             spawn_wait(env, "floyd-wq-drain", move || {
                 q.shut_down_with_drain();
