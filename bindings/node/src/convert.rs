@@ -23,9 +23,10 @@ use crate::errors::{R, invalid};
 /// depth violations with its own field name) and well below any stack limit.
 pub const MAX_DEPTH: usize = 128;
 
-/// Bytes of JSON, roughly, a converted argument may amount to: twice the core's default
-/// object limit, so the core's exact check (`metadata`/`spec` size) decides close cases
-/// and a 100 MB object is refused after a few MB of walking.
+/// Bytes of JSON, roughly (each value is counted at no more than its shortest JSON form,
+/// plus one byte per object key), a converted argument may amount to: twice the core's
+/// default object limit, so the core's exact size check decides every close case and a
+/// 100 MB object is refused after a few MB of walking.
 pub const MAX_CONVERT_BYTES: usize =
     2 * floyd::store::validate::DEFAULT_MAX_OBJECT_BYTES + 64 * 1024;
 
@@ -184,7 +185,7 @@ impl Path {
         let mut out = String::new();
         for (i, p) in self.parts.iter().enumerate() {
             if i == PATH_SHOWN {
-                out.push_str("…");
+                out.push('…');
                 break;
             }
             match p {
@@ -235,7 +236,9 @@ fn to_json(
             Ok(Value::Bool(bool::from_unknown(v)?))
         }
         ValueType::Number => {
-            spend(budget, 8, root, path)?;
+            // The shortest JSON a number can take; the budget must never exceed what the
+            // core would count, so that the core decides every close case.
+            spend(budget, 1, root, path)?;
             let x = f64::from_unknown(v)?;
             // Integral values stay integers so that `replicas: 3` reaches the core as 3,
             // not 3.0 (serde_json keeps the distinction and the core's integer fields
@@ -258,9 +261,10 @@ fn to_json(
             }
         }
         ValueType::String => {
-            let s = String::from_unknown(v)?;
-            spend(budget, s.len() + 2, root, path)?;
-            Ok(Value::String(s))
+            // Measure before copying: a 100 MB string is refused without being copied.
+            let js = v.coerce_to_string()?;
+            spend(budget, js.utf8_len()? + 2, root, path)?;
+            Ok(Value::String(js.into_utf8()?.into_owned()?))
         }
         ValueType::Symbol => Err(bad(path, "a Symbol")),
         ValueType::Function => Err(bad(path, "a function")),
@@ -298,10 +302,16 @@ fn to_json(
                 return Err(bad(path, "a Promise"));
             }
             let obj = Object::from_unknown(v)?;
-            let keys = Object::keys(&obj)?;
-            spend(budget, 2, root, path)?;
+            // The keys as a JS array (for-in order, as `JSON.stringify`), read one at a
+            // time: an object with 10⁶ keys is refused after the budget's worth of them.
+            let names = Array::from_unknown(obj.get_property_names()?.to_unknown())?;
+            let len = names.len();
+            spend(budget, 2 + len as usize, root, path)?;
             let mut out = Map::new();
-            for k in keys {
+            for i in 0..len {
+                let Some(k) = names.get::<String>(i)? else {
+                    continue;
+                };
                 let item: Unknown<'_> = obj.get_named_property(&k)?;
                 if item.get_type()? == ValueType::Undefined {
                     continue;

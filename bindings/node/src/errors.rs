@@ -84,7 +84,7 @@ fn js_error_value<'e>(
     message: &str,
     field: Option<&str>,
 ) -> napi::Result<Unknown<'e>> {
-    let err = JsError::from(napi::Error::new(code.to_string(), message.to_string()));
+    let err = JsError::from(napi::Error::new(code, message.to_string()));
     let value: Unknown<'_> = err.into_unknown(*env);
     let mut obj = value.coerce_to_object()?;
     if let Some(field) = field {

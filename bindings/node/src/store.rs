@@ -214,7 +214,7 @@ impl Store {
                 sel = selector(prop(&o, "labelSelector")?)?;
             }
             let (items, rv) = self.inner.list(&kind, namespace.as_deref(), sel.as_ref())?;
-            let items: Vec<Value> = items.iter().map(|o| obj_json(o)).collect();
+            let items: Vec<Value> = items.iter().map(obj_json).collect();
             Ok(json!({ "items": items, "resourceVersion": rv }))
         })
     }
