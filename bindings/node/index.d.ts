@@ -277,6 +277,12 @@ export declare class Watch {
   return(): Promise<IteratorResult<WatchEvent, undefined>>
   /** Closes the watch; idempotent. */
   close(): void
+  /**
+   * The version the watch started after: for a watch from 0, the version its synthetic
+   * `ADDED` events are consistent at (resume a later watch from here or from the last
+   * event's `object.metadata.resourceVersion`).
+   */
+  get startVersion(): number
   /** The log position of the next event the watch will look at. */
   get position(): number
 }

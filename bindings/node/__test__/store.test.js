@@ -171,6 +171,8 @@ test('watch: fromVersion skips the replay; all kinds without kind; tryNext; posi
   const s = Store.memory()
   const a = s.create(obj('a'))
   const w = s.watch({ fromVersion: a.metadata.resourceVersion })
+  assert.equal(w.startVersion, Number(a.metadata.resourceVersion))
+  assert.equal(s.watch({ kind: 'Widget' }).startVersion, s.resourceVersion())
   assert.equal(w.tryNext(), null)
   assert.equal(typeof w.position, 'number')
   const b = s.create({ kind: 'Other', metadata: { name: 'b' }, spec: {} })

@@ -346,6 +346,7 @@ impl Store {
             }
             let w = self.inner.watch(kind.as_deref(), from, None)?;
             Ok(Watch {
+                start_version: w.start_version(),
                 shared: Arc::new(WatchShared {
                     watch: parking_lot::Mutex::new(w),
                     closed: AtomicBool::new(false),
@@ -499,6 +500,7 @@ fn item(ev: &floyd::WatchEvent) -> Value {
 #[napi]
 pub struct Watch {
     shared: Arc<WatchShared>,
+    start_version: u64,
 }
 
 #[napi]
@@ -572,6 +574,14 @@ impl Watch {
             self.shared.closed.store(true, Ordering::Release);
             Ok(())
         })
+    }
+
+    /// The version the watch started after: for a watch from 0, the version its synthetic
+    /// `ADDED` events are consistent at (resume a later watch from here or from the last
+    /// event's `object.metadata.resourceVersion`).
+    #[napi(getter, catch_unwind)]
+    pub fn start_version(&self, env: Env) -> napi::Result<f64> {
+        guard(&env, || Ok(self.start_version as f64))
     }
 
     /// The log position of the next event the watch will look at.
