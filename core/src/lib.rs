@@ -36,6 +36,8 @@ pub use error::{Error, ErrorKind, Result};
 #[cfg(not(loom))]
 pub use log::Durability;
 #[cfg(not(loom))]
+pub use runtime::{ControlPlane, ControlPlaneConfig, Driver, DriverError, Started};
+#[cfg(not(loom))]
 pub use snapshot::{Snapshot, SnapshotInfo};
 #[cfg(not(loom))]
 pub use store::{

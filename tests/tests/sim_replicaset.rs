@@ -117,7 +117,7 @@ fn scenario(seed: u64) -> u64 {
             sim.cp.scale("ReplicaSet", "default/b", 1).unwrap();
             scaled = true;
         }
-        let bounds = [sizes[0], ("b", if scaled { 3 } else { 3 }), sizes[2]];
+        let bounds = [sizes[0], ("b", 3), sizes[2]];
         check(&sim, &bounds);
     }
     let target = [sizes[0], ("b", 1), sizes[2]];

@@ -1,0 +1,48 @@
+//! The Node.js binding of floyd (napi-rs): a thin translation layer over the core.
+//!
+//! What lives here: argument conversion (plain JS objects ⇄ the Kubernetes JSON shape),
+//! error translation (every core error becomes a JS `Error` whose `code` is the error kind,
+//! `Invalid` errors also carry `field`), panic containment (no Rust panic may unwind into
+//! Node: every export runs inside [`errors::guard`], which turns a panic into
+//! `code: 'Internal'`, and is also `#[napi(catch_unwind)]` for the generated argument code),
+//! and the scheduling that keeps the event loop free (see [`asyncwork`]).
+//!
+//! What it leaves to others: every rule about objects, versions, queues and limiters is the
+//! core's (`floyd`); this crate adds no logic the core lacks. The JS-side protocol that
+//! napi-rs cannot declare (`Watch[Symbol.asyncIterator]`) lives in the hand-written entry
+//! point `floyd.js`, which re-exports the generated loader `index.js`.
+
+mod asyncwork;
+mod convert;
+mod errors;
+mod store;
+mod workqueue;
+
+pub use store::{Store, Watch};
+pub use workqueue::{RateLimiter, WorkQueue};
+
+use napi_derive::napi;
+
+/// Test-only: panics inside the binding, to prove that a Rust panic surfaces as an `Error`
+/// with `code: 'Internal'` and that the process survives. Not part of the API.
+#[napi(catch_unwind, js_name = "_panicForTest")]
+pub fn panic_for_test(env: napi::Env) -> napi::Result<()> {
+    errors::guard(&env, || -> errors::R<()> {
+        panic!("deliberate panic for a test")
+    })
+}
+
+/// Test-only: like `_panicForTest`, but the panic happens on a worker thread behind a
+/// promise, to prove that asynchronous paths contain panics too. Not part of the API.
+#[napi(
+    catch_unwind,
+    js_name = "_panicForTestAsync",
+    ts_return_type = "Promise<void>"
+)]
+pub fn panic_for_test_async(env: &napi::Env) -> napi::Result<napi::bindgen_prelude::Unknown<'_>> {
+    errors::guard_promise(env, || {
+        asyncwork::spawn_wait(env, "floyd-test", || -> floyd::Result<serde_json::Value> {
+            panic!("deliberate panic on a worker thread for a test")
+        })
+    })
+}

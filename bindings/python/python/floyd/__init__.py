@@ -1,0 +1,45 @@
+"""floyd: Kubernetes controller machinery (store, watch, work queue, rate limiters) as an
+embeddable library. A thin layer over the Rust core; see ``_floyd.pyi`` for the API."""
+
+from ._floyd import (
+    DEFAULT_DATA_DIR,
+    MAX_DEPTH,
+    MAX_JSON_BYTES,
+    AlreadyExists,
+    Conflict,
+    Corrupt,
+    Expired,
+    FloydError,
+    Internal,
+    Invalid,
+    Io,
+    NotFound,
+    RateLimiter,
+    ShutDown,
+    Store,
+    Watch,
+    WorkQueue,
+    __version__,
+    _panic_for_test,
+)
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "MAX_DEPTH",
+    "MAX_JSON_BYTES",
+    "AlreadyExists",
+    "Conflict",
+    "Corrupt",
+    "Expired",
+    "FloydError",
+    "Internal",
+    "Invalid",
+    "Io",
+    "NotFound",
+    "RateLimiter",
+    "ShutDown",
+    "Store",
+    "Watch",
+    "WorkQueue",
+    "__version__",
+]

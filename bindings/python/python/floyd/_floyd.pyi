@@ -1,0 +1,208 @@
+"""Type stubs for floyd._floyd, the native module behind the `floyd` package.
+
+Objects are plain dicts in the Kubernetes JSON shape (camelCase keys); durations are float
+seconds. Every failure is a FloydError subclass; arguments of the wrong type raise Invalid
+(which is also a ValueError), not TypeError.
+"""
+
+import os
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, Literal, TypedDict, final
+
+from typing_extensions import Self
+
+__all__ = [
+    "AlreadyExists",
+    "Conflict",
+    "Corrupt",
+    "DEFAULT_DATA_DIR",
+    "Expired",
+    "FloydError",
+    "Internal",
+    "Invalid",
+    "Io",
+    "MAX_DEPTH",
+    "MAX_JSON_BYTES",
+    "NotFound",
+    "RateLimiter",
+    "ShutDown",
+    "Store",
+    "Watch",
+    "WorkQueue",
+    "__version__",
+    "_panic_for_test",
+]
+
+__version__: str
+DEFAULT_DATA_DIR: str
+MAX_DEPTH: int
+MAX_JSON_BYTES: int
+
+_Obj = dict[str, Any]
+"""An object in the Kubernetes JSON shape: {kind, metadata, spec, status}."""
+
+_Item = None | bool | int | float | str | bytes | tuple[Any, ...]
+"""A work-queue item: None, bool, int (64-bit), float (not NaN), str, bytes, or tuples of
+those. Compared as Python compares them (1, 1.0 and True are one item)."""
+
+_Seconds = float | int
+
+class FloydError(Exception):
+    kind: str
+    field: str | None
+
+class NotFound(FloydError): ...
+class AlreadyExists(FloydError): ...
+class Conflict(FloydError): ...
+class Invalid(FloydError, ValueError): ...
+class Expired(FloydError): ...
+class ShutDown(FloydError): ...
+class Corrupt(FloydError): ...
+class Io(FloydError): ...
+class Internal(FloydError): ...
+
+class _WatchEvent(TypedDict):
+    type: Literal["ADDED", "MODIFIED", "DELETED"]
+    object: _Obj
+
+class _SnapshotInfo(TypedDict):
+    resourceVersion: int
+    path: str | None
+    objects: int
+    bytes: int
+    compactedSegments: int
+
+class _StoreStats(TypedDict):
+    resourceVersion: int
+    objects: int
+    events: int
+    segments: int
+    bytes: int
+    oldestVersion: int
+    snapshotVersion: int
+    truncatedBytes: int
+    durability: Literal["none", "batch", "always"]
+
+class _LogRecovery(TypedDict):
+    segments: int
+    frames: int
+    truncatedBytes: int
+    brokenFiles: list[str]
+    cutReason: str | None
+
+class _OpenReport(TypedDict):
+    snapshot: str | None
+    snapshotObjects: int
+    replayed: int
+    brokenSnapshots: list[str]
+    log: _LogRecovery
+
+class _Histogram(TypedDict):
+    buckets: list[tuple[float, int]]
+    count: int
+    sum: float
+
+class _QueueMetrics(TypedDict):
+    depth: int
+    adds: int
+    retries: int
+    queue_duration: _Histogram
+    work_duration: _Histogram
+    unfinished_work_seconds: float
+    longest_running_processor_seconds: float
+
+@final
+class Store:
+    @staticmethod
+    def open(
+        path: str | os.PathLike[str] | None = None,
+        durability: Literal["none", "batch", "always"] | None = None,
+        segment_size: int | None = None,
+    ) -> Store: ...
+    @staticmethod
+    def memory(segment_size: int | None = None) -> Store: ...
+    def create(self, obj: _Obj) -> _Obj: ...
+    def get(self, kind: str, key: str) -> _Obj | None: ...
+    def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | dict[str, Any] | None = None,
+    ) -> tuple[list[_Obj], int]: ...
+    def update(self, obj: _Obj) -> _Obj: ...
+    def update_status(self, obj: _Obj) -> _Obj: ...
+    def delete(self, kind: str, key: str, resource_version: int | str | None = None) -> _Obj: ...
+    def watch(
+        self,
+        kind: str | None = None,
+        from_version: int | None = None,
+        timeout: _Seconds | None = None,
+    ) -> Watch: ...
+    def snapshot(self) -> _SnapshotInfo: ...
+    def stats(self) -> _StoreStats: ...
+    def resource_version(self) -> int: ...
+    @property
+    def open_report(self) -> _OpenReport | None: ...
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def closed(self) -> bool: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        *_exc: type[BaseException] | BaseException | TracebackType | None,
+    ) -> bool: ...
+
+@final
+class Watch:
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> _WatchEvent: ...
+    @property
+    def start_version(self) -> int: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        *_exc: type[BaseException] | BaseException | TracebackType | None,
+    ) -> bool: ...
+
+@final
+class RateLimiter:
+    @staticmethod
+    def exponential(base: _Seconds | None = None, max: _Seconds | None = None) -> RateLimiter: ...
+    @staticmethod
+    def fast_slow(fast: _Seconds, slow: _Seconds, max_fast_attempts: int) -> RateLimiter: ...
+    @staticmethod
+    def bucket(qps: _Seconds | None = None, burst: int | None = None) -> RateLimiter: ...
+    @staticmethod
+    def max_of(limiters: list[RateLimiter] | tuple[RateLimiter, ...]) -> RateLimiter: ...
+    @staticmethod
+    def default_controller() -> RateLimiter: ...
+    def with_max_wait(self, max_delay: _Seconds) -> RateLimiter: ...
+    def when(self, item: _Item) -> float: ...
+    def forget(self, item: _Item) -> None: ...
+    def num_requeues(self, item: _Item) -> int: ...
+
+@final
+class WorkQueue:
+    def __new__(
+        cls, rate_limiter: RateLimiter | None = None, name: str | None = None
+    ) -> WorkQueue: ...
+    def add(self, item: _Item) -> None: ...
+    def add_after(self, item: _Item, seconds: _Seconds) -> None: ...
+    def add_rate_limited(self, item: _Item) -> None: ...
+    def get(self, timeout: _Seconds | None = None) -> Any: ...
+    def done(self, item: _Item) -> None: ...
+    def forget(self, item: _Item) -> None: ...
+    def num_requeues(self, item: _Item) -> int: ...
+    def __len__(self) -> int: ...
+    def shut_down(self) -> None: ...
+    def shut_down_with_drain(self) -> None: ...
+    def shutting_down(self) -> bool: ...
+    def metrics(self) -> _QueueMetrics: ...
+    @property
+    def name(self) -> str | None: ...
+
+def _panic_for_test(detached: bool = False) -> None: ...

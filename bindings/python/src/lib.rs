@@ -1,0 +1,50 @@
+//! `floyd._floyd`, the native half of the Python package `floyd`: a thin translation layer
+//! over the core crate (`DESIGN.md`, "Thin bindings"). It converts arguments (dicts ⇄ JSON
+//! objects, float seconds ⇄ `Duration`, Python values ⇄ work-queue keys), calls the core,
+//! and turns every core error into a `floyd.FloydError` subclass. It adds no logic of its own.
+//!
+//! Three rules hold for every entry point: the body runs inside [`errors::guard`], so a
+//! Rust panic surfaces as `floyd.Internal` and never as pyo3's `PanicException`; anything
+//! that blocks or does I/O runs with the GIL released; and waits are sliced
+//! ([`wait::sliced`]) so Ctrl-C interrupts them.
+//!
+//! Informers and the control plane are not in the core yet; they go in their own modules
+//! here (`informer.rs`, `control.rs`) following the same pattern.
+
+#![deny(unsafe_code)]
+
+mod convert;
+mod errors;
+mod queue;
+mod store;
+mod wait;
+
+use pyo3::prelude::*;
+
+/// Panics inside Rust, for tests of the panic guard: with `detached=True` the panic happens
+/// while the GIL is released.
+#[pyfunction]
+#[pyo3(signature = (detached = false))]
+fn _panic_for_test(py: Python<'_>, detached: bool) -> PyResult<()> {
+    errors::guard(py, || {
+        if detached {
+            py.detach(|| panic!("floyd._panic_for_test (GIL released)"));
+        }
+        panic!("floyd._panic_for_test")
+    })
+}
+
+#[pymodule]
+fn _floyd(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
+    m.add_class::<store::PyStore>()?;
+    m.add_class::<store::PyWatch>()?;
+    m.add_class::<queue::PyWorkQueue>()?;
+    m.add_class::<queue::PyRateLimiter>()?;
+    m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("DEFAULT_DATA_DIR", floyd::store::DEFAULT_DATA_DIR)?;
+    m.add("MAX_DEPTH", convert::MAX_DEPTH)?;
+    m.add("MAX_JSON_BYTES", convert::MAX_JSON_BYTES)?;
+    Ok(())
+}
