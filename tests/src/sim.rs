@@ -44,6 +44,8 @@ impl Rng {
 pub struct Faults {
     pub fail_start: f64,
     pub fail_stop: f64,
+    /// Instances whose `spec.version` is listed never start (a permanent fault).
+    pub broken_versions: BTreeSet<String>,
 }
 
 /// Everything the driver saw, for invariants and the trace.
@@ -53,6 +55,10 @@ pub struct DriverLog {
     pub running: BTreeSet<String>,
     pub violations: Vec<String>,
     pub starts_by_uid: BTreeMap<String, u32>,
+    /// Running instances' template hash and owning ReplicaSet name.
+    pub running_hash: BTreeMap<String, String>,
+    /// Set by Recreate tests: a start while another template hash runs is a violation.
+    pub exclusive_hash: bool,
 }
 
 /// A driver that runs nothing, fails on purpose, and checks it is never asked to act on an
@@ -82,10 +88,26 @@ impl Driver for SimDriver {
             log.violations
                 .push(format!("start of vanished instance {key}"));
         }
+        let hash = instance
+            .metadata
+            .labels
+            .get("pod-template-hash")
+            .cloned()
+            .unwrap_or_default();
+        if log.exclusive_hash && log.running_hash.values().any(|h| *h != hash) {
+            log.violations.push(format!(
+                "{key} ({hash}) started while another revision runs"
+            ));
+        }
+        let version = instance.spec["version"].as_str().unwrap_or("").to_string();
+        if self.faults.lock().broken_versions.contains(&version) {
+            return Err(DriverError(format!("version {version} is broken")));
+        }
         let fail = *self.faults_on.lock() && self.rng.lock().chance(self.faults.lock().fail_start);
         if fail {
             return Err(DriverError("injected start failure".into()));
         }
+        log.running_hash.insert(uid.clone(), hash);
         *log.starts_by_uid.entry(uid.clone()).or_default() += 1;
         if !log.running.insert(uid) {
             log.violations
@@ -105,6 +127,7 @@ impl Driver for SimDriver {
             return Err(DriverError("injected stop failure".into()));
         }
         log.running.remove(&instance.metadata.uid);
+        log.running_hash.remove(&instance.metadata.uid);
         Ok(())
     }
 }

@@ -98,6 +98,7 @@ fn scenario(seed: u64) -> u64 {
         Faults {
             fail_start: 0.3,
             fail_stop: 0.2,
+            ..Faults::default()
         },
     );
     let sizes = [

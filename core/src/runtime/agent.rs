@@ -230,6 +230,8 @@ impl Shared {
                     {
                         states.remove(&key);
                     }
+                    drop(states);
+                    s.stopped(&obj);
                 }
                 Err(e) => {
                     tracing::warn!(instance = %key, error = %e, "stop failed; retrying");
@@ -265,6 +267,32 @@ impl Shared {
                 }
                 Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether any instance controlled by one of `owner_uids` is still running or being
+    /// stopped by the agent — even if its object is already deleted. Recreate waits for
+    /// these (K11: no new revision while an old instance is alive or stopping).
+    pub(crate) fn agent_runs_any_of(&self, owner_uids: &[&str]) -> bool {
+        self.agent.states.lock().values().any(|st| {
+            matches!(st.phase, Phase::Running | Phase::Starting | Phase::Stopping)
+                && st
+                    .last
+                    .controller_ref()
+                    .is_some_and(|r| owner_uids.contains(&r.uid.as_str()))
+        })
+    }
+
+    /// After an instance finally stopped: wake the Deployment that may be waiting for it.
+    fn stopped(&self, obj: &Object) {
+        let ns = &obj.metadata.namespace;
+        if let Some(rs) = obj
+            .controller_ref()
+            .and_then(|r| self.cache.get("ReplicaSet", &format!("{ns}/{}", r.name)))
+        {
+            if let Some(d) = rs.controller_ref().filter(|r| r.kind == "Deployment") {
+                self.dep_queue.add(format!("{ns}/{}", d.name));
             }
         }
     }

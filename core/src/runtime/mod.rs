@@ -9,6 +9,7 @@
 
 mod agent;
 pub mod cache;
+mod deployment;
 mod endpoints;
 mod replicaset;
 
@@ -20,13 +21,14 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
 use parking_lot::Mutex;
 
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::controller::expectations::Expectations;
 use crate::error::{Error, Result};
 use crate::store::{Object, Store};
 use crate::sync::{AtomicBool, Ordering};
 use crate::workqueue::{RateLimiter, WorkQueue, WorkQueueConfig};
 pub use cache::Cache;
+pub use deployment::{ACTIVE_HASH_ANNOTATION, PROMOTE_ANNOTATION, SWITCHED_AT_ANNOTATION};
 pub use endpoints::{MAX_ENDPOINT_ADDRESSES, endpoints_for};
 
 /// Upstream's `BurstReplicas`: the most creations or deletions one sync issues.
@@ -245,6 +247,7 @@ pub(crate) struct Shared {
     pub rs_queue: WorkQueue<String>,
     pub agent_queue: WorkQueue<String>,
     pub svc_queue: WorkQueue<String>,
+    pub dep_queue: WorkQueue<String>,
     pub pickers: endpoints::Pickers,
     pub expectations: Expectations,
     pub executor: Executor,
@@ -312,6 +315,7 @@ impl ControlPlane {
             rs_queue: queue("replicaset"),
             agent_queue: queue("agent"),
             svc_queue: queue("endpoints"),
+            dep_queue: queue("deployment"),
             pickers: endpoints::Pickers::default(),
             expectations: Expectations::new(),
             agent: agent::Agent::default(),
@@ -332,6 +336,9 @@ impl ControlPlane {
         }
         for svc in shared.cache.list("Service", None) {
             shared.svc_queue.add(svc.key());
+        }
+        for d in shared.cache.list("Deployment", None) {
+            shared.dep_queue.add(d.key());
         }
         Ok(ControlPlane {
             shared,
@@ -367,6 +374,12 @@ impl ControlPlane {
                     s.process_rs(&key);
                 }
             })?);
+            let s = self.shared.clone();
+            threads.push(spawn(&format!("floyd-deploy-{i}"), move || {
+                while let Some(key) = s.dep_queue.get() {
+                    s.process_deployment(&key);
+                }
+            })?);
         }
         let s = self.shared.clone();
         threads.push(spawn("floyd-endpoints", move || {
@@ -398,6 +411,10 @@ impl ControlPlane {
             let evs = self.shared.cache.pump(None)?;
             did = !evs.is_empty();
             self.shared.dispatch(&evs);
+        }
+        if let Some(k) = self.shared.dep_queue.try_get() {
+            self.shared.process_deployment(&k);
+            did = true;
         }
         if let Some(k) = self.shared.rs_queue.try_get() {
             self.shared.process_rs(&k);
@@ -437,6 +454,7 @@ impl ControlPlane {
         self.shared.rs_queue.shut_down();
         self.shared.agent_queue.shut_down();
         self.shared.svc_queue.shut_down();
+        self.shared.dep_queue.shut_down();
         for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }
@@ -472,9 +490,63 @@ impl ControlPlane {
     /// Queue depths (controller, agent) and pending driver calls — zero at quiescence.
     pub fn pending(&self) -> (usize, usize) {
         (
-            self.shared.rs_queue.len() + self.shared.svc_queue.len(),
+            self.shared.rs_queue.len() + self.shared.svc_queue.len() + self.shared.dep_queue.len(),
             self.shared.agent_queue.len(),
         )
+    }
+
+    /// Waits until the Deployment's rollout completes and returns its status. Fails with
+    /// `Expired` when the rollout exceeded its progress deadline (`ProgressDeadlineExceeded`)
+    /// or when `timeout` passes first, with `NotFound` for a missing Deployment.
+    pub fn wait_for_rollout(&self, key: &str, timeout: Duration) -> Result<serde_json::Value> {
+        let clock = SystemClock;
+        let deadline = clock.now() + timeout;
+        loop {
+            self.check_running()?;
+            let d = self
+                .shared
+                .store
+                .get("Deployment", key)?
+                .ok_or_else(|| Error::NotFound(format!("Deployment {key}")))?;
+            match deployment::rollout_state(&d)? {
+                deployment::RolloutState::Complete(status) => return Ok(status),
+                deployment::RolloutState::DeadlineExceeded(msg) => {
+                    return Err(Error::Expired(format!("ProgressDeadlineExceeded: {msg}")));
+                }
+                deployment::RolloutState::InProgress => {}
+            }
+            if clock.now() >= deadline {
+                return Err(Error::Expired(format!(
+                    "timed out after {timeout:?} waiting for the rollout of Deployment {key}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Rolls a Deployment back to `to_revision` (0: the previous revision). Returns the
+    /// revision it rolled back to.
+    pub fn rollback(&self, key: &str, to_revision: i64) -> Result<i64> {
+        self.check_running()?;
+        self.shared.rollback(key, to_revision)
+    }
+
+    /// Pauses a Deployment's rollout (scaling still applies).
+    pub fn pause(&self, key: &str) -> Result<Arc<Object>> {
+        self.check_running()?;
+        self.shared.set_paused(key, true)
+    }
+
+    /// Resumes a paused Deployment.
+    pub fn resume(&self, key: &str) -> Result<Arc<Object>> {
+        self.check_running()?;
+        self.shared.set_paused(key, false)
+    }
+
+    /// Promotes a BlueGreen Deployment's new revision (when `autoPromote` is off).
+    pub fn promote(&self, key: &str) -> Result<Arc<Object>> {
+        self.check_running()?;
+        self.shared.promote(key)
     }
 
     /// The ready addresses of a Service (`namespace/name`).
@@ -534,6 +606,7 @@ impl Shared {
         for ev in evs {
             let o = &ev.object;
             self.on_event_for_endpoints(ev);
+            self.on_event_for_deployments(ev);
             match o.kind.as_str() {
                 "ReplicaSet" => self.rs_queue.add(o.key()),
                 "Instance" => {

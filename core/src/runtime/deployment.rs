@@ -1,0 +1,707 @@
+//! The Deployment controller loop (`k8s-semantics.md` §4.1): for one key, claim the
+//! Deployment's ReplicaSets, keep paused conditions, scale proportionally on scaling events,
+//! find or create the new ReplicaSet (template hash, revision), run the strategy —
+//! RollingUpdate, Recreate, or floyd's BlueGreen — clean up old revisions and write the
+//! status with its conditions. The deadline is detected on time without resync: an
+//! unchanged status requeues the key for when the deadline passes (K9). The arithmetic is
+//! in `controller::deployment`; this module reads the cache, writes through the store and
+//! requeues.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use super::Shared;
+use crate::controller::deployment::util::{self as du, POD_TEMPLATE_HASH_LABEL, Scale};
+use crate::controller::deployment::{self as dep, DeploymentView, Strategy};
+use crate::controller::instance::InstanceView;
+use crate::controller::replicaset::{self as rsu, ReplicaSetView};
+use crate::controller::{format_time, parse_time};
+use crate::error::{Error, Result};
+use crate::store::{Object, WatchEvent};
+
+/// Blue-green bookkeeping on the Deployment: the template hash the Services select.
+pub const ACTIVE_HASH_ANNOTATION: &str = "floyd.dev/active-template-hash";
+/// When the Services last switched (RFC 3339).
+pub const SWITCHED_AT_ANNOTATION: &str = "floyd.dev/switched-at";
+/// A manual promotion request: the template hash to promote.
+pub const PROMOTE_ANNOTATION: &str = "floyd.dev/promote";
+
+impl Shared {
+    pub(crate) fn process_deployment(self: &Arc<Self>, key: &str) {
+        self.count(|c| c.syncs += 1);
+        let k = key.to_string();
+        match self.sync_deployment(key) {
+            Ok(()) => self.dep_queue.forget(&k),
+            Err(e) => {
+                self.count(|c| c.sync_errors += 1);
+                tracing::warn!(deployment = %key, error = %e, "sync failed; requeued with backoff");
+                self.dep_queue.add_rate_limited(k.clone());
+            }
+        }
+        self.dep_queue.done(&k);
+    }
+
+    /// Deployment keys to resync after an event.
+    pub(crate) fn on_event_for_deployments(&self, ev: &WatchEvent) {
+        let o = &ev.object;
+        match o.kind.as_str() {
+            "Deployment" => self.dep_queue.add(o.key()),
+            "ReplicaSet" => {
+                if let Some(r) = o.controller_ref().filter(|r| r.kind == "Deployment") {
+                    self.dep_queue
+                        .add(format!("{}/{}", o.metadata.namespace, r.name));
+                }
+            }
+            "Instance" => {
+                // Recreate waits for old instances to go; their deletion must wake it.
+                if let Some(rs) = o.controller_ref().and_then(|r| {
+                    self.cache.get(
+                        "ReplicaSet",
+                        &format!("{}/{}", o.metadata.namespace, r.name),
+                    )
+                }) {
+                    if let Some(r) = rs.controller_ref().filter(|r| r.kind == "Deployment") {
+                        self.dep_queue
+                            .add(format!("{}/{}", o.metadata.namespace, r.name));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn sync_deployment(self: &Arc<Self>, key: &str) -> Result<()> {
+        let Some(d_obj) = self.cache.get("Deployment", key) else {
+            return Ok(());
+        };
+        let d = DeploymentView::from_object(&d_obj)?;
+        let now = self.cfg.clock.wall();
+        if d.spec.selector.is_empty() {
+            return Ok(()); // upstream: an empty selector selects nothing to manage
+        }
+        let rss = self.claim_replicasets(&d_obj, &d)?;
+        if d.deleting {
+            let (new_rs, old) = split(&d, &rss);
+            return self.write_status_if_changed(
+                &d_obj,
+                dep::sync_deployment_status(&d, new_rs, &old, now),
+            );
+        }
+        if let Some(st) = dep::check_paused_conditions(&d, now) {
+            return self.write_status(&d_obj, st);
+        }
+        if d.spec.paused {
+            return self.sync_scale_only(&d_obj, &d, &rss, now, true);
+        }
+        {
+            let (new_rs, old) = split(&d, &rss);
+            if du::is_scaling_event(&d.spec, new_rs, &old) {
+                return self.sync_scale_only(&d_obj, &d, &rss, now, false);
+            }
+        }
+        match d.spec.strategy {
+            Strategy::RollingUpdate { .. } => self.rollout_rolling(&d_obj, &d, rss, now),
+            Strategy::Recreate => self.rollout_recreate(&d_obj, &d, rss, now),
+            Strategy::BlueGreen { .. } => self.rollout_blue_green(&d_obj, &d, rss, now),
+        }
+    }
+
+    /// The Deployment's ReplicaSets: ours by controller reference (adopting matching
+    /// orphans, releasing ours that no longer match), as views.
+    fn claim_replicasets(
+        &self,
+        d_obj: &Arc<Object>,
+        d: &DeploymentView,
+    ) -> Result<Vec<ReplicaSetView>> {
+        let candidates: Vec<Object> = self
+            .cache
+            .list("ReplicaSet", Some(&d.namespace))
+            .into_iter()
+            .filter(|rs| rs.controller_ref().is_none_or(|r| r.uid == d.uid))
+            .map(|rs| (*rs).clone())
+            .collect();
+        let plan = rsu::claim(d_obj, &d.spec.selector, &candidates);
+        let mut out: Vec<ReplicaSetView> = vec![];
+        for &i in &plan.claimed {
+            out.push(ReplicaSetView::from_object(&candidates[i])?);
+        }
+        for &i in &plan.adopt {
+            let mut next = candidates[i].clone();
+            next.metadata
+                .owner_references
+                .retain(|r| r.controller != Some(true));
+            next.metadata
+                .owner_references
+                .push(rsu::controller_ref(d_obj));
+            match self.store.update(next) {
+                Ok(o) => out.push(ReplicaSetView::from_object(&o)?),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        crate::ErrorKind::NotFound | crate::ErrorKind::Conflict
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for &i in &plan.release {
+            let mut next = candidates[i].clone();
+            next.metadata.owner_references.retain(|r| r.uid != d.uid);
+            match self.store.update(next) {
+                Err(e)
+                    if !matches!(
+                        e.kind(),
+                        crate::ErrorKind::NotFound | crate::ErrorKind::Conflict
+                    ) =>
+                {
+                    return Err(e);
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// `sync()`: proportional scaling (and cleanup when paused), then the status without
+    /// progress estimation.
+    fn sync_scale_only(
+        &self,
+        d_obj: &Arc<Object>,
+        d: &DeploymentView,
+        rss: &[ReplicaSetView],
+        now: SystemTime,
+        paused: bool,
+    ) -> Result<()> {
+        let (new_rs, old) = split(d, rss);
+        let scales = du::scale_plan(d, new_rs, &old);
+        for s in &scales {
+            self.scale_rs(d, s)?;
+        }
+        if paused {
+            for name in du::cleanup_plan(&old, d.spec.revision_history_limit) {
+                self.delete_rs(&d.namespace, &name)?;
+            }
+        }
+        let rss = self.reload(d, rss)?;
+        let (new_rs, old) = split(d, &rss);
+        self.write_status_if_changed(d_obj, dep::sync_deployment_status(d, new_rs, &old, now))
+    }
+
+    fn rollout_rolling(
+        self: &Arc<Self>,
+        d_obj: &Arc<Object>,
+        d: &DeploymentView,
+        rss: Vec<ReplicaSetView>,
+        now: SystemTime,
+    ) -> Result<()> {
+        let rss = self.ensure_new_rs(d_obj, d, rss, now)?;
+        let (new_rs, old) = split(d, &rss);
+        let new_rs = new_rs.expect("ensured above").clone();
+        match dep::rolling_update_step(&d.spec, &new_rs, &old)
+            .map_err(|e| Error::invalid("spec.strategy", e))?
+        {
+            dep::RollingStep::ScaleNew(s) => {
+                self.scale_rs(d, &s)?;
+                return self.sync_rollout(d_obj, d, now);
+            }
+            dep::RollingStep::ScaleOld { scales, scaled } => {
+                for s in &scales {
+                    self.scale_rs(d, s)?;
+                }
+                if scaled {
+                    return self.sync_rollout(d_obj, d, now);
+                }
+            }
+            dep::RollingStep::Idle => {}
+        }
+        self.finish_rollout(d_obj, d, now)
+    }
+
+    fn rollout_recreate(
+        self: &Arc<Self>,
+        d_obj: &Arc<Object>,
+        d: &DeploymentView,
+        rss: Vec<ReplicaSetView>,
+        now: SystemTime,
+    ) -> Result<()> {
+        let instances = self.instances_of(&rss);
+        let (new_rs, old) = split(d, &rss);
+        let old_uids: Vec<&str> = old.iter().map(|rs| rs.uid.as_str()).collect();
+        let step = dep::recreate_step(&d.spec, new_rs, &old, &instances);
+        // Deleted old instances whose stop has not finished still count as running.
+        let step = match step {
+            dep::RecreateStep::CreateNew | dep::RecreateStep::ScaleNew(_)
+                if self.agent_runs_any_of(&old_uids) =>
+            {
+                dep::RecreateStep::WaitForOld
+            }
+            s => s,
+        };
+        match step {
+            dep::RecreateStep::ScaleOldToZero(scales) => {
+                for s in &scales {
+                    self.scale_rs(d, s)?;
+                }
+                self.sync_rollout(d_obj, d, now)
+            }
+            // K11: old instances still alive or stopping; their deletion requeues us.
+            dep::RecreateStep::WaitForOld => self.sync_rollout(d_obj, d, now),
+            dep::RecreateStep::CreateNew => {
+                self.ensure_new_rs(d_obj, d, rss, now)?;
+                self.sync_rollout(d_obj, d, now)
+            }
+            dep::RecreateStep::ScaleNew(s) => {
+                if let Some(s) = s {
+                    self.scale_rs(d, &s)?;
+                    return self.sync_rollout(d_obj, d, now);
+                }
+                self.finish_rollout(d_obj, d, now)
+            }
+        }
+    }
+
+    fn rollout_blue_green(
+        self: &Arc<Self>,
+        d_obj: &Arc<Object>,
+        d: &DeploymentView,
+        rss: Vec<ReplicaSetView>,
+        now: SystemTime,
+    ) -> Result<()> {
+        let rss = self.ensure_new_rs(d_obj, d, rss, now)?;
+        let (new_rs, old) = split(d, &rss);
+        let new_rs = new_rs.expect("ensured above").clone();
+        let new_hash = new_rs
+            .labels
+            .get(POD_TEMPLATE_HASH_LABEL)
+            .cloned()
+            .unwrap_or_default();
+        let active = d.annotations.get(ACTIVE_HASH_ANNOTATION).cloned();
+        let switched_at = if active.as_deref() == Some(new_hash.as_str()) {
+            d.annotations
+                .get(SWITCHED_AT_ANNOTATION)
+                .and_then(|t| parse_time(t))
+        } else {
+            None
+        };
+        let promote_requested = d
+            .annotations
+            .get(PROMOTE_ANNOTATION)
+            .is_some_and(|h| *h == new_hash);
+        let mut status = dep::sync_rollout_status(d, Some(&new_rs), &old, now);
+        let timed_out = dep::deployment_timed_out(d, &status, now);
+        let plan = dep::blue_green_plan(
+            &d.spec,
+            &new_rs,
+            &old,
+            new_rs.status.available_replicas,
+            now,
+            switched_at,
+            promote_requested,
+            timed_out,
+        );
+        if let Some(s) = &plan.scale_new {
+            self.scale_rs(d, s)?;
+        }
+        if plan.promote {
+            // One store write per Service: each switches to the new revision at once.
+            self.switch_services(d, &new_hash)?;
+            let mut next = (**d_obj).clone();
+            next.metadata
+                .annotations
+                .insert(ACTIVE_HASH_ANNOTATION.into(), new_hash.clone());
+            next.metadata
+                .annotations
+                .insert(SWITCHED_AT_ANNOTATION.into(), format_time(now));
+            next.metadata.annotations.remove(PROMOTE_ANNOTATION);
+            self.store.update(next)?;
+            self.count(|c| c.store_writes += 1);
+            // The annotation write bumps the version; the next sync continues from it.
+            return Ok(());
+        }
+        for s in &plan.scale_old {
+            self.scale_rs(d, s)?;
+        }
+        if plan.abort {
+            // The new revision never became fully available in time: scale it away, keep
+            // the Services on the active revision, report the deadline.
+            if new_rs.spec.replicas > 0 && active.is_some() {
+                self.scale_rs(
+                    d,
+                    &Scale {
+                        name: new_rs.name.clone(),
+                        from: new_rs.spec.replicas,
+                        to: 0,
+                    },
+                )?;
+            }
+        }
+        if let Some(after) = plan.requeue_after {
+            self.dep_queue.add_after(d_obj.key(), after);
+        }
+        let rss = self.reload(d, &rss)?;
+        let (new_rs2, old2) = split(d, &rss);
+        status = dep::sync_rollout_status(d, new_rs2, &old2, now);
+        if dep::deployment_complete(d, &status) && plan.scale_old_to_zero_at.is_none() {
+            for name in du::cleanup_plan(&old2, d.spec.revision_history_limit) {
+                self.delete_rs(&d.namespace, &name)?;
+            }
+        }
+        self.write_rollout_status(d_obj, d, status, now)
+    }
+
+    /// Points every Service that selects this Deployment's instances at `hash`.
+    fn switch_services(&self, d: &DeploymentView, hash: &str) -> Result<()> {
+        for svc in self.cache.list("Service", Some(&d.namespace)) {
+            let Some(sel) = svc.spec.get("selector").and_then(Value::as_object) else {
+                continue;
+            };
+            let selects = sel
+                .iter()
+                .filter(|(k, _)| k.as_str() != POD_TEMPLATE_HASH_LABEL)
+                .all(|(k, v)| {
+                    v.as_str()
+                        .is_some_and(|v| d.spec.template_labels.get(k).is_some_and(|t| t == v))
+                });
+            if !selects || sel.len() <= usize::from(sel.contains_key(POD_TEMPLATE_HASH_LABEL)) {
+                continue;
+            }
+            loop {
+                let Some(cur) = self.store.get("Service", &svc.key())? else {
+                    break;
+                };
+                if cur.spec["selector"][POD_TEMPLATE_HASH_LABEL] == hash {
+                    break;
+                }
+                let mut next = (*cur).clone();
+                next.spec["selector"][POD_TEMPLATE_HASH_LABEL] = Value::from(hash);
+                match self.store.update(next) {
+                    Ok(_) => {
+                        self.count(|c| c.store_writes += 1);
+                        break;
+                    }
+                    Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Completion: cleanup of old revisions, then the rollout status.
+    fn finish_rollout(
+        &self,
+        d_obj: &Arc<Object>,
+        d: &DeploymentView,
+        now: SystemTime,
+    ) -> Result<()> {
+        let rss = self.reload(d, &[])?;
+        let (new_rs, old) = split(d, &rss);
+        let status = dep::sync_rollout_status(d, new_rs, &old, now);
+        if dep::deployment_complete(d, &status) {
+            for name in du::cleanup_plan(&old, d.spec.revision_history_limit) {
+                self.delete_rs(&d.namespace, &name)?;
+            }
+        }
+        self.write_rollout_status(d_obj, d, status, now)
+    }
+
+    fn sync_rollout(&self, d_obj: &Arc<Object>, d: &DeploymentView, now: SystemTime) -> Result<()> {
+        let rss = self.reload(d, &[])?;
+        let (new_rs, old) = split(d, &rss);
+        let status = dep::sync_rollout_status(d, new_rs, &old, now);
+        self.write_rollout_status(d_obj, d, status, now)
+    }
+
+    /// Writes the status if it changed; otherwise requeues for the progress deadline so it
+    /// is detected on time without any resync (K9).
+    fn write_rollout_status(
+        &self,
+        d_obj: &Arc<Object>,
+        d: &DeploymentView,
+        status: dep::DeploymentStatus,
+        now: SystemTime,
+    ) -> Result<()> {
+        if status != d.status {
+            return self.write_status(d_obj, status);
+        }
+        if let Some(delay) = dep::requeue_stuck_deployment(d, &status, now).enqueue_delay() {
+            if delay.is_zero() {
+                self.dep_queue.add_rate_limited(d_obj.key());
+            } else {
+                self.dep_queue.add_after(d_obj.key(), delay);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_status_if_changed(
+        &self,
+        d_obj: &Arc<Object>,
+        status: Option<dep::DeploymentStatus>,
+    ) -> Result<()> {
+        match status {
+            Some(s) => self.write_status(d_obj, s),
+            None => Ok(()),
+        }
+    }
+
+    fn write_status(&self, d_obj: &Arc<Object>, status: dep::DeploymentStatus) -> Result<()> {
+        let mut next = (**d_obj).clone();
+        next.status = status.to_json();
+        match self.store.update_status(next) {
+            Ok(_) => {
+                self.count(|c| c.store_writes += 1);
+                Ok(())
+            }
+            // A newer Deployment is coming through the cache and will requeue us.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    crate::ErrorKind::Conflict | crate::ErrorKind::NotFound
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Finds the new ReplicaSet (creating it if missing) and returns the refreshed list.
+    fn ensure_new_rs(
+        &self,
+        d_obj: &Arc<Object>,
+        d: &DeploymentView,
+        rss: Vec<ReplicaSetView>,
+        now: SystemTime,
+    ) -> Result<Vec<ReplicaSetView>> {
+        if let (Some(new_rs), old) = split(d, &rss) {
+            // Keep the revision ahead of every old ReplicaSet (after a rollback the reused
+            // ReplicaSet gets a new revision number).
+            let want = (du::max_revision(old.iter()) + 1)
+                .max(du::revision(&new_rs.annotations).unwrap_or(0));
+            if du::revision(&new_rs.annotations) != Some(want) {
+                if let Some(cur) = self.store.get("ReplicaSet", &new_rs.key())? {
+                    let mut next = (*cur).clone();
+                    next.metadata
+                        .annotations
+                        .insert(du::REVISION_ANNOTATION.into(), want.to_string());
+                    self.store.update(next)?;
+                    self.count(|c| c.store_writes += 1);
+                }
+            }
+            return self.reload(d, &rss);
+        }
+        let (_, old) = split(d, &rss);
+        let rs = dep::new_replica_set(d_obj, d, &old).map_err(|e| Error::invalid("spec", e))?;
+        match self.store.create(rs) {
+            Ok(created) => {
+                self.count(|c| c.store_writes += 1);
+                let mut status = d.status.clone();
+                if dep::has_progress_deadline(&d.spec) {
+                    dep::set_deployment_condition(
+                        &mut status,
+                        dep::new_rs_created_condition(&created.metadata.name, now),
+                    );
+                }
+                self.write_status(d_obj, status)?;
+            }
+            Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {
+                // A hash collision with a ReplicaSet that is not ours: bump collisionCount
+                // and try again with a new name (upstream).
+                let mut status = d.status.clone();
+                status.collision_count = Some(status.collision_count.unwrap_or(0) + 1);
+                self.write_status(d_obj, status)?;
+                return Err(Error::Conflict(format!(
+                    "ReplicaSet name collision for Deployment {}",
+                    d_obj.key()
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+        self.reload(d, &rss)
+    }
+
+    /// Sets a ReplicaSet's size and its desired/max-replicas annotations; writes only when
+    /// something changes.
+    fn scale_rs(&self, d: &DeploymentView, s: &Scale) -> Result<()> {
+        let key = format!("{}/{}", d.namespace, s.name);
+        let max = d.spec.replicas.saturating_add(du::max_surge(&d.spec));
+        loop {
+            let Some(cur) = self.store.get("ReplicaSet", &key)? else {
+                return Ok(());
+            };
+            let mut next = (*cur).clone();
+            let mut changed =
+                du::set_replicas_annotations(&mut next.metadata.annotations, d.spec.replicas, max);
+            if next.spec["replicas"].as_i64() != Some(i64::from(s.to)) {
+                next.spec["replicas"] = Value::from(s.to);
+                changed = true;
+            }
+            if !changed {
+                return Ok(());
+            }
+            match self.store.update(next) {
+                Ok(_) => {
+                    self.count(|c| c.store_writes += 1);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn delete_rs(&self, namespace: &str, name: &str) -> Result<()> {
+        match self
+            .store
+            .delete("ReplicaSet", &format!("{namespace}/{name}"), None)
+        {
+            Ok(_) => {
+                self.count(|c| c.store_writes += 1);
+                Ok(())
+            }
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Re-reads the Deployment's ReplicaSets from the store (our own writes are not in the
+    /// cache yet).
+    fn reload(&self, d: &DeploymentView, _prev: &[ReplicaSetView]) -> Result<Vec<ReplicaSetView>> {
+        let (all, _) = self.store.list("ReplicaSet", Some(&d.namespace), None)?;
+        all.iter()
+            .filter(|rs| rs.controller_ref().is_some_and(|r| r.uid == d.uid))
+            .map(|rs| ReplicaSetView::from_object(rs))
+            .collect()
+    }
+
+    fn instances_of(&self, rss: &[ReplicaSetView]) -> Vec<InstanceView> {
+        let mut out = vec![];
+        for rs in rss {
+            for i in self.cache.instances_owned_by(&rs.uid) {
+                out.push(InstanceView::from_object(&i));
+            }
+        }
+        out
+    }
+
+    /// Rolls a Deployment back to `to_revision` (0: the previous one) by copying that
+    /// revision's template into the Deployment. Returns the revision rolled back to.
+    pub(crate) fn rollback(&self, key: &str, to_revision: i64) -> Result<i64> {
+        if to_revision < 0 {
+            return Err(Error::invalid(
+                "to_revision",
+                format!("must be ≥ 0, got {to_revision}"),
+            ));
+        }
+        loop {
+            let d_obj = self
+                .store
+                .get("Deployment", key)?
+                .ok_or_else(|| Error::NotFound(format!("Deployment {key}")))?;
+            let d = DeploymentView::from_object(&d_obj)?;
+            let rss = self.reload(&d, &[])?;
+            let (new_rs, old) = split(&d, &rss);
+            match dep::rollback_plan(&d, to_revision, new_rs, &old) {
+                dep::RollbackOutcome::NotFound { message } => return Err(Error::NotFound(message)),
+                dep::RollbackOutcome::TemplateUnchanged { revision, .. } => return Ok(revision),
+                dep::RollbackOutcome::RolledBack {
+                    revision,
+                    template,
+                    annotations,
+                    ..
+                } => {
+                    let mut next = (*d_obj).clone();
+                    next.spec["template"] = template;
+                    next.metadata.annotations = annotations;
+                    match self.store.update(next) {
+                        Ok(_) => return Ok(revision),
+                        Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets `spec.paused`.
+    pub(crate) fn set_paused(&self, key: &str, paused: bool) -> Result<Arc<Object>> {
+        self.update_deployment(key, |o| {
+            o.spec["paused"] = Value::from(paused);
+        })
+    }
+
+    /// Requests a manual blue-green promotion of the Deployment's current template.
+    pub(crate) fn promote(&self, key: &str) -> Result<Arc<Object>> {
+        let d_obj = self
+            .store
+            .get("Deployment", key)?
+            .ok_or_else(|| Error::NotFound(format!("Deployment {key}")))?;
+        let d = DeploymentView::from_object(&d_obj)?;
+        let hash = du::compute_hash(&d.spec.template, d.status.collision_count);
+        self.update_deployment(key, |o| {
+            o.metadata
+                .annotations
+                .insert(PROMOTE_ANNOTATION.into(), hash.clone());
+        })
+    }
+
+    fn update_deployment(&self, key: &str, f: impl Fn(&mut Object)) -> Result<Arc<Object>> {
+        loop {
+            let cur = self
+                .store
+                .get("Deployment", key)?
+                .ok_or_else(|| Error::NotFound(format!("Deployment {key}")))?;
+            let mut next = (*cur).clone();
+            f(&mut next);
+            match self.store.update(next) {
+                Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+/// `(new, old)` ReplicaSets of a Deployment by template.
+fn split<'a>(
+    d: &DeploymentView,
+    rss: &'a [ReplicaSetView],
+) -> (Option<&'a ReplicaSetView>, Vec<ReplicaSetView>) {
+    let new_rs = du::find_new_rs(&d.spec.template, rss);
+    let old: Vec<ReplicaSetView> = rss
+        .iter()
+        .filter(|rs| new_rs.is_none_or(|n| n.uid != rs.uid))
+        .cloned()
+        .collect();
+    (new_rs, old)
+}
+
+/// What `wait_for_rollout` decided.
+pub(crate) enum RolloutState {
+    Complete(Value),
+    DeadlineExceeded(String),
+    InProgress,
+}
+
+/// Whether a stored Deployment's rollout is complete, failed, or still going.
+pub(crate) fn rollout_state(d_obj: &Object) -> Result<RolloutState> {
+    let d = DeploymentView::from_object(d_obj)?;
+    let st = &d.status;
+    if st.observed_generation < d.generation {
+        return Ok(RolloutState::InProgress);
+    }
+    if let Some(c) = crate::controller::get_condition(&st.conditions, dep::PROGRESSING) {
+        if c.reason == dep::TIMED_OUT_REASON {
+            return Ok(RolloutState::DeadlineExceeded(c.message.clone()));
+        }
+    }
+    if dep::deployment_complete(&d, st) {
+        return Ok(RolloutState::Complete(d_obj.status.clone()));
+    }
+    Ok(RolloutState::InProgress)
+}
+
+#[allow(dead_code)]
+fn _assert_types(_: BTreeMap<String, String>, _: Duration) {}

@@ -1,0 +1,330 @@
+//! The Deployment controller under deterministic simulation: rolling updates keep
+//! `instances ≤ R + maxSurge` and `available ≥ R − maxUnavailable` at every step; Recreate
+//! never runs two revisions at once; BlueGreen's Service never selects a revision that is
+//! not fully available; a permanently broken version reports ProgressDeadlineExceeded on
+//! time without resync (K9); rollback restores the previous template. Seeds are replayable
+//! with `FLOYD_SIM_SEED`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use floyd::Clock;
+use floyd::controller::deployment::util::POD_TEMPLATE_HASH_LABEL;
+use floyd::store::Object;
+use floyd_tests::sim::{Faults, Sim};
+use serde_json::{Value, json};
+
+fn deployment(name: &str, replicas: i64, version: &str, strategy: Value, deadline: i64) -> Object {
+    Object::from_json(&json!({
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"version": version}},
+            "strategy": strategy,
+            "progressDeadlineSeconds": deadline,
+        }
+    }))
+    .unwrap()
+}
+
+fn set_version(sim: &Sim, name: &str, version: &str) {
+    let cur = sim
+        .store
+        .get("Deployment", &format!("default/{name}"))
+        .unwrap()
+        .unwrap();
+    let mut next = (*cur).clone();
+    next.spec["template"]["spec"]["version"] = json!(version);
+    sim.store.update(next).unwrap();
+}
+
+fn live(sim: &Sim) -> Vec<std::sync::Arc<Object>> {
+    sim.store.list("Instance", None, None).unwrap().0
+}
+
+fn ready(i: &Object) -> bool {
+    i.status["conditions"][0]["status"] == "True"
+}
+
+fn complete(sim: &Sim, name: &str, replicas: usize, version: &str) -> bool {
+    let (a, b) = sim.cp.pending();
+    let is = live(sim);
+    a == 0
+        && b == 0
+        && is.len() == replicas
+        && is.iter().all(|i| ready(i) && i.spec["version"] == version)
+        && sim
+            .store
+            .get("Deployment", &format!("default/{name}"))
+            .unwrap()
+            .is_some_and(|d| {
+                d.status["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c["type"] == "Progressing" && c["reason"] == "NewReplicaSetAvailable"
+                    })
+                }) && d.status["observedGeneration"] == d.metadata.generation
+            })
+}
+
+fn seeds(default: u64) -> Vec<u64> {
+    if let Some(s) = std::env::var("FLOYD_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![s];
+    }
+    let n = std::env::var("FLOYD_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    (0..n).collect()
+}
+
+fn rolling(surge: i64, unavailable: i64) -> Value {
+    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}})
+}
+
+#[test]
+fn rolling_update_respects_surge_and_availability() {
+    for seed in seeds(60) {
+        let mut sim = Sim::new(seed, Faults::default());
+        let r = 3 + (seed % 5) as usize;
+        let (s, u) = [(1, 0), (2, 1), (0, 1), (1, 1)][(seed % 4) as usize];
+        sim.store
+            .create(deployment("web", r as i64, "v1", rolling(s, u), 600))
+            .unwrap();
+        assert!(
+            sim.run_until(Duration::from_secs(600), |x| complete(x, "web", r, "v1")),
+            "seed {seed}: v1 never completed"
+        );
+        set_version(&sim, "web", "v2");
+        let ok = sim.run_until(Duration::from_secs(1200), |x| {
+            let is = live(x);
+            assert!(
+                is.len() <= r + s as usize,
+                "seed {seed}: {} instances > R+S = {}",
+                is.len(),
+                r + s as usize
+            );
+            let available = is.iter().filter(|i| ready(i)).count();
+            assert!(
+                available + u as usize >= r,
+                "seed {seed}: only {available} available, R-U = {}",
+                r - u as usize
+            );
+            complete(x, "web", r, "v2")
+        });
+        assert!(
+            ok,
+            "{}: v2 never completed",
+            sim.replay_hint("sim_deployment")
+        );
+        let v = &sim.driver.log.lock().violations;
+        assert!(v.is_empty(), "seed {seed}: {v:?}");
+    }
+}
+
+#[test]
+fn recreate_never_runs_two_revisions_at_once() {
+    for seed in seeds(30) {
+        let mut sim = Sim::new(
+            seed,
+            Faults {
+                fail_start: 0.2,
+                fail_stop: 0.3,
+                ..Faults::default()
+            },
+        );
+        sim.driver.log.lock().exclusive_hash = true;
+        sim.store
+            .create(deployment("db", 3, "v1", json!({"type": "Recreate"}), 600))
+            .unwrap();
+        assert!(
+            sim.run_until(Duration::from_secs(900), |x| complete(x, "db", 3, "v1")),
+            "seed {seed}"
+        );
+        set_version(&sim, "db", "v2");
+        let ok = sim.run_until(Duration::from_secs(1800), |x| {
+            let v = &x.driver.log.lock().violations;
+            assert!(v.is_empty(), "seed {seed}: {v:?}");
+            complete(x, "db", 3, "v2")
+        });
+        assert!(
+            ok,
+            "{}: recreate never completed",
+            sim.replay_hint("sim_deployment")
+        );
+    }
+}
+
+#[test]
+fn blue_green_service_only_ever_selects_one_available_revision() {
+    for seed in seeds(30) {
+        let mut sim = Sim::new(seed, Faults::default());
+        sim.store
+            .create(Object::from_json(&json!({"kind": "Service", "metadata": {"name": "api"}, "spec": {"selector": {"app": "api"}}})).unwrap())
+            .unwrap();
+        let bg = json!({"type": "BlueGreen", "blueGreen": {"autoPromote": true, "scaleDownDelaySeconds": 30}});
+        sim.store
+            .create(deployment("api", 3, "v1", bg, 600))
+            .unwrap();
+        let check = |x: &Sim| {
+            let svc = x.store.get("Service", "default/api").unwrap().unwrap();
+            let Some(ep) = x.store.get("Endpoints", "default/api").unwrap() else {
+                return;
+            };
+            let uids: BTreeSet<String> = ep.spec["addresses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["targetRef"]["uid"].as_str().unwrap().to_string())
+                .collect();
+            let hashes: BTreeSet<String> = live(x)
+                .iter()
+                .filter(|i| uids.contains(&i.metadata.uid))
+                .map(|i| i.metadata.labels[POD_TEMPLATE_HASH_LABEL].clone())
+                .collect();
+            assert!(
+                hashes.len() <= 1,
+                "seed {seed}: endpoints span revisions {hashes:?}"
+            );
+            if let Some(h) = svc.spec["selector"][POD_TEMPLATE_HASH_LABEL].as_str() {
+                // The selected revision is fully available whenever it is selected.
+                let of_rev: Vec<_> = live(x)
+                    .into_iter()
+                    .filter(|i| i.metadata.labels[POD_TEMPLATE_HASH_LABEL] == h)
+                    .collect();
+                assert!(
+                    of_rev.iter().filter(|i| ready(i)).count() >= 3 || of_rev.is_empty(),
+                    "seed {seed}: the Service selects revision {h} with only {} ready",
+                    of_rev.iter().filter(|i| ready(i)).count()
+                );
+            }
+        };
+        assert!(
+            sim.run_until(Duration::from_secs(900), |x| {
+                check(x);
+                complete(x, "api", 3, "v1")
+            }),
+            "seed {seed}: v1"
+        );
+        set_version(&sim, "api", "v2");
+        let ok = sim.run_until(Duration::from_secs(1800), |x| {
+            check(x);
+            complete(x, "api", 3, "v2")
+                && x.store.get("Service", "default/api").unwrap().unwrap().spec["selector"]
+                    [POD_TEMPLATE_HASH_LABEL]
+                    == x.store
+                        .get("Deployment", "default/api")
+                        .unwrap()
+                        .unwrap()
+                        .metadata
+                        .annotations[floyd::runtime::ACTIVE_HASH_ANNOTATION]
+                        .as_str()
+        });
+        assert!(
+            ok,
+            "{}: blue-green never completed",
+            sim.replay_hint("sim_deployment")
+        );
+    }
+}
+
+#[test]
+fn k9_broken_version_hits_the_deadline_on_time_without_resync() {
+    let mut sim = Sim::new(5, Faults::default());
+    sim.store
+        .create(deployment("web", 2, "v1", rolling(1, 0), 120))
+        .unwrap();
+    assert!(sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 2, "v1")));
+    sim.driver.faults.lock().broken_versions.insert("v2".into());
+    set_version(&sim, "web", "v2");
+    let mut last_update = None;
+    let ok = sim.run_until(Duration::from_secs(1200), |x| {
+        let d = x.store.get("Deployment", "default/web").unwrap().unwrap();
+        let Some(p) = d.status["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing"))
+            .cloned()
+        else {
+            return false;
+        };
+        if p["reason"] == "ReplicaSetUpdated" || p["reason"] == "NewReplicaSetCreated" {
+            last_update = floyd::controller::parse_time(p["lastUpdateTime"].as_str().unwrap_or(""));
+        }
+        p["reason"] == "ProgressDeadlineExceeded"
+    });
+    assert!(ok, "the deadline was never reported");
+    let at = sim.clock.wall();
+    let from = last_update.expect("saw progress before the deadline");
+    let waited = at.duration_since(from).unwrap();
+    assert!(
+        waited >= Duration::from_secs(120),
+        "reported after only {waited:?}"
+    );
+    // One worker cycle in the simulator is at most a couple of fake seconds.
+    assert!(
+        waited <= Duration::from_secs(125),
+        "reported late: {waited:?}"
+    );
+    // The old revision kept serving throughout (maxUnavailable 0).
+    assert!(
+        live(&sim)
+            .iter()
+            .filter(|i| ready(i) && i.spec["version"] == "v1")
+            .count()
+            >= 2
+    );
+}
+
+#[test]
+fn rollback_restores_the_previous_template_with_a_new_revision() {
+    let mut sim = Sim::new(9, Faults::default());
+    sim.store
+        .create(deployment("web", 2, "v1", rolling(1, 0), 600))
+        .unwrap();
+    assert!(sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 2, "v1")));
+    set_version(&sim, "web", "v2");
+    assert!(sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 2, "v2")));
+    assert_eq!(sim.cp.rollback("default/web", 0).unwrap(), 1);
+    assert!(sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 2, "v1")));
+    let (rss, _) = sim.store.list("ReplicaSet", None, None).unwrap();
+    let revs: BTreeSet<String> = rss
+        .iter()
+        .map(|r| r.metadata.annotations["deployment.kubernetes.io/revision"].clone())
+        .collect();
+    assert_eq!(
+        revs,
+        BTreeSet::from(["2".to_string(), "3".to_string()]),
+        "v1's ReplicaSet is revision 3 now"
+    );
+    assert_eq!(
+        sim.cp.rollback("default/web", 42).unwrap_err().kind(),
+        floyd::ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn paused_deployment_does_not_roll_but_scales() {
+    let mut sim = Sim::new(13, Faults::default());
+    sim.store
+        .create(deployment("web", 2, "v1", rolling(1, 0), 600))
+        .unwrap();
+    assert!(sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 2, "v1")));
+    sim.cp.pause("default/web").unwrap();
+    set_version(&sim, "web", "v2");
+    sim.cp.scale("Deployment", "default/web", 4).unwrap();
+    for _ in 0..3000 {
+        sim.tick();
+    }
+    let is = live(&sim);
+    assert_eq!(is.len(), 4, "scaling applies while paused");
+    assert!(
+        is.iter().all(|i| i.spec["version"] == "v1"),
+        "no rollout while paused"
+    );
+    sim.cp.resume("default/web").unwrap();
+    assert!(sim.run_until(Duration::from_secs(900), |x| complete(x, "web", 4, "v2")));
+}
