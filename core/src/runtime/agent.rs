@@ -290,10 +290,9 @@ impl Shared {
         if let Some(rs) = obj
             .controller_ref()
             .and_then(|r| self.cache.get("ReplicaSet", &format!("{ns}/{}", r.name)))
+            && let Some(d) = rs.controller_ref().filter(|r| r.kind == "Deployment")
         {
-            if let Some(d) = rs.controller_ref().filter(|r| r.kind == "Deployment") {
-                self.dep_queue.add(format!("{ns}/{}", d.name));
-            }
+            self.dep_queue.add(format!("{ns}/{}", d.name));
         }
     }
 

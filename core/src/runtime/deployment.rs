@@ -62,11 +62,10 @@ impl Shared {
                         "ReplicaSet",
                         &format!("{}/{}", o.metadata.namespace, r.name),
                     )
-                }) {
-                    if let Some(r) = rs.controller_ref().filter(|r| r.kind == "Deployment") {
-                        self.dep_queue
-                            .add(format!("{}/{}", o.metadata.namespace, r.name));
-                    }
+                }) && let Some(r) = rs.controller_ref().filter(|r| r.kind == "Deployment")
+                {
+                    self.dep_queue
+                        .add(format!("{}/{}", o.metadata.namespace, r.name));
                 }
             }
             _ => {}
@@ -367,10 +366,7 @@ impl Shared {
             if !selects || sel.len() <= usize::from(sel.contains_key(POD_TEMPLATE_HASH_LABEL)) {
                 continue;
             }
-            loop {
-                let Some(cur) = self.store.get("Service", &svc.key())? else {
-                    break;
-                };
+            while let Some(cur) = self.store.get("Service", &svc.key())? {
                 if cur.spec["selector"][POD_TEMPLATE_HASH_LABEL] == hash {
                     break;
                 }
@@ -481,15 +477,15 @@ impl Shared {
             // ReplicaSet gets a new revision number).
             let want = (du::max_revision(old.iter()) + 1)
                 .max(du::revision(&new_rs.annotations).unwrap_or(0));
-            if du::revision(&new_rs.annotations) != Some(want) {
-                if let Some(cur) = self.store.get("ReplicaSet", &new_rs.key())? {
-                    let mut next = (*cur).clone();
-                    next.metadata
-                        .annotations
-                        .insert(du::REVISION_ANNOTATION.into(), want.to_string());
-                    self.store.update(next)?;
-                    self.count(|c| c.store_writes += 1);
-                }
+            if du::revision(&new_rs.annotations) != Some(want)
+                && let Some(cur) = self.store.get("ReplicaSet", &new_rs.key())?
+            {
+                let mut next = (*cur).clone();
+                next.metadata
+                    .annotations
+                    .insert(du::REVISION_ANNOTATION.into(), want.to_string());
+                self.store.update(next)?;
+                self.count(|c| c.store_writes += 1);
             }
             return self.reload(d, &rss);
         }
@@ -692,10 +688,10 @@ pub(crate) fn rollout_state(d_obj: &Object) -> Result<RolloutState> {
     if st.observed_generation < d.generation {
         return Ok(RolloutState::InProgress);
     }
-    if let Some(c) = crate::controller::get_condition(&st.conditions, dep::PROGRESSING) {
-        if c.reason == dep::TIMED_OUT_REASON {
-            return Ok(RolloutState::DeadlineExceeded(c.message.clone()));
-        }
+    if let Some(c) = crate::controller::get_condition(&st.conditions, dep::PROGRESSING)
+        && c.reason == dep::TIMED_OUT_REASON
+    {
+        return Ok(RolloutState::DeadlineExceeded(c.message.clone()));
     }
     if dep::deployment_complete(&d, st) {
         return Ok(RolloutState::Complete(d_obj.status.clone()));
