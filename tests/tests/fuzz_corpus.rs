@@ -152,3 +152,33 @@ fn write_seeds() {
         write_seed("label_selector", &format!("seed-{i}"), s.as_bytes());
     }
 }
+
+/// Known bug, found while writing the fuzz targets (not fixed here; core/src is not this
+/// branch's): a segment header with a valid checksum whose base position is near
+/// `u64::MAX` makes recovery overflow `raw.base + raw.size` (core/src/log/recovery.rs, the
+/// `verify` check) and `frame::decode` overflow `base + off`: a panic in debug and fuzz
+/// builds, wrapped arithmetic in release. `frame_decode` keeps bases below 2^48 so the
+/// fuzzer explores past it. Remove the `#[ignore]` once recovery rejects such headers.
+#[test]
+#[ignore = "known bug: recovery overflows on a segment base near u64::MAX"]
+fn segment_base_near_u64_max_is_corrupt_not_a_panic() {
+    use floyd::log::frame::SegmentHeader;
+    use floyd::log::{Log, LogConfig, SimStorage};
+    let s = SimStorage::new();
+    let mut b = vec![0u8; 4096];
+    let h = SegmentHeader {
+        seq: 0,
+        base: u64::MAX - 100,
+        size: 4096,
+    };
+    b[..64].copy_from_slice(&h.encode());
+    s.write("seg-0000000000000000.log", b);
+    let cfg = LogConfig {
+        segment_size: 4096,
+        ..LogConfig::default()
+    };
+    match Log::open(std::sync::Arc::new(s), cfg) {
+        Ok(_) => panic!("a segment at base u64::MAX - 100 was accepted"),
+        Err(e) => assert_eq!(e.kind(), floyd::ErrorKind::Corrupt, "{e}"),
+    }
+}
