@@ -10,6 +10,9 @@
 //!   `fdatasync` per event (`write` 128 bytes + `File::sync_data`).
 //!   **Target: 64 appenders ≥ 20× the per-event-sync rate** (group commit: one sync per group).
 //!
+//! An informative extra: one producer into `Log::memory` (anonymous segments), to separate
+//! the append path's own cost from file-page effects.
+//!
 //! criterion prints each variant's time per event; the ratios are then measured with fixed
 //! event counts (best of a few runs) and printed as `ratio … (target …)` lines, which
 //! `scripts/bench` turns into `docs/benchmarks.md`. Under `cargo test --benches` the sizes
@@ -244,6 +247,10 @@ fn main() {
         n as usize,
         best_of(runs, || run_threads(&naive, 2, n / 2, mutex_append)),
     );
+    // Attribution: the same log over anonymous memory (no file pages, no writeback).
+    let mem_log = Arc::new(Log::memory(LogConfig::default()).expect("memory log"));
+    let r_mem1 = rate(n as usize, best_of(runs, || log_run(&mem_log, 1, n)));
+    drop(mem_log);
     let ev = "events";
     report(
         "log_append_1p_vs_memcpy",
@@ -265,6 +272,16 @@ fn main() {
         Target::None,
         &format!("floyd 1 producer {}", fmt_rate(r_log1, ev)),
         &format!("Mutex<Vec<u8>> 1 producer {}", fmt_rate(r_mutex1, ev)),
+    );
+    report(
+        "log_append_1p_memory_vs_memcpy",
+        r_mem1 / r_memcpy,
+        Target::None,
+        &format!(
+            "floyd 1 producer, in-memory segments {}",
+            fmt_rate(r_mem1, ev)
+        ),
+        &format!("memcpy into a prefaulted map {}", fmt_rate(r_memcpy, ev)),
     );
     report(
         "log_append_2p_vs_1p",
