@@ -1,2 +1,3 @@
 //! Helpers shared by the integration tests in `tests/tests/`.
+pub mod fuzzcheck;
 pub mod sim;

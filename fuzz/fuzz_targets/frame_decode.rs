@@ -1,0 +1,6 @@
+//! `frame_decode`: see `floyd_tests::fuzzcheck::frame_decode` for the input layout and the properties.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| floyd_tests::fuzzcheck::frame_decode(data));

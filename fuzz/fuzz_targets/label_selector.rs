@@ -1,0 +1,6 @@
+//! `label_selector`: see `floyd_tests::fuzzcheck::label_selector` for the input layout and the properties.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| floyd_tests::fuzzcheck::label_selector(data));
