@@ -153,14 +153,11 @@ fn write_seeds() {
     }
 }
 
-/// Known bug, found while writing the fuzz targets (not fixed here; core/src is not this
-/// branch's): a segment header with a valid checksum whose base position is near
-/// `u64::MAX` makes recovery overflow `raw.base + raw.size` (core/src/log/recovery.rs, the
-/// `verify` check) and `frame::decode` overflow `base + off`: a panic in debug and fuzz
-/// builds, wrapped arithmetic in release. `frame_decode` keeps bases below 2^48 so the
-/// fuzzer explores past it. Remove the `#[ignore]` once recovery rejects such headers.
+/// Regression, found while writing the fuzz targets: a segment header with a valid checksum
+/// whose base position is near `u64::MAX` made recovery overflow `raw.base + raw.size` and
+/// `frame::decode` overflow `base + off`. Headers with a base above `MAX_POSITION` are now
+/// `Corrupt`, and `decode` checks its addition.
 #[test]
-#[ignore = "known bug: recovery overflows on a segment base near u64::MAX"]
 fn segment_base_near_u64_max_is_corrupt_not_a_panic() {
     use floyd::log::frame::SegmentHeader;
     use floyd::log::{Log, LogConfig, SimStorage};

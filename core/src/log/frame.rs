@@ -22,6 +22,10 @@ pub const MIN_SEGMENT_SIZE: u64 = 4096;
 /// 40-bit tail field.
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 31;
 
+/// The largest base position a segment may have (2^62): global positions and resource
+/// versions never come near overflow.
+pub const MAX_POSITION: u64 = 1 << 62;
+
 /// Publish-word types. Distinct bit patterns (pairwise Hamming distance ≥ 4) so that a single
 /// flipped bit cannot turn one state into another.
 pub const TYPE_FREE: u8 = 0x00;
@@ -168,7 +172,11 @@ pub fn decode(seg: &[u8], off: usize, base: u64, seq: u64) -> Decoded {
         return Decoded::Free;
     }
     let w = Word::unpack(raw);
-    let position = base + off as u64;
+    let Some(position) = base.checked_add(off as u64) else {
+        return Decoded::Bad {
+            reason: "position overflows",
+        };
+    };
     let room = seg.len() - off;
     match w.ty {
         TYPE_CLAIMED | TYPE_POISON => Decoded::Unpublished,
@@ -292,6 +300,10 @@ impl SegmentHeader {
             || !h.size.is_multiple_of(FRAME_ALIGN as u64)
         {
             return Err("segment size out of range");
+        }
+        // Positions stay far below u64::MAX so `base + offset` never overflows.
+        if h.base > MAX_POSITION {
+            return Err("segment base position out of range");
         }
         Ok(h)
     }

@@ -592,17 +592,29 @@ impl Inner {
         let len = frame::event_frame_len(payload.len()) as u32;
         loop {
             let claim = self.tail.claim(len);
-            let Some(seg) = self.segment_by_tag(claim.seq_tag()) else {
-                // The claim's segment is gone (compacted after the unblocker padded a claim
-                // of ours that stalled): claim again.
-                self.check_open()?;
-                continue;
+            // Fast path: the current segment through arc-swap's guard, which does not touch
+            // the shared reference count (a contended cache line with several producers).
+            let current = self.current.load();
+            let found;
+            let seg: &Segment = if raw::seq_tag(current.raw.seq) == claim.seq_tag() {
+                &current
+            } else {
+                found = self.segment_by_tag(claim.seq_tag());
+                match found.as_deref() {
+                    Some(s) => s,
+                    None => {
+                        // The claim's segment is gone (compacted after the unblocker padded a
+                        // claim of ours that stalled): claim again.
+                        self.check_open()?;
+                        continue;
+                    }
+                }
             };
             let off = claim.offset();
             let size = seg.raw.size as u64;
             if off + len as u64 <= size {
                 let mut guard = ClaimGuard {
-                    seg: &seg,
+                    seg,
                     claim: Some(&claim),
                 };
                 let r = seg.raw.write_event(&claim, kind, payload);
