@@ -12,7 +12,7 @@ test: setup
 	scripts/test
 
 demo:
-	cargo run --locked -q -p floyd --example demo
+	cargo run --locked -q -p floyd --example rollout
 
 bench:
 	scripts/bench

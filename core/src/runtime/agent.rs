@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::json;
 
-use super::{RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX, Shared};
+use super::Shared;
 use crate::clock::rfc3339;
 use crate::error::Result;
 use crate::store::Object;
@@ -46,13 +46,14 @@ pub(crate) struct Agent {
     states: Mutex<HashMap<String, InstanceState>>,
 }
 
-/// The kubelet's crash-loop backoff after `failures` failed starts.
-pub(crate) fn restart_backoff(failures: u32) -> Duration {
+/// `initial · 2^(failures−1)`, capped at `max`; zero before the first failure.
+pub(crate) fn backoff_with(failures: u32, initial: Duration, max: Duration) -> Duration {
     if failures == 0 {
         return Duration::ZERO;
     }
-    let d = RESTART_BACKOFF_INITIAL.saturating_mul(1u32 << (failures - 1).min(16));
-    d.min(RESTART_BACKOFF_MAX)
+    initial
+        .saturating_mul(1u32 << (failures - 1).min(16))
+        .min(max)
 }
 
 impl Shared {
@@ -196,7 +197,11 @@ impl Shared {
             }
             Err(e) => {
                 st.failures += 1;
-                let backoff = restart_backoff(st.failures);
+                let backoff = backoff_with(
+                    st.failures,
+                    self.cfg.restart_backoff,
+                    self.cfg.restart_backoff_max,
+                );
                 st.phase = Phase::Backoff;
                 st.next_try = Some(self.now() + backoff);
                 self.agent_queue.add_after(key.to_string(), backoff);
@@ -311,9 +316,11 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::{RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX};
 
     #[test]
     fn crash_loop_backoff_doubles_to_five_minutes() {
+        let restart_backoff = |n| backoff_with(n, RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX);
         let secs: Vec<u64> = (0..9).map(|n| restart_backoff(n).as_secs()).collect();
         assert_eq!(secs, [0, 10, 20, 40, 80, 160, 300, 300, 300]);
         assert_eq!(restart_backoff(u32::MAX), RESTART_BACKOFF_MAX);

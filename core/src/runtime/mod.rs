@@ -186,6 +186,10 @@ pub struct ControlPlaneConfig {
     /// Per-item backoff of controller retries (client-go's default: 5 ms to 1000 s).
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// Crash-loop backoff after a failed start: first delay, doubling up to the max
+    /// (the kubelet's 10 s and 5 min by default).
+    pub restart_backoff: Duration,
+    pub restart_backoff_max: Duration,
 }
 
 impl Default for ControlPlaneConfig {
@@ -197,6 +201,8 @@ impl Default for ControlPlaneConfig {
             clock: SystemClock::shared(),
             retry_base: Duration::from_millis(5),
             retry_max: Duration::from_secs(1000),
+            restart_backoff: RESTART_BACKOFF_INITIAL,
+            restart_backoff_max: RESTART_BACKOFF_MAX,
         }
     }
 }
