@@ -36,7 +36,7 @@ impl Driver for SimulatedDriver {
     fn start(&self, instance: &Object) -> Result<Started, DriverError> {
         std::thread::sleep(Duration::from_millis(50 + self.random() % 250));
         let uid = instance.metadata.uid.clone();
-        if self.random() % 10 == 0 && self.failed_once.lock().insert(uid) {
+        if self.random().is_multiple_of(10) && self.failed_once.lock().insert(uid) {
             return Err(DriverError(format!(
                 "{} failed to start (simulated)",
                 instance.metadata.name
