@@ -21,11 +21,15 @@ pub const KINDS: [&str; 5] = [
     "Endpoints",
 ];
 
+/// (kind, controller owner uid) → key → object.
+type OwnerIndex = HashMap<(String, String), BTreeMap<String, Arc<Object>>>;
+
 /// Objects by kind and key, as of `version`.
 pub struct Cache {
     objects: RwLock<HashMap<String, BTreeMap<String, Arc<Object>>>>,
-    /// Instances by controller owner uid (the `owner` index).
-    by_owner: RwLock<HashMap<String, BTreeMap<String, Arc<Object>>>>,
+    /// Instances and ReplicaSets by (kind, controller owner uid); orphans under uid `""`
+    /// (the `owner` index).
+    by_owner: RwLock<OwnerIndex>,
     watch: Mutex<Option<Watch>>,
     version: Mutex<u64>,
     advanced: Condvar,
@@ -107,20 +111,23 @@ impl Cache {
             _ => kind.insert(key.clone(), o.clone()),
         };
         drop(objects);
-        if o.kind == "Instance" {
+        if o.kind == "Instance" || o.kind == "ReplicaSet" {
+            let owner_of = |x: &Object| {
+                x.controller_ref()
+                    .map(|r| r.uid.clone())
+                    .unwrap_or_default()
+            };
             let mut idx = self.by_owner.write();
-            if let Some(old_owner) = old
+            if let Some(m) = old
                 .as_ref()
-                .and_then(|p| p.controller_ref())
-                .map(|r| r.uid.clone())
-                && let Some(m) = idx.get_mut(&old_owner)
+                .and_then(|prev| idx.get_mut(&(o.kind.clone(), owner_of(prev))))
             {
                 m.remove(&key);
             }
-            if ev.event_type != EventType::Deleted
-                && let Some(r) = o.controller_ref()
-            {
-                idx.entry(r.uid.clone()).or_default().insert(key, o.clone());
+            if ev.event_type != EventType::Deleted {
+                idx.entry((o.kind.clone(), owner_of(o)))
+                    .or_default()
+                    .insert(key, o.clone());
             }
         }
         let mut v = self.version.lock();
@@ -145,9 +152,15 @@ impl Cache {
 
     /// Instances whose controller owner has `uid`.
     pub fn instances_owned_by(&self, uid: &str) -> Vec<Arc<Object>> {
+        self.owned_by("Instance", uid)
+    }
+
+    /// Objects of `kind` (Instance or ReplicaSet) whose controller owner has `uid`; `""`
+    /// gives the orphans.
+    pub fn owned_by(&self, kind: &str, uid: &str) -> Vec<Arc<Object>> {
         self.by_owner
             .read()
-            .get(uid)
+            .get(&(kind.to_string(), uid.to_string()))
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
     }

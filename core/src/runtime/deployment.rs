@@ -117,9 +117,14 @@ impl Shared {
     ) -> Result<Vec<ReplicaSetView>> {
         let candidates: Vec<Object> = self
             .cache
-            .list("ReplicaSet", Some(&d.namespace))
+            .owned_by("ReplicaSet", &d.uid)
             .into_iter()
-            .filter(|rs| rs.controller_ref().is_none_or(|r| r.uid == d.uid))
+            .chain(
+                self.cache
+                    .owned_by("ReplicaSet", "")
+                    .into_iter()
+                    .filter(|rs| rs.metadata.namespace == d.namespace),
+            )
             .map(|rs| (*rs).clone())
             .collect();
         let plan = rsu::claim(d_obj, &d.spec.selector, &candidates);
@@ -491,8 +496,10 @@ impl Shared {
         }
         let (_, old) = split(d, &rss);
         let rs = dep::new_replica_set(d_obj, d, &old).map_err(|e| Error::invalid("spec", e))?;
+        let created_key;
         match self.store.create(rs) {
             Ok(created) => {
+                created_key = created.key();
                 self.count(|c| c.store_writes += 1);
                 let mut status = d.status.clone();
                 if dep::has_progress_deadline(&d.spec) {
@@ -516,7 +523,7 @@ impl Shared {
             }
             Err(e) => return Err(e),
         }
-        self.reload(d, &rss)
+        self.reload_with(d, &rss, Some(created_key))
     }
 
     /// Sets a ReplicaSet's size and its desired/max-replicas annotations; writes only when
@@ -565,12 +572,35 @@ impl Shared {
 
     /// Re-reads the Deployment's ReplicaSets from the store (our own writes are not in the
     /// cache yet).
-    fn reload(&self, d: &DeploymentView, _prev: &[ReplicaSetView]) -> Result<Vec<ReplicaSetView>> {
-        let (all, _) = self.store.list("ReplicaSet", Some(&d.namespace), None)?;
-        all.iter()
-            .filter(|rs| rs.controller_ref().is_some_and(|r| r.uid == d.uid))
-            .map(|rs| ReplicaSetView::from_object(rs))
-            .collect()
+    fn reload(&self, d: &DeploymentView, prev: &[ReplicaSetView]) -> Result<Vec<ReplicaSetView>> {
+        self.reload_with(d, prev, None)
+    }
+
+    /// The Deployment's ReplicaSets as the store has them now: those the cache knows (plus
+    /// `prev` and a just-created one the cache has not seen yet), each read fresh.
+    fn reload_with(
+        &self,
+        d: &DeploymentView,
+        prev: &[ReplicaSetView],
+        created: Option<String>,
+    ) -> Result<Vec<ReplicaSetView>> {
+        let mut keys: std::collections::BTreeSet<String> = self
+            .cache
+            .owned_by("ReplicaSet", &d.uid)
+            .iter()
+            .map(|rs| rs.key())
+            .collect();
+        keys.extend(prev.iter().map(|rs| rs.key()));
+        keys.extend(created);
+        let mut out = vec![];
+        for k in keys {
+            let fresh = self.store.get("ReplicaSet", &k)?;
+            if let Some(rs) = fresh.filter(|rs| rs.controller_ref().is_some_and(|r| r.uid == d.uid))
+            {
+                out.push(ReplicaSetView::from_object(&rs)?);
+            }
+        }
+        Ok(out)
     }
 
     fn instances_of(&self, rss: &[ReplicaSetView]) -> Vec<InstanceView> {

@@ -95,8 +95,8 @@ impl Shared {
             .iter()
             .map(|o| (**o).clone())
             .collect();
-        for i in self.cache.list("Instance", Some(&rs.metadata.namespace)) {
-            if i.controller_ref().is_none() {
+        for i in self.cache.owned_by("Instance", "") {
+            if i.metadata.namespace == rs.metadata.namespace {
                 candidates.push((*i).clone());
             }
         }

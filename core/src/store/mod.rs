@@ -435,7 +435,7 @@ impl Store {
             }
         }
         drop(guards);
-        out.sort_by_key(|a| a.key());
+        out.sort_by_cached_key(|a| a.key());
         Ok((out, rv))
     }
 
@@ -608,7 +608,7 @@ impl Store {
         let rv = self.inner.last_rv.load(Ordering::Acquire);
         let mut out: Vec<Arc<Object>> = guards.iter().flat_map(|g| g.values().cloned()).collect();
         drop(guards);
-        out.sort_by(|a, b| (&a.kind, a.key()).cmp(&(&b.kind, b.key())));
+        out.sort_by_cached_key(|a| (a.kind.clone(), a.key()));
         Ok((out, rv))
     }
 

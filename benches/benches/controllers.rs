@@ -1,0 +1,181 @@
+//! Controller throughput on a fake clock with a no-op driver (issues 5 and 6).
+//!
+//! Targets:
+//! - scaling 1 000 ReplicaSets from 0 to 10 instances each until all are ready: ≤ 3 store
+//!   writes per instance (create, running+ready, and the amortised ReplicaSet status) and
+//!   ≤ 2 s of wall time on one core;
+//! - a rolling update of 1 000 Deployments × 10 instances: ≤ 5 store writes per replaced
+//!   instance.
+//!
+//! The control plane runs in stepped mode (one thread, the simulator's executor), so the
+//! figures are single-core.
+
+#![allow(clippy::disallowed_methods)] // benches measure real time
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use floyd::FakeClock;
+use floyd::log::Durability;
+use floyd::runtime::{ControlPlane, ControlPlaneConfig, NoopDriver};
+use floyd::store::{Object, Store, StoreConfig};
+use floyd_benches::{Target, ratio_line, size};
+use serde_json::json;
+
+fn world() -> (Arc<FakeClock>, Store, ControlPlane) {
+    let clock = FakeClock::shared();
+    let store = Store::memory_with(StoreConfig {
+        clock: clock.clone(),
+        seed: Some(1),
+        durability: Durability::None,
+        ..StoreConfig::default()
+    })
+    .unwrap();
+    let cp = ControlPlane::stepped(
+        store.clone(),
+        Arc::new(NoopDriver),
+        ControlPlaneConfig {
+            clock: clock.clone(),
+            ..ControlPlaneConfig::default()
+        },
+    )
+    .unwrap();
+    (clock, store, cp)
+}
+
+/// Steps until nothing is left to do.
+fn settle(clock: &FakeClock, cp: &ControlPlane) {
+    let mut idle = 0;
+    while idle < 3 {
+        let mut did = cp.step().unwrap();
+        while cp.run_driver_call() {
+            did = true;
+        }
+        if did {
+            idle = 0;
+        } else {
+            idle += 1;
+            clock.advance(Duration::from_millis(50));
+        }
+    }
+}
+
+fn replicaset(i: usize) -> Object {
+    let app = format!("app-{i}");
+    Object::from_json(&json!({
+        "kind": "ReplicaSet",
+        "metadata": {"name": app},
+        "spec": {"replicas": 10, "selector": {"matchLabels": {"app": app}},
+                 "template": {"metadata": {"labels": {"app": app}}, "spec": {"version": "1"}}}
+    }))
+    .unwrap()
+}
+
+fn deployment(i: usize) -> Object {
+    let app = format!("dep-{i}");
+    Object::from_json(&json!({
+        "kind": "Deployment",
+        "metadata": {"name": app},
+        "spec": {"replicas": 10, "selector": {"matchLabels": {"app": app}},
+                 "template": {"metadata": {"labels": {"app": app}}, "spec": {"version": "1"}},
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}
+    }))
+    .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let n = size(1000, 10);
+    let mut g = c.benchmark_group("controllers");
+    g.sample_size(10);
+    g.bench_function(format!("scale_{n}_replicasets_to_10"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (clock, store, cp) = world();
+                let t = Instant::now();
+                for i in 0..n {
+                    store.create(replicaset(i)).unwrap();
+                }
+                settle(&clock, &cp);
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+
+    // One measured run for the ratios.
+    let (clock, store, cp) = world();
+    let t = Instant::now();
+    for i in 0..n {
+        store.create(replicaset(i)).unwrap();
+    }
+    settle(&clock, &cp);
+    let wall = t.elapsed();
+    let instances = store.list("Instance", None, None).unwrap().0;
+    assert_eq!(instances.len(), n * 10);
+    let writes = cp.stats().store_writes as f64 / (n * 10) as f64;
+    println!(
+        "{}",
+        ratio_line(
+            "replicas_writes_per_instance",
+            writes,
+            Target::AtMost(3.0),
+            &format!("{n} ReplicaSets × 10"),
+            "create + running/ready + status"
+        )
+    );
+    println!(
+        "{}",
+        ratio_line(
+            "replicas_wall_seconds_per_1000_sets",
+            wall.as_secs_f64() * 1000.0 / n as f64,
+            Target::AtMost(2.0),
+            &format!("{wall:?} for {n} sets"),
+            "2 s per 1 000 sets on one core"
+        )
+    );
+
+    let (clock, store, cp) = world();
+    for i in 0..n {
+        store.create(deployment(i)).unwrap();
+    }
+    settle(&clock, &cp);
+    let before = cp.stats().store_writes;
+    let t = Instant::now();
+    for i in 0..n {
+        let cur = store
+            .get("Deployment", &format!("default/dep-{i}"))
+            .unwrap()
+            .unwrap();
+        let mut next = (*cur).clone();
+        next.spec["template"]["spec"]["version"] = json!("2");
+        store.update(next).unwrap();
+    }
+    settle(&clock, &cp);
+    let wall = t.elapsed();
+    let replaced = (n * 10) as f64;
+    let v2 = store
+        .list("Instance", None, None)
+        .unwrap()
+        .0
+        .iter()
+        .filter(|i| i.spec["version"] == "2")
+        .count();
+    assert_eq!(v2, n * 10, "every instance replaced");
+    let writes = (cp.stats().store_writes - before) as f64 / replaced;
+    println!(
+        "{}",
+        ratio_line(
+            "rollout_writes_per_replaced_instance",
+            writes,
+            Target::AtMost(5.0),
+            &format!("{n} Deployments × 10 in {wall:?}"),
+            "create + ready + delete + RS/Deployment status"
+        )
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
