@@ -407,10 +407,10 @@ impl Shared {
         let deadline = deadline_after(&*self.clock, timeout);
         loop {
             let seen = self.signal.generation();
+            self.check_running()?;
             if cond() {
                 return Ok(true);
             }
-            self.check_running()?;
             if self.store_closed.load(Ordering::Acquire) {
                 return Err(Error::ShutDown("the store is closed".into()));
             }
