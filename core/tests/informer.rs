@@ -843,6 +843,24 @@ fn model_cache_and_handler_calls_equal_the_filtered_store() {
         inf.add_index("app", IndexFunc::Label("app".into())).unwrap();
         let rec = Recorder::default();
         let reg = rec.register(&inf, None);
+        // A second handler that can be held, so the ring laps it.
+        let hgate = Gate::new();
+        let slow = Recorder::default();
+        let slow_reg = {
+            let (a, u, d) = slow.handlers();
+            let g = hgate.clone();
+            let hold: OnAdd = Arc::new(move |o: &Arc<Object>, initial| {
+                if o.metadata.name.starts_with("hold") {
+                    g.blocked.store(true, Ordering::SeqCst);
+                    let mut open = g.open.lock().unwrap();
+                    while !*open {
+                        open = g.cv.wait(open).unwrap();
+                    }
+                }
+                a.as_ref().unwrap()(o, initial)
+            });
+            inf.add_event_handler(Some(hold), u, d, None).unwrap()
+        };
         inf.start().unwrap();
         let mut last = 0;
         let apps = ["web", "api", "db"];
@@ -868,6 +886,22 @@ fn model_cache_and_handler_calls_equal_the_filtered_store() {
                     }
                 }
             }
+            if step % 50 == 49 {
+                // Hold the second handler while more than a ring's worth of changes pass.
+                *hgate.open.lock().unwrap() = false;
+                hgate.blocked.store(false, Ordering::SeqCst);
+                s.create(obj(&format!("hold{step}"), "prod", "web")).unwrap();
+                eventually_advancing(&clock, "handler held", || {
+                    hgate.blocked.load(Ordering::SeqCst)
+                });
+                for i in 0..20 {
+                    let name = format!("o{}", rng.below(25));
+                    let _ = s.create(obj(&name, "prod", apps[i % 2]));
+                    let _ = s.update(obj(&name, "prod", apps[(i + 1) % 2]));
+                }
+                let _ = s.delete(KIND, &format!("prod/hold{step}"), None);
+                hgate.release();
+            }
             if step % 25 == 24 {
                 if rng.below(3) == 0 {
                     // Hold the reflector behind a compaction.
@@ -891,12 +925,14 @@ fn model_cache_and_handler_calls_equal_the_filtered_store() {
                     inf.last_synced_version() >= target
                 });
                 caught_up(&reg);
+                caught_up(&slow_reg);
                 let v = inf.last_synced_version();
                 assert!(v >= last, "seed {seed}: last_synced_version went back");
                 last = v;
                 let want = store_state(&s, Some("prod"), Some(&sel));
                 assert_eq!(cache_state(&inf), want, "seed {seed} step {step}: cache");
                 assert_eq!(rec.state(), want, "seed {seed} step {step}: handler");
+                assert_eq!(slow.state(), want, "seed {seed} step {step}: held handler");
                 let mut by_app = HashMap::new();
                 for o in inf.list(None).unwrap() {
                     *by_app.entry(o.metadata.labels["app"].clone()).or_insert(0) += 1;
@@ -907,7 +943,7 @@ fn model_cache_and_handler_calls_equal_the_filtered_store() {
             }
         }
         expired += inf.stats().expired;
-        handler_relists += reg.stats().relists;
+        handler_relists += slow_reg.stats().relists;
         inf.stop();
     }
     // The model must have exercised both recovery paths, or it proves little.
