@@ -127,7 +127,9 @@ impl Recorder {
                     assert!(s.insert(key.clone(), rv).is_none(), "add of known {key}");
                 }
                 Call::Update { key, old, new } => {
-                    let cur = s.get_mut(&key).unwrap_or_else(|| panic!("update of unknown {key}"));
+                    let cur = s
+                        .get_mut(&key)
+                        .unwrap_or_else(|| panic!("update of unknown {key}"));
                     assert_eq!(*cur, old, "update of {key}: old is not the last delivered");
                     assert!(new >= old, "{key} went back from {old} to {new}");
                     *cur = new;
@@ -290,8 +292,11 @@ fn wait_for_version_reads_your_own_writes_across_kinds() {
     assert!(inf.last_synced_version() <= s.resource_version());
     // A version nobody wrote yet: times out.
     assert!(
-        !inf.wait_for_version(s.resource_version() + 1_000_000, Some(Duration::from_millis(1)))
-            .unwrap()
+        !inf.wait_for_version(
+            s.resource_version() + 1_000_000,
+            Some(Duration::from_millis(1))
+        )
+        .unwrap()
     );
 }
 
@@ -340,24 +345,35 @@ fn namespace_and_label_selector_filter_and_relabels_become_adds_and_deletes() {
     );
     assert!(rv(&a2) > rv(&a));
     assert_eq!(cache_state(&inf), store_state(&s, Some("prod"), Some(&sel)));
-    assert_eq!(inf.list(Some(&LabelSelector::parse("app=db").unwrap())).unwrap().len(), 0);
+    assert_eq!(
+        inf.list(Some(&LabelSelector::parse("app=db").unwrap()))
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 #[test]
 fn builtin_and_custom_indexes_answer_by_index_queries() {
     let s = store();
     let inf = Informer::new(&s, KIND, Duration::ZERO, None, None).unwrap();
-    inf.add_index("namespace", IndexFunc::parse("namespace").unwrap()).unwrap();
-    inf.add_index("app", IndexFunc::parse("label:app").unwrap()).unwrap();
-    inf.add_index("owner", IndexFunc::parse("owner").unwrap()).unwrap();
-    inf.add_index("node", IndexFunc::parse("field:spec.node").unwrap()).unwrap();
+    inf.add_index("namespace", IndexFunc::parse("namespace").unwrap())
+        .unwrap();
+    inf.add_index("app", IndexFunc::parse("label:app").unwrap())
+        .unwrap();
+    inf.add_index("owner", IndexFunc::parse("owner").unwrap())
+        .unwrap();
+    inf.add_index("node", IndexFunc::parse("field:spec.node").unwrap())
+        .unwrap();
     inf.add_index(
         "first",
         IndexFunc::custom(|o| vec![o.metadata.name[..1].to_string()]),
     )
     .unwrap();
     assert_eq!(
-        inf.add_index("app", IndexFunc::Namespace).unwrap_err().kind(),
+        inf.add_index("app", IndexFunc::Namespace)
+            .unwrap_err()
+            .kind(),
         ErrorKind::Invalid
     );
     let mut owned = obj("x1", "default", "web");
@@ -373,14 +389,21 @@ fn builtin_and_custom_indexes_answer_by_index_queries() {
     s.create(obj("y1", "other", "web")).unwrap();
     inf.start().unwrap();
     synced_to_store(&inf, &s);
-    assert_eq!(inf.index_keys("namespace", "default").unwrap(), ["default/x1", "default/x2"]);
-    assert_eq!(inf.index_keys("app", "web").unwrap(), ["default/x1", "other/y1"]);
+    assert_eq!(
+        inf.index_keys("namespace", "default").unwrap(),
+        ["default/x1", "default/x2"]
+    );
+    assert_eq!(
+        inf.index_keys("app", "web").unwrap(),
+        ["default/x1", "other/y1"]
+    );
     assert_eq!(inf.index_keys("owner", "rs-uid").unwrap(), ["default/x1"]);
     assert_eq!(inf.by_index("node", "n1").unwrap().len(), 3);
     assert_eq!(inf.index_keys("first", "x").unwrap().len(), 2);
     assert_eq!(inf.list_index_values("app").unwrap(), ["db", "web"]);
     // An index added after start indexes what is cached.
-    inf.add_index("app2", IndexFunc::Label("app".into())).unwrap();
+    inf.add_index("app2", IndexFunc::Label("app".into()))
+        .unwrap();
     assert_eq!(inf.index_keys("app2", "db").unwrap(), ["default/x2"]);
     // Index values follow deletes; empty values disappear.
     s.delete(KIND, "default/x2", None).unwrap();
@@ -388,7 +411,10 @@ fn builtin_and_custom_indexes_answer_by_index_queries() {
     assert_eq!(inf.list_index_values("app").unwrap(), ["web"]);
     let e = inf.by_index("nope", "v").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid);
-    assert!(e.to_string().contains("Index with name nope does not exist"));
+    assert!(
+        e.to_string()
+            .contains("Index with name nope does not exist")
+    );
 }
 
 #[test]
@@ -399,7 +425,10 @@ fn objects_are_shared_with_the_store_not_copied() {
     inf.start().unwrap();
     synced_to_store(&inf, &s);
     let cached = inf.get("default/a").unwrap().unwrap();
-    assert!(Arc::ptr_eq(&cached, &s.get(KIND, "default/a").unwrap().unwrap()));
+    assert!(Arc::ptr_eq(
+        &cached,
+        &s.get(KIND, "default/a").unwrap().unwrap()
+    ));
     assert!(Arc::ptr_eq(&cached, &inf.list(None).unwrap()[0]));
     drop(a);
 }
@@ -534,7 +563,10 @@ fn compaction_while_behind_relists_once_with_tombstones_and_no_duplicates() {
             .filter(|c| matches!(c, Call::Delete { key, .. } if key == k))
             .collect();
         assert_eq!(dels.len(), 1, "{k}: {dels:?}");
-        assert!(matches!(dels[0], Call::Delete { unknown: true, .. }), "{k}: {dels:?}");
+        assert!(
+            matches!(dels[0], Call::Delete { unknown: true, .. }),
+            "{k}: {dels:?}"
+        );
     }
 }
 
@@ -575,7 +607,11 @@ fn late_handler_gets_synthetic_adds_then_live_events_without_gap_or_duplicate() 
     synced_to_store(&inf, &s);
     caught_up(&reg);
     let calls = rec.calls();
-    assert!(calls.iter().any(|c| matches!(c, Call::Add { initial: true, .. })));
+    assert!(
+        calls
+            .iter()
+            .any(|c| matches!(c, Call::Add { initial: true, .. }))
+    );
     // `state()` fails on any gap or duplicate at the boundary.
     assert_eq!(rec.state(), store_state(&s, None, None));
 }
@@ -608,7 +644,11 @@ fn panicking_handler_is_isolated_counted_and_reported() {
     synced_to_store(&inf, &s);
     caught_up(&bad);
     caught_up(&good);
-    assert_eq!(bad_calls.load(Ordering::SeqCst), 5, "the panicking handler keeps going");
+    assert_eq!(
+        bad_calls.load(Ordering::SeqCst),
+        5,
+        "the panicking handler keeps going"
+    );
     let st = bad.stats();
     assert_eq!(st.panics, 2);
     assert!(st.last_panic.unwrap().contains("handler bug on boom2"));
@@ -710,7 +750,11 @@ fn zero_informer_resync_disables_handler_resync() {
     let inf = Informer::with_config(&s, cfg).unwrap();
     let rec = Recorder::default();
     let reg = rec.register(&inf, Some(Duration::from_secs(5)));
-    assert_eq!(reg.stats().resync_period, Duration::ZERO, "upstream quirk kept");
+    assert_eq!(
+        reg.stats().resync_period,
+        Duration::ZERO,
+        "upstream quirk kept"
+    );
     inf.start().unwrap();
     synced_to_store(&inf, &s);
     for _ in 0..100 {
@@ -777,16 +821,28 @@ fn factory_shares_one_informer_per_kind_namespace_and_selector() {
     let i2 = f.informer(KIND, None, None).unwrap();
     let i3 = f.informer(KIND, None, Some(&sel)).unwrap();
     let i4 = f.informer(KIND, Some("default"), Some(&sel)).unwrap();
-    let i5 = f.informer(KIND, None, Some(&LabelSelector::parse("app = web").unwrap())).unwrap();
+    let i5 = f
+        .informer(
+            KIND,
+            None,
+            Some(&LabelSelector::parse("app = web").unwrap()),
+        )
+        .unwrap();
     assert_eq!(f.len(), 3);
     let r1 = Recorder::default();
     let r2 = Recorder::default();
     let reg1 = r1.register(&i1, None);
     let reg2 = r2.register(&i2, None);
     f.start().unwrap();
-    assert!(f.wait_for_cache_sync(Some(Duration::from_secs(20))).unwrap());
+    assert!(
+        f.wait_for_cache_sync(Some(Duration::from_secs(20)))
+            .unwrap()
+    );
     let late = f.informer("Service", None, None).unwrap();
-    assert!(late.wait_for_sync(Some(Duration::from_secs(20))).unwrap(), "started on creation");
+    assert!(
+        late.wait_for_sync(Some(Duration::from_secs(20))).unwrap(),
+        "started on creation"
+    );
     caught_up(&reg1);
     caught_up(&reg2);
     assert_eq!(r1.calls(), r2.calls());
@@ -794,7 +850,10 @@ fn factory_shares_one_informer_per_kind_namespace_and_selector() {
     drop((i3, i4, i5));
     f.shutdown();
     assert!(i1.is_stopped());
-    assert_eq!(f.informer(KIND, None, None).unwrap_err().kind(), ErrorKind::ShutDown);
+    assert_eq!(
+        f.informer(KIND, None, None).unwrap_err().kind(),
+        ErrorKind::ShutDown
+    );
 }
 
 /// splitmix64: the model test's seeded randomness.
@@ -836,11 +895,16 @@ fn model_cache_and_handler_calls_equal_the_filtered_store() {
             let inner = gate.transform();
             let on = gate_on.clone();
             cfg.transform = Some(Arc::new(move |o: Arc<Object>| {
-                if on.load(Ordering::SeqCst) { inner(o) } else { o }
+                if on.load(Ordering::SeqCst) {
+                    inner(o)
+                } else {
+                    o
+                }
             }));
         }
         let inf = Informer::with_config(&s, cfg).unwrap();
-        inf.add_index("app", IndexFunc::Label("app".into())).unwrap();
+        inf.add_index("app", IndexFunc::Label("app".into()))
+            .unwrap();
         let rec = Recorder::default();
         let reg = rec.register(&inf, None);
         // A second handler that can be held, so the ring laps it.
@@ -890,7 +954,8 @@ fn model_cache_and_handler_calls_equal_the_filtered_store() {
                 // Hold the second handler while more than a ring's worth of changes pass.
                 *hgate.open.lock().unwrap() = false;
                 hgate.blocked.store(false, Ordering::SeqCst);
-                s.create(obj(&format!("hold{step}"), "prod", "web")).unwrap();
+                s.create(obj(&format!("hold{step}"), "prod", "web"))
+                    .unwrap();
                 eventually_advancing(&clock, "handler held", || {
                     hgate.blocked.load(Ordering::SeqCst)
                 });
@@ -908,7 +973,8 @@ fn model_cache_and_handler_calls_equal_the_filtered_store() {
                     gate_on.store(true, Ordering::SeqCst);
                     *gate.open.lock().unwrap() = false;
                     gate.blocked.store(false, Ordering::SeqCst);
-                    s.create(obj(&format!("gate{step}"), "prod", "web")).unwrap();
+                    s.create(obj(&format!("gate{step}"), "prod", "web"))
+                        .unwrap();
                     // (It may be in a relist backoff after an earlier compaction.)
                     eventually_advancing(&clock, "reflector blocked", || {
                         gate.blocked.load(Ordering::SeqCst)

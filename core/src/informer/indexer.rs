@@ -98,6 +98,19 @@ impl IndexFunc {
         IndexFunc::Custom(Arc::new(f))
     }
 
+    /// For built-ins, whether `old` and `new` index under the same values, answered without
+    /// allocating; `None` when the values must be computed.
+    fn unchanged(&self, old: &Object, new: &Object) -> Option<bool> {
+        match self {
+            IndexFunc::Namespace => Some(old.metadata.namespace == new.metadata.namespace),
+            IndexFunc::Label(k) => Some(old.metadata.labels.get(k) == new.metadata.labels.get(k)),
+            IndexFunc::Owner => {
+                Some(old.controller_ref().map(|r| &r.uid) == new.controller_ref().map(|r| &r.uid))
+            }
+            IndexFunc::Field(_) | IndexFunc::Custom(_) => None,
+        }
+    }
+
     /// The values `obj` is indexed under. `panics` counts caught closure panics.
     fn values(&self, obj: &Object, panics: &AtomicU64) -> Vec<String> {
         match self {
@@ -314,23 +327,38 @@ impl Indexer {
             .iter()
             .position(|n| n.name == name)
             .ok_or_else(|| {
-                Error::invalid("index name", format!("Index with name {name} does not exist"))
+                Error::invalid(
+                    "index name",
+                    format!("Index with name {name} does not exist"),
+                )
             })
     }
 
-    /// Inserts or replaces `key`; `hook(old)` runs under the shard lock, after the change.
-    /// Returns the previous object.
+    /// Inserts or replaces `key`; `hook(old, key)` runs under the shard lock, after the
+    /// change. Replacing an existing key allocates nothing for the key.
     pub(crate) fn upsert_with<R>(
         &self,
-        key: Arc<str>,
+        key: &str,
         obj: Arc<Object>,
         hook: impl FnOnce(Option<&Arc<Object>>, &Arc<str>) -> R,
     ) -> R {
         let idxs = self.indexes.load();
-        let mut g = self.shards[self.shard_of(&key)].write();
+        let mut g = self.shards[self.shard_of(key)].write();
         let sh = &mut *g;
-        let old = sh.items.insert(key.clone(), obj.clone());
+        let (key, old) = match sh.items.get_key_value_mut(key) {
+            Some((k, v)) => (k.clone(), Some(std::mem::replace(v, obj.clone()))),
+            None => {
+                let k: Arc<str> = key.into();
+                sh.items.insert(k.clone(), obj.clone());
+                (k, None)
+            }
+        };
         for (i, n) in idxs.iter().enumerate() {
+            if let Some(o) = &old
+                && n.func.unchanged(o, &obj) == Some(true)
+            {
+                continue;
+            }
             let new_v = n.func.values(&obj, &self.index_panics);
             let old_v = old
                 .as_ref()
@@ -370,8 +398,14 @@ impl Indexer {
 
     /// Inserts or replaces an object under its key; returns the previous one.
     pub fn upsert(&self, obj: Arc<Object>) -> Option<Arc<Object>> {
-        let key: Arc<str> = obj.key().into();
-        self.upsert_with(key, obj, |old, _| old.cloned())
+        with_key(&obj, |key| {
+            self.upsert_with(key, obj.clone(), |old, _| old.cloned())
+        })
+    }
+
+    /// Removes an object's key; returns the removed object.
+    pub fn remove_object(&self, obj: &Object) -> Option<Arc<Object>> {
+        with_key(obj, |key| self.remove(key))
     }
 
     /// Removes a key; returns the removed object.
@@ -381,7 +415,11 @@ impl Indexer {
 
     /// The object at `key` (`"namespace/name"`).
     pub fn get(&self, key: &str) -> Option<Arc<Object>> {
-        self.shards[self.shard_of(key)].read().items.get(key).cloned()
+        self.shards[self.shard_of(key)]
+            .read()
+            .items
+            .get(key)
+            .cloned()
     }
 
     /// Number of cached objects.
@@ -496,6 +534,26 @@ impl Indexer {
     }
 }
 
+thread_local! {
+    static KEY_BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Runs `f` with `obj`'s key (`"namespace/name"`, or `"name"`) built in a reused buffer.
+pub(crate) fn with_key<R>(obj: &Object, f: impl FnOnce(&str) -> R) -> R {
+    KEY_BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut s) => {
+            s.clear();
+            if !obj.metadata.namespace.is_empty() {
+                s.push_str(&obj.metadata.namespace);
+                s.push('/');
+            }
+            s.push_str(&obj.metadata.name);
+            f(&s)
+        }
+        Err(_) => f(&obj.key()),
+    })
+}
+
 fn remove_from(map: &mut IndexMap, value: &str, key: &str) {
     if let Some(set) = map.get_mut(value) {
         set.remove(key);
@@ -523,12 +581,25 @@ mod tests {
 
     #[test]
     fn index_specs_parse_and_reject() {
-        assert!(matches!(IndexFunc::parse("namespace").unwrap(), IndexFunc::Namespace));
-        assert!(matches!(IndexFunc::parse("owner").unwrap(), IndexFunc::Owner));
-        assert!(matches!(IndexFunc::parse("label:app").unwrap(), IndexFunc::Label(k) if k == "app"));
-        assert!(matches!(IndexFunc::parse("field:spec.node").unwrap(), IndexFunc::Field(p) if p == ["spec", "node"]));
+        assert!(matches!(
+            IndexFunc::parse("namespace").unwrap(),
+            IndexFunc::Namespace
+        ));
+        assert!(matches!(
+            IndexFunc::parse("owner").unwrap(),
+            IndexFunc::Owner
+        ));
+        assert!(
+            matches!(IndexFunc::parse("label:app").unwrap(), IndexFunc::Label(k) if k == "app")
+        );
+        assert!(
+            matches!(IndexFunc::parse("field:spec.node").unwrap(), IndexFunc::Field(p) if p == ["spec", "node"])
+        );
         for bad in ["", "label:", "field:", "field:a..b", "nope"] {
-            assert_eq!(IndexFunc::parse(bad).unwrap_err().kind(), crate::ErrorKind::Invalid);
+            assert_eq!(
+                IndexFunc::parse(bad).unwrap_err().kind(),
+                crate::ErrorKind::Invalid
+            );
         }
     }
 
@@ -555,7 +626,8 @@ mod tests {
     #[test]
     fn indexes_follow_updates_and_drop_empty_values() {
         let ix = Indexer::new();
-        ix.add_index("app", IndexFunc::parse("label:app").unwrap()).unwrap();
+        ix.add_index("app", IndexFunc::parse("label:app").unwrap())
+            .unwrap();
         ix.upsert(o("a", "web", None));
         ix.upsert(o("b", "web", None));
         assert_eq!(ix.index_keys("app", "web").unwrap(), ["ns/a", "ns/b"]);
@@ -567,7 +639,10 @@ mod tests {
         assert!(ix.by_index("app", "web").unwrap().is_empty());
         assert_eq!(ix.by_index("app", "db").unwrap()[0].metadata.name, "a");
         let e = ix.by_index("nope", "x").unwrap_err();
-        assert!(e.to_string().contains("Index with name nope does not exist"));
+        assert!(
+            e.to_string()
+                .contains("Index with name nope does not exist")
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::store::{EventType, LabelSelector, Object, Store, WatchEvent};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 pub use factory::InformerFactory;
+use indexer::with_key;
 pub use indexer::{INDEXER_SHARDS, IndexFn, IndexFunc, Indexer};
 pub use ring::RING_CAPACITY_DEFAULT;
 use ring::{Note, NoteKind, Read, Ring};
@@ -453,13 +454,17 @@ impl Shared {
     /// object whose version did not change is not re-delivered.
     fn replace(&self, objs: Vec<Arc<Object>>, t: &Option<Transform>) {
         let initial = !self.synced.load(Ordering::Acquire);
-        let listed: hashbrown::HashSet<String> = objs.iter().map(|o| o.key()).collect();
         let (cached, ()) = self.indexer.snapshot_with(|| ());
-        let mut gone: Vec<Arc<str>> = cached
-            .into_iter()
-            .filter(|(k, _)| !listed.contains(&**k))
-            .map(|(k, _)| k)
-            .collect();
+        let mut gone: Vec<Arc<str>> = if cached.is_empty() {
+            vec![]
+        } else {
+            let listed: hashbrown::HashSet<String> = objs.iter().map(|o| o.key()).collect();
+            cached
+                .into_iter()
+                .filter(|(k, _)| !listed.contains(&**k))
+                .map(|(k, _)| k)
+                .collect()
+        };
         gone.sort();
         for k in gone {
             self.indexer.remove_with(&k, |old, key| {
@@ -477,14 +482,14 @@ impl Shared {
             self.indexer.reserve(objs.len());
         }
         for o in objs {
-            let key: Arc<str> = o.key().into();
+            let key = o.key();
             if let Some(cur) = self.indexer.get(&key)
                 && cur.metadata.resource_version == o.metadata.resource_version
             {
                 continue;
             }
             let o = self.transform(t, o);
-            self.indexer.upsert_with(key, o.clone(), |old, key| {
+            self.indexer.upsert_with(&key, o.clone(), |old, key| {
                 self.ring.push(Note {
                     kind: match old {
                         None => NoteKind::Add { initial },
@@ -501,10 +506,10 @@ impl Shared {
     fn on_event(&self, ev: WatchEvent, t: &Option<Transform>) {
         self.events.fetch_add(1, Ordering::Relaxed);
         let rv = ev.rv;
-        let key: Arc<str> = ev.object.key().into();
-        match ev.event_type {
-            EventType::Added | EventType::Modified if self.in_scope(&ev.object) => {
-                let o = self.transform(t, ev.object);
+        let object = ev.object;
+        with_key(&object.clone(), |key| match ev.event_type {
+            EventType::Added | EventType::Modified if self.in_scope(&object) => {
+                let o = self.transform(t, object);
                 self.indexer.upsert_with(key, o.clone(), |old, key| {
                     self.ring.push(Note {
                         kind: match old {
@@ -520,7 +525,7 @@ impl Shared {
             EventType::Added | EventType::Modified => {
                 // It left the selector: a delete with the last state that matched, as the
                 // API server's watch cache reports it.
-                self.indexer.remove_with(&key, |old, key| {
+                self.indexer.remove_with(key, |old, key| {
                     self.ring.push(Note {
                         kind: NoteKind::Delete {
                             final_state_unknown: false,
@@ -532,9 +537,9 @@ impl Shared {
                 });
             }
             EventType::Deleted => {
-                if self.indexer.get(&key).is_some() {
-                    let last = self.transform(t, ev.object);
-                    self.indexer.remove_with(&key, |_, key| {
+                if self.indexer.get(key).is_some() {
+                    let last = self.transform(t, object);
+                    self.indexer.remove_with(key, |_, key| {
                         self.ring.push(Note {
                             kind: NoteKind::Delete {
                                 final_state_unknown: false,
@@ -546,7 +551,7 @@ impl Shared {
                     });
                 }
             }
-        }
+        });
         self.set_applied(rv);
     }
 
@@ -650,7 +655,10 @@ impl Shared {
         }
         let (started_at, check) = {
             let c = self.control.lock();
-            (c.started_at.unwrap_or_else(|| self.clock.now()), c.check_period)
+            (
+                c.started_at.unwrap_or_else(|| self.clock.now()),
+                c.check_period,
+            )
         };
         let period = *h.effective_resync.lock();
         let resyncing = !check.is_zero() && !period.is_zero();
@@ -726,18 +734,16 @@ impl Shared {
 
     /// A handler lapped by the ring catches up from one consistent cut of the cache;
     /// returns its new cursor.
-    fn handler_relist(
-        &self,
-        h: &HandlerSlot,
-        known: &mut HashMap<Arc<str>, Arc<Object>>,
-    ) -> u64 {
+    fn handler_relist(&self, h: &HandlerSlot, known: &mut HashMap<Arc<str>, Arc<Object>>) -> u64 {
         h.relists.fetch_add(1, Ordering::Relaxed);
         let (mut cut, head) = self.indexer.snapshot_with(|| self.ring.head());
         cut.sort_by(|a, b| a.0.cmp(&b.0));
         let now: HashMap<Arc<str>, Arc<Object>> =
             cut.iter().map(|(k, o)| (k.clone(), o.clone())).collect();
-        let mut gone: Vec<(&Arc<str>, &Arc<Object>)> =
-            known.iter().filter(|(k, _)| !now.contains_key(*k)).collect();
+        let mut gone: Vec<(&Arc<str>, &Arc<Object>)> = known
+            .iter()
+            .filter(|(k, _)| !now.contains_key(*k))
+            .collect();
         gone.sort_by(|a, b| a.0.cmp(b.0));
         for (_, o) in gone {
             h.delete(o, true);
@@ -1074,7 +1080,11 @@ mod tests {
     fn resync_periods_follow_client_go() {
         let s = Duration::from_secs;
         assert_eq!(determine_resync(s(0), s(10)), s(0));
-        assert_eq!(determine_resync(s(5), s(0)), s(0), "zero informer resync disables");
+        assert_eq!(
+            determine_resync(s(5), s(0)),
+            s(0),
+            "zero informer resync disables"
+        );
         assert_eq!(determine_resync(s(5), s(10)), s(10));
         assert_eq!(determine_resync(s(15), s(10)), s(15));
     }
@@ -1088,7 +1098,10 @@ mod tests {
         let mut base = BACKOFF_INITIAL;
         for i in 0..8 {
             let d = b.delay(t0 + Duration::from_secs(i));
-            assert!(d >= base && d < base * 2, "step {i}: {d:?} not in [{base:?}, 2x)");
+            assert!(
+                d >= base && d < base * 2,
+                "step {i}: {d:?} not in [{base:?}, 2x)"
+            );
             base = (base * 2).min(BACKOFF_CAP);
         }
         assert_eq!(base, BACKOFF_CAP);

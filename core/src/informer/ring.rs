@@ -20,10 +20,14 @@ pub const RING_CAPACITY_DEFAULT: usize = 16 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum NoteKind {
     /// `initial`: part of the informer's first list.
-    Add { initial: bool },
+    Add {
+        initial: bool,
+    },
     Update,
     /// `final_state_unknown`: the delete was discovered by a relist, not watched.
-    Delete { final_state_unknown: bool },
+    Delete {
+        final_state_unknown: bool,
+    },
 }
 
 /// One cache change.
