@@ -200,6 +200,9 @@ fn field_values(obj: &Object, path: &[String]) -> Vec<String> {
     out
 }
 
+/// A cached key with its object.
+pub(crate) type Entry = (Arc<str>, Arc<Object>);
+
 /// One index's slice in one shard: value → keys.
 type IndexMap = HashMap<String, HashSet<Arc<str>>>;
 
@@ -506,10 +509,7 @@ impl Indexer {
     }
 
     /// Every (key, object) pair at one consistent cut, plus what `at_cut` returns there.
-    pub(crate) fn snapshot_with<R>(
-        &self,
-        at_cut: impl FnOnce() -> R,
-    ) -> (Vec<(Arc<str>, Arc<Object>)>, R) {
+    pub(crate) fn snapshot_with<R>(&self, at_cut: impl FnOnce() -> R) -> (Vec<Entry>, R) {
         self.read_all(|gs| {
             let n = gs.iter().map(|g| g.items.len()).sum();
             let mut v = Vec::with_capacity(n);
