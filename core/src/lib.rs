@@ -28,6 +28,8 @@ pub mod runtime;
 pub mod snapshot;
 #[cfg(not(loom))]
 pub mod store;
+#[cfg(not(loom))]
+pub mod informer;
 pub(crate) mod sync;
 pub mod workqueue;
 
@@ -45,3 +47,5 @@ pub use store::{
     StoreConfig, Watch, WatchEvent,
 };
 pub use workqueue::{RateLimiter, TypedRateLimiter, WorkQueue, WorkQueueConfig};
+#[cfg(not(loom))]
+pub use informer::{Informer, InformerConfig, InformerFactory, IndexFunc};

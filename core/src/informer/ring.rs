@@ -1,0 +1,150 @@
+//! The notification ring: the one bounded buffer between the reflector and the handlers.
+//!
+//! The reflector publishes every cache change here once; each handler reads at its own
+//! cursor (a sequence number), so a slow handler neither stalls the others nor makes the
+//! buffer grow. The writer never waits: when it laps a cursor the slot is overwritten and
+//! that handler sees [`Read::Overrun`] and relists from the cache (the in-memory analogue of
+//! the log's `Expired`, `reliability.md` S7 / L-3). Sequence numbers only grow.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::store::Object;
+use crate::sync::{AtomicU64, Ordering};
+
+/// Default slots in the ring (a named maximum: memory is bounded by it, not by lag).
+pub const RING_CAPACITY_DEFAULT: usize = 16 * 1024;
+
+/// What a notification tells a handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NoteKind {
+    /// `initial`: part of the informer's first list.
+    Add {
+        initial: bool,
+    },
+    Update,
+    /// `final_state_unknown`: the delete was discovered by a relist, not watched.
+    Delete {
+        final_state_unknown: bool,
+    },
+}
+
+/// One cache change.
+#[derive(Clone, Debug)]
+pub(crate) struct Note {
+    pub(crate) kind: NoteKind,
+    pub(crate) key: Arc<str>,
+    /// The cached object before the change (updates only).
+    pub(crate) old: Option<Arc<Object>>,
+    /// The new object; for deletes the last known state.
+    pub(crate) obj: Arc<Object>,
+}
+
+/// The result of reading one sequence number.
+pub(crate) enum Read {
+    Ready(Note),
+    /// Nothing published at this sequence yet.
+    Empty,
+    /// The writer lapped this cursor: the note is gone.
+    Overrun,
+}
+
+struct Slot {
+    seq: u64,
+    note: Option<Note>,
+}
+
+pub(crate) struct Ring {
+    slots: Box<[Mutex<Slot>]>,
+    mask: u64,
+    /// Next sequence to publish; every sequence below it is published.
+    head: AtomicU64,
+}
+
+impl Ring {
+    /// A ring of at least `capacity` slots (rounded up to a power of two, at least 2).
+    pub(crate) fn new(capacity: usize) -> Ring {
+        let cap = capacity.max(2).next_power_of_two();
+        Ring {
+            slots: (0..cap)
+                .map(|_| {
+                    Mutex::new(Slot {
+                        seq: u64::MAX,
+                        note: None,
+                    })
+                })
+                .collect(),
+            mask: cap as u64 - 1,
+            head: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    pub(crate) fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    /// Publishes a note. Single writer (the reflector thread).
+    pub(crate) fn push(&self, note: Note) {
+        let s = self.head.load(Ordering::Relaxed);
+        {
+            let mut g = self.slots[(s & self.mask) as usize].lock();
+            g.seq = s;
+            g.note = Some(note);
+        }
+        self.head.store(s + 1, Ordering::Release);
+    }
+
+    pub(crate) fn read(&self, seq: u64) -> Read {
+        let h = self.head();
+        if seq >= h {
+            return Read::Empty;
+        }
+        if h - seq > self.capacity() {
+            return Read::Overrun;
+        }
+        let g = self.slots[(seq & self.mask) as usize].lock();
+        match &g.note {
+            Some(n) if g.seq == seq => Read::Ready(n.clone()),
+            _ => Read::Overrun,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(name: &str) -> Note {
+        let o = Arc::new(Object {
+            kind: "X".into(),
+            ..Object::default()
+        });
+        Note {
+            kind: NoteKind::Update,
+            key: name.into(),
+            old: None,
+            obj: o,
+        }
+    }
+
+    #[test]
+    fn cursors_read_in_order_and_detect_being_lapped() {
+        let r = Ring::new(3);
+        assert_eq!(r.capacity(), 4);
+        assert!(matches!(r.read(0), Read::Empty));
+        for i in 0..4 {
+            r.push(note(&i.to_string()));
+        }
+        assert!(matches!(r.read(0), Read::Ready(n) if &*n.key == "0"));
+        r.push(note("4"));
+        assert!(matches!(r.read(0), Read::Overrun), "slot 0 was overwritten");
+        assert!(matches!(r.read(1), Read::Ready(n) if &*n.key == "1"));
+        assert!(matches!(r.read(4), Read::Ready(n) if &*n.key == "4"));
+        assert!(matches!(r.read(5), Read::Empty));
+    }
+}
