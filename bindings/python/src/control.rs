@@ -1,4 +1,7 @@
-//! `floyd.ControlPlane` and the host driver written in Python.
+//! `floyd.ControlPlane` and the host driver written in Python. The control plane's calls
+//! (start/stop, scale, the Deployment calls `wait_for_rollout`, `rollback`, `pause`,
+//! `resume`, `promote`, and the endpoints' `endpoints`/`pick`) translate one to one;
+//! `wait_for_rollout` waits in slices so Ctrl-C and driver `BaseException`s get through.
 //!
 //! The driver is any Python object with `start(instance)` and `stop(instance)`. The core
 //! calls it from its driver pool threads; each call attaches to the interpreter only for the
@@ -38,13 +41,17 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::convert::{json_to_py, opt_str_arg, secs_arg, str_arg, type_name, u64_arg};
+use crate::convert::{
+    json_to_py, opt_secs_arg, opt_str_arg, secs_arg, str_arg, type_name, u64_arg,
+};
 use crate::errors::{IntoPy, guard, invalid};
 use crate::store::PyStore;
 use crate::wait::{SLICE, sliced};
 
 /// The most driver pool threads a control plane may have.
 pub const MAX_DRIVER_THREADS: u64 = 1024;
+/// How the core marks a rollout past its progress deadline (an `Expired` error's message).
+const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 /// The longest address a driver may report.
 const MAX_ADDRESS_BYTES: usize = 1024;
 
@@ -350,6 +357,22 @@ fn has_method(obj: &Bound<'_, PyAny>, name: &str) -> bool {
 }
 
 impl PyControlPlane {
+    /// A call taking a Deployment key and returning the updated Deployment.
+    fn deployment_call<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        f: impl FnOnce(&ControlPlane, &str) -> floyd::Result<Arc<floyd::Object>> + Send,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            self.reraise()?;
+            let key = str_arg(key, "key")?.into_owned();
+            let cp = &self.inner.cp;
+            let obj = py.detach(|| f(cp, &key)).py_err(py)?;
+            json_to_py(py, &obj.to_json())
+        })
+    }
+
     /// Raises the `BaseException` a driver call kept, once.
     fn reraise(&self) -> PyResult<()> {
         match self.inner.driver.pending.lock().take() {
@@ -546,6 +569,95 @@ impl PyControlPlane {
         })
     }
 
+    /// Waits until the Deployment's rollout completes and returns its status. Raises Expired
+    /// when the rollout exceeded its progress deadline (the message starts with
+    /// "ProgressDeadlineExceeded") or after `timeout` seconds (None: no limit), NotFound
+    /// for a missing Deployment. Waits without the GIL; Ctrl-C interrupts it.
+    #[pyo3(signature = (key, timeout = None))]
+    fn wait_for_rollout<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            self.reraise()?;
+            let key = str_arg(key, "key")?.into_owned();
+            let timeout = opt_secs_arg(timeout, "timeout")?;
+            let deadline = crate::wait::deadline(timeout);
+            let cp = &self.inner.cp;
+            loop {
+                // One core wait per slice, so signals and driver BaseExceptions get through.
+                let slice = crate::wait::next_slice(deadline).unwrap_or(Duration::ZERO);
+                match py.detach(|| cp.wait_for_rollout(&key, slice)) {
+                    Ok(status) => return json_to_py(py, &status),
+                    Err(e)
+                        if e.kind() == floyd::ErrorKind::Expired
+                            && !e.to_string().contains(PROGRESS_DEADLINE_EXCEEDED) =>
+                    {
+                        if crate::wait::next_slice(deadline).is_none() {
+                            let t = timeout.unwrap_or_default();
+                            return Err(crate::errors::raise(
+                                py,
+                                floyd::ErrorKind::Expired,
+                                &format!(
+                                    "expired: timed out after {:.3}s waiting for the rollout \
+                                     of Deployment {key}",
+                                    t.as_secs_f64()
+                                ),
+                                None,
+                            ));
+                        }
+                        py.check_signals()?;
+                        self.reraise()?;
+                    }
+                    Err(e) => return Err(crate::errors::to_py(py, e)),
+                }
+            }
+        })
+    }
+
+    /// Rolls the Deployment back to `to_revision` (0: the previous revision); returns the
+    /// revision rolled back to. NotFound if that revision is not kept.
+    #[pyo3(signature = (key, to_revision = None))]
+    fn rollback(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        to_revision: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<i64> {
+        guard(py, || {
+            self.reraise()?;
+            let key = str_arg(key, "key")?.into_owned();
+            let rev = match to_revision {
+                Some(v) if !v.is_none() => i64_arg(v, "to_revision")?,
+                _ => 0,
+            };
+            let cp = &self.inner.cp;
+            py.detach(|| cp.rollback(&key, rev)).py_err(py)
+        })
+    }
+
+    /// Pauses the Deployment's rollout (scaling still applies); returns the Deployment.
+    fn pause<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.deployment_call(py, key, |cp, k| cp.pause(k))
+    }
+
+    /// Resumes a paused Deployment; returns it.
+    fn resume<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.deployment_call(py, key, |cp, k| cp.resume(k))
+    }
+
+    /// Promotes a BlueGreen Deployment's new revision (when `autoPromote` is off); returns
+    /// the Deployment.
+    fn promote<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.deployment_call(py, key, |cp, k| cp.promote(k))
+    }
+
     /// The ready addresses of the Service at `service_key`; NotFound if there is none.
     fn endpoints(&self, py: Python<'_>, service_key: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
         guard(py, || {
@@ -676,6 +788,20 @@ impl Drop for PyControlPlane {
             None => self.inner.stop_blocking(),
         }
     }
+}
+
+/// An int argument (not a bool) that fits in i64.
+fn i64_arg(v: &Bound<'_, PyAny>, field: &str) -> PyResult<i64> {
+    let py = v.py();
+    if v.cast::<pyo3::types::PyBool>().is_ok() || v.cast::<pyo3::types::PyInt>().is_err() {
+        return Err(invalid(
+            py,
+            field,
+            format!("must be an int, got {}", type_name(v)),
+        ));
+    }
+    v.extract::<i64>()
+        .map_err(|_| invalid(py, field, format!("is out of range: {v}")))
 }
 
 /// `replicas` for `scale`: an int (not a bool) in 0..=2**31-1, else `Invalid("spec.replicas")`.

@@ -621,6 +621,7 @@ def test_async_driver_without_loop_fails_cleanly(store, cp_factory, recwarn):
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
 
 
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")
 def test_stop_does_not_hang_on_a_loop_that_never_runs(store):
     loop = asyncio.new_event_loop()  # never run
     try:
@@ -702,3 +703,242 @@ def test_exit_without_stop_does_not_hang():
         timeout=60,
     )
     assert "exiting" in out
+
+
+def deployment(replicas, version="v1", name="web", deadline=600, strategy=None):
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"version": version}},
+            "strategy": strategy
+            or {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "progressDeadlineSeconds": deadline,
+        },
+    }
+
+
+def set_version(store, version, key="default/web"):
+    while True:  # the controller writes the status concurrently
+        d = store.get("Deployment", key)
+        d["spec"]["template"]["spec"]["version"] = version
+        try:
+            return store.update(d)
+        except floyd.Conflict:
+            continue
+
+
+class VersionRecorder(Recorder):
+    """Also records which version each running instance runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.versions = {}
+
+    def start(self, inst):
+        out = super().start(inst)
+        with self.lock:
+            self.versions[inst["metadata"]["uid"]] = inst["spec"]["version"]
+        return out
+
+    def stop(self, inst):
+        super().stop(inst)
+        with self.lock:
+            self.versions.pop(inst["metadata"]["uid"], None)
+
+    def running_versions(self):
+        with self.lock:
+            return sorted(self.versions.values())
+
+
+def test_deployment_rolling_update_and_rollback(store, cp_factory):
+    """The issue's end-to-end case: a Deployment of 5 instances run by a Python driver, a
+    rolling update, a rollback, all through the binding."""
+    d = VersionRecorder()
+    cp = cp_factory(d)
+    cp.start()
+    store.create(service())
+    store.create(deployment(5))
+    status = cp.wait_for_rollout("default/web", timeout=60)
+    assert status["readyReplicas"] == 5 and status["updatedReplicas"] == 5
+    assert d.running_versions() == ["v1"] * 5
+    eventually(lambda: len(endpoints(cp)) == 5)
+
+    set_version(store, "v2")
+    status = cp.wait_for_rollout("default/web", 60)
+    assert status["updatedReplicas"] == 5 and status["observedGeneration"] == 2
+    eventually(lambda: d.running_versions() == ["v2"] * 5)
+
+    assert cp.rollback("default/web") == 1
+    cp.wait_for_rollout("default/web", 60)
+    eventually(lambda: d.running_versions() == ["v1"] * 5)
+    assert store.get("Deployment", "default/web")["spec"]["template"]["spec"]["version"] == "v1"
+    with pytest.raises(floyd.NotFound):
+        cp.rollback("default/web", 42)
+
+    # Scale through the binding (a Deployment by default).
+    cp.scale("default/web", 2)
+    eventually(lambda: d.running_versions() == ["v1"] * 2)
+    eventually(lambda: len(endpoints(cp)) == 2)
+
+
+def test_pause_resume(store, cp_factory):
+    d = VersionRecorder()
+    cp = cp_factory(d)
+    cp.start()
+    store.create(deployment(2))
+    cp.wait_for_rollout("default/web", 60)
+    paused = cp.pause("default/web")
+    assert paused["spec"]["paused"] is True
+    set_version(store, "v2")
+    time.sleep(0.5)
+    assert d.running_versions() == ["v1", "v1"]
+    resumed = cp.resume("default/web")
+    assert resumed["spec"]["paused"] is False
+    cp.wait_for_rollout("default/web", 60)
+    eventually(lambda: d.running_versions() == ["v2", "v2"])
+
+
+def test_progress_deadline_exceeded(store, cp_factory):
+    class Broken(Recorder):
+        def start(self, inst):
+            if inst["spec"]["version"] == "bad":
+                raise RuntimeError("crash on boot")
+            return super().start(inst)
+
+    cp = cp_factory(Broken())
+    cp.start()
+    store.create(deployment(2, deadline=1))
+    cp.wait_for_rollout("default/web", 60)
+    set_version(store, "bad")
+    t = time.monotonic()
+    with pytest.raises(floyd.Expired, match="ProgressDeadlineExceeded") as ei:
+        cp.wait_for_rollout("default/web", timeout=60)
+    assert ei.value.kind == "Expired"
+    assert time.monotonic() - t < 30
+
+
+def test_wait_for_rollout_timeout_and_errors(store, cp_factory):
+    class Never(Recorder):
+        def start(self, inst):
+            raise RuntimeError("never starts")
+
+    cp = cp_factory(Never())
+    cp.start()
+    store.create(deployment(1))
+    t = time.monotonic()
+    with pytest.raises(floyd.Expired, match="timed out after 0.300s") as ei:
+        cp.wait_for_rollout("default/web", timeout=0.3)
+    assert "ProgressDeadlineExceeded" not in str(ei.value)
+    assert 0.25 < time.monotonic() - t < 5
+    with pytest.raises(floyd.NotFound):
+        cp.wait_for_rollout("default/missing", 1)
+    for bad in [float("nan"), -1, float("inf"), 1e300, "1", True]:
+        with pytest.raises(floyd.Invalid) as ei:
+            cp.wait_for_rollout("default/web", bad)
+        assert ei.value.field == "timeout"
+    for bad in [-1, 1.5, "1", True, 2**70]:
+        with pytest.raises(floyd.Invalid) as ei:
+            cp.rollback("default/web", bad)
+        assert ei.value.field == "to_revision"
+    for call in (cp.pause, cp.resume, cp.promote):
+        with pytest.raises(floyd.NotFound):
+            call("default/missing")
+        with pytest.raises(floyd.Invalid) as ei:
+            call(None)
+        assert ei.value.field == "key"
+    cp.stop()
+    for call in (
+        lambda: cp.wait_for_rollout("default/web", 1),
+        lambda: cp.rollback("default/web"),
+        lambda: cp.pause("default/web"),
+        lambda: cp.resume("default/web"),
+        lambda: cp.promote("default/web"),
+    ):
+        with pytest.raises(floyd.ShutDown):
+            call()
+
+
+def test_wait_for_rollout_releases_the_gil(store, cp_factory):
+    class Never(Recorder):
+        def start(self, inst):
+            raise RuntimeError("never starts")
+
+    cp = cp_factory(Never())
+    cp.start()
+    store.create(deployment(1))
+    counter = [0]
+    done = threading.Event()
+
+    def spin():
+        while not done.is_set():
+            counter[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        with pytest.raises(floyd.Expired):
+            cp.wait_for_rollout("default/web", 0.5)
+    finally:
+        done.set()
+        t.join()
+    assert counter[0] > 1000
+
+
+def test_wait_for_rollout_is_interruptible():
+    """SIGINT during wait_for_rollout raises KeyboardInterrupt promptly."""
+    out = assert_isolated_ok(
+        """
+        import os, signal, threading, time, floyd
+        s = floyd.Store.memory()
+        class D:
+            def start(self, inst):
+                raise RuntimeError("never")
+            def stop(self, inst):
+                pass
+        cp = floyd.ControlPlane(s, D())
+        cp.start()
+        s.create({"kind": "Deployment", "metadata": {"name": "w"}, "spec": {"replicas": 1,
+                  "selector": {"matchLabels": {"a": "b"}},
+                  "template": {"metadata": {"labels": {"a": "b"}}, "spec": {}}}})
+        threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        t = time.monotonic()
+        try:
+            cp.wait_for_rollout("default/w", None)
+        except KeyboardInterrupt:
+            print("interrupted after", round(time.monotonic() - t, 1))
+        cp.stop()
+        """
+    )
+    assert "interrupted after 0.3" in out or "interrupted after 0.4" in out, out
+
+
+def test_driver_base_exception_reaches_wait_for_rollout(store, cp_factory):
+    class Raises(Recorder):
+        def start(self, inst):
+            raise KeyboardInterrupt("driver")
+
+    cp = cp_factory(Raises())
+    cp.start()
+    store.create(deployment(1))
+    with pytest.raises(KeyboardInterrupt, match="driver"):
+        cp.wait_for_rollout("default/web", 30)
+
+
+@pytest.mark.parametrize("mode", [[], ["--fake"]], ids=["processes", "fake"])
+def test_example_host_runs(mode):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    host = Path(__file__).resolve().parents[3] / "examples" / "python" / "host.py"
+    p = subprocess.run(
+        [sys.executable, "-X", "faulthandler", str(host), *mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "rolled back to revision 1" in p.stdout and p.stdout.rstrip().endswith("done")
