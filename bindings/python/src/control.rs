@@ -387,12 +387,15 @@ impl PyControlPlane {
     /// A control plane over `store` that runs instances through `driver` (an object with
     /// `start(instance)` and `stop(instance)`). `workers` controller threads,
     /// `burst_replicas` creations/deletions per sync, `driver_threads` concurrent driver
-    /// calls, controller retry backoff from `retry_base` to `retry_max` seconds; `loop` is
+    /// calls, controller retry backoff from `retry_base` to `retry_max` seconds, crash-loop
+    /// backoff after a failed start from `restart_backoff` doubling to
+    /// `restart_backoff_max` seconds (10 s and 300 s by default); `loop` is
     /// the asyncio loop that `async def` driver methods run on. `clock` must be None (the
     /// system clock).
     #[new]
     #[pyo3(signature = (store, driver, workers = None, burst_replicas = None, clock = None, *,
-                        driver_threads = None, retry_base = None, retry_max = None, r#loop = None))]
+                        driver_threads = None, retry_base = None, retry_max = None,
+                        restart_backoff = None, restart_backoff_max = None, r#loop = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -404,6 +407,8 @@ impl PyControlPlane {
         driver_threads: Option<&Bound<'_, PyAny>>,
         retry_base: Option<&Bound<'_, PyAny>>,
         retry_max: Option<&Bound<'_, PyAny>>,
+        restart_backoff: Option<&Bound<'_, PyAny>>,
+        restart_backoff_max: Option<&Bound<'_, PyAny>>,
         r#loop: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyControlPlane> {
         guard(py, || {
@@ -467,6 +472,12 @@ impl PyControlPlane {
                 driver_threads: threads,
                 retry_base: secs(retry_base, "retry_base", d.retry_base)?,
                 retry_max: secs(retry_max, "retry_max", d.retry_max)?,
+                restart_backoff: secs(restart_backoff, "restart_backoff", d.restart_backoff)?,
+                restart_backoff_max: secs(
+                    restart_backoff_max,
+                    "restart_backoff_max",
+                    d.restart_backoff_max,
+                )?,
                 clock: d.clock,
             };
             let pydriver = Arc::new(PyDriver {

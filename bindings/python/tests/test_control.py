@@ -230,6 +230,27 @@ def test_failed_start_is_recorded_and_retried_later(store, cp_factory):
     assert cp.stats()["driverStartFailures"] == 1
 
 
+def test_failed_start_restarts_after_the_backoff(store, cp_factory):
+    class FailTwice(Recorder):
+        fails = 2
+
+        def start(self, inst):
+            with self.lock:
+                if self.fails:
+                    self.fails -= 1
+                    raise RuntimeError("flaky")
+            return super().start(inst)
+
+    cp = cp_factory(FailTwice(), restart_backoff=0.05, restart_backoff_max=0.1)
+    cp.start()
+    store.create(service())
+    store.create(replicaset(1))
+    eventually(lambda: len(endpoints(cp)) == 1)
+    [inst] = instances(store)
+    assert inst["status"]["restartCount"] == 2 and ready(inst)
+    assert cp.stats()["driverStartFailures"] == 2
+
+
 GARBAGE = [
     (42, "a int"),
     ("127.0.0.1:80", "a str"),
@@ -489,6 +510,10 @@ class _NotCallable:
         ({"retry_max": float("inf")}, "retry_max"),
         ({"retry_max": 1e300}, "retry_max"),
         ({"retry_max": "1"}, "retry_max"),
+        ({"restart_backoff": float("nan")}, "restart_backoff"),
+        ({"restart_backoff": -0.5}, "restart_backoff"),
+        ({"restart_backoff_max": float("inf")}, "restart_backoff_max"),
+        ({"restart_backoff_max": [1]}, "restart_backoff_max"),
         ({"clock": object()}, "clock"),
         ({"loop": "loop"}, "loop"),
         ({"loop": object()}, "loop"),

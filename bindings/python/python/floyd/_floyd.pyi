@@ -247,6 +247,8 @@ class ControlPlane:
         driver_threads: int | None = None,
         retry_base: _Seconds | None = None,
         retry_max: _Seconds | None = None,
+        restart_backoff: _Seconds | None = None,
+        restart_backoff_max: _Seconds | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> ControlPlane: ...
     def start(self) -> None: ...
