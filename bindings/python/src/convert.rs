@@ -29,7 +29,7 @@ pub const MAX_DEPTH: usize = 100;
 /// a million labels or a shared-subtree "billion laughs" stops early.
 pub const MAX_JSON_BYTES: usize = 2 << 20;
 
-fn type_name(v: &Bound<'_, PyAny>) -> String {
+pub fn type_name(v: &Bound<'_, PyAny>) -> String {
     v.get_type()
         .name()
         .map(|n| n.to_string())

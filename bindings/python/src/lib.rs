@@ -8,11 +8,13 @@
 //! that blocks or does I/O runs with the GIL released; and waits are sliced
 //! ([`wait::sliced`]) so Ctrl-C interrupts them.
 //!
-//! Informers and the control plane are not in the core yet; they go in their own modules
-//! here (`informer.rs`, `control.rs`) following the same pattern.
+//! The control plane (`control.rs`) adds the other direction: core threads calling a Python
+//! driver, attached to the interpreter only for the call. Informers are not in the core yet;
+//! they go in their own module here following the same pattern.
 
 #![deny(unsafe_code)]
 
+mod control;
 mod convert;
 mod errors;
 mod queue;
@@ -41,6 +43,8 @@ fn _floyd(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyWatch>()?;
     m.add_class::<queue::PyWorkQueue>()?;
     m.add_class::<queue::PyRateLimiter>()?;
+    m.add_class::<control::PyControlPlane>()?;
+    m.add_function(wrap_pyfunction!(control::_shutdown_control_planes, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_DATA_DIR", floyd::store::DEFAULT_DATA_DIR)?;

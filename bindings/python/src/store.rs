@@ -46,6 +46,13 @@ fn path_str(p: &std::path::Path) -> String {
     p.display().to_string()
 }
 
+impl PyStore {
+    /// The core store this wraps (the control plane shares it).
+    pub(crate) fn core(&self) -> &floyd::Store {
+        &self.inner
+    }
+}
+
 #[pymethods]
 impl PyStore {
     /// Opens (or creates) a store in `path` with `durability` "none", "batch" or "always".

@@ -1,12 +1,15 @@
 """floyd: Kubernetes controller machinery (store, watch, work queue, rate limiters) as an
 embeddable library. A thin layer over the Rust core; see ``_floyd.pyi`` for the API."""
 
+import atexit
+
 from ._floyd import (
     DEFAULT_DATA_DIR,
     MAX_DEPTH,
     MAX_JSON_BYTES,
     AlreadyExists,
     Conflict,
+    ControlPlane,
     Corrupt,
     Expired,
     FloydError,
@@ -21,7 +24,12 @@ from ._floyd import (
     WorkQueue,
     __version__,
     _panic_for_test,
+    _shutdown_control_planes,
 )
+
+# Control planes still running at exit are stopped while the interpreter can still serve
+# their driver threads (atexit runs before finalization).
+atexit.register(_shutdown_control_planes)
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -29,6 +37,7 @@ __all__ = [
     "MAX_JSON_BYTES",
     "AlreadyExists",
     "Conflict",
+    "ControlPlane",
     "Corrupt",
     "Expired",
     "FloydError",

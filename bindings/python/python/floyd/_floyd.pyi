@@ -5,16 +5,18 @@ seconds. Every failure is a FloydError subclass; arguments of the wrong type rai
 (which is also a ValueError), not TypeError.
 """
 
+import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from types import TracebackType
-from typing import Any, Literal, TypedDict, final
+from typing import Any, Literal, Protocol, TypedDict, final
 
 from typing_extensions import Self
 
 __all__ = [
     "AlreadyExists",
     "Conflict",
+    "ControlPlane",
     "Corrupt",
     "DEFAULT_DATA_DIR",
     "Expired",
@@ -32,6 +34,7 @@ __all__ = [
     "WorkQueue",
     "__version__",
     "_panic_for_test",
+    "_shutdown_control_planes",
 ]
 
 __version__: str
@@ -205,4 +208,73 @@ class WorkQueue:
     @property
     def name(self) -> str | None: ...
 
+class _Started(TypedDict, total=False):
+    address: str | None
+
+_StartResult = _Started | dict[str, Any] | None
+"""None, or {"address": "host:port" | None}; nothing else."""
+
+class _Driver(Protocol):
+    """The host's driver: any object with these two methods (plain or `async def`; async
+    ones need `ControlPlane(..., loop=...)`). They run on floyd's driver threads, holding the
+    GIL only for the call. Raising fails the call; `start` returns None or
+    {"address": "host:port"}, `stop` returns None; `stop` must be idempotent."""
+
+    def start(self, instance: _Obj, /) -> _StartResult | Awaitable[_StartResult]: ...
+    def stop(self, instance: _Obj, /) -> None | Awaitable[None]: ...
+
+class _ControlPlaneStats(TypedDict):
+    syncs: int
+    syncErrors: int
+    driverStarts: int
+    driverStartFailures: int
+    driverStops: int
+    storeWrites: int
+    controllerQueue: int
+    agentQueue: int
+    runningInstances: int
+
+@final
+class ControlPlane:
+    def __new__(
+        cls,
+        store: Store,
+        driver: _Driver,
+        workers: int | None = None,
+        burst_replicas: int | None = None,
+        clock: None = None,
+        *,
+        driver_threads: int | None = None,
+        retry_base: _Seconds | None = None,
+        retry_max: _Seconds | None = None,
+        restart_backoff: _Seconds | None = None,
+        restart_backoff_max: _Seconds | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> ControlPlane: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def scale(
+        self,
+        key: str,
+        replicas: int,
+        kind: Literal["Deployment", "ReplicaSet"] | None = None,
+    ) -> _Obj: ...
+    def wait_for_rollout(self, key: str, timeout: _Seconds | None = None) -> dict[str, Any]: ...
+    def rollback(self, key: str, to_revision: int | None = None) -> int: ...
+    def pause(self, key: str) -> _Obj: ...
+    def resume(self, key: str) -> _Obj: ...
+    def promote(self, key: str) -> _Obj: ...
+    def endpoints(self, service_key: str) -> list[str]: ...
+    def pick(self, service_key: str, hint: str | None = None) -> str | None: ...
+    def stats(self) -> _ControlPlaneStats: ...
+    def running_instances(self) -> list[str]: ...
+    @property
+    def stopped(self) -> bool: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        *_exc: type[BaseException] | BaseException | TracebackType | None,
+    ) -> bool: ...
+
 def _panic_for_test(detached: bool = False) -> None: ...
+def _shutdown_control_planes() -> None: ...
