@@ -127,12 +127,167 @@ export interface Watch {
 
 
 /**
+ * The host's hands, for `new ControlPlane(store, driver)`: runs and stops instances. Both
+ * methods run on the JS thread with `this` = the driver and may return a promise; a throw, a
+ * rejection or no settlement within `driverTimeout` is a failed call.
+ */
+export interface Driver {
+  /** Run `instance`; resolve once it runs, with where its traffic goes (`host:port`), if any. */
+  start(instance: FloydObject): StartResult | Promise<StartResult>
+  /** Stop `instance`; must be idempotent. The value is ignored. */
+  stop(instance: FloydObject): unknown
+}
+
+export type StartResult = void | null | { address?: string | null }
+
+export interface ControlPlaneOptions {
+  /** ReplicaSet workers, 1..=256 (default 2). */
+  workers?: number | null
+  /** Most creations or deletions one sync issues, 1..=500 (default 500). */
+  burstReplicas?: number | null
+  /** Driver calls in flight at once, 1..=256 (default 16). */
+  driverThreads?: number | null
+  /** Seconds one driver call may take before it counts as failed (default 60). */
+  driverTimeout?: number | null
+  /** Seconds before the first retry of a failed start (default 10), doubling each time... */
+  restartBackoff?: number | null
+  /** ...up to this many seconds (default 300). */
+  restartBackoffMax?: number | null
+}
+
+export interface ScaleOptions {
+  /** Default `'Deployment'`. */
+  kind?: 'Deployment' | 'ReplicaSet' | null
+}
+
+export interface ControlPlaneStats {
+  syncs: number
+  syncErrors: number
+  driverStarts: number
+  driverStartFailures: number
+  driverStops: number
+  storeWrites: number
+}
+
+/**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
  * flavor napi-rs can build is listed, because `NAPI_RS_NATIVE_LIBRARY_PATH`
  * can point the loader at a WASI artifact this package does not build itself.
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
+
+/**
+ * The controllers (Deployment, ReplicaSet, endpoints) and the node agent, wired to a store and a host
+ * driver written in JavaScript.
+ *
+ * ```js
+ * const cp = new ControlPlane(store, {
+ *   async start(instance) { const port = await launch(instance); return { address: `127.0.0.1:${port}` } },
+ *   async stop(instance) { await kill(instance) },
+ * })
+ * cp.start()
+ * // ... store.create({kind: 'ReplicaSet', ...}); cp.endpoints('default/web'); cp.pick('default/web')
+ * await cp.stop()
+ * ```
+ *
+ * The driver's methods run on the JS thread, with `this` = the driver, and are read once, at
+ * construction. A throw, a rejected promise, a promise that does not settle within
+ * `driverTimeout` seconds, or a `start` result other than `undefined` / `{address?: string}`
+ * is a failed call: the instance's status records it (`restartCount`, `message`) and the
+ * start is retried with the kubelet's backoff (by default 10 s doubling to 5 min). Instances outlive
+ * the control plane: `stop()` stops the controllers, not the instances (a new control plane
+ * on the same store adopts them). A control plane never keeps the process alive; garbage
+ * collection of the object stops it.
+ */
+export declare class ControlPlane {
+  /**
+   * A control plane over `store` (a `Store`) and `driver` (`{start(instance),
+   * stop(instance)}`, each returning a value or a promise). Options: `workers` (workers
+   * per controller, default 2, 1..=256), `burstReplicas` (most creations or deletions one sync
+   * issues, default 500, 1..=500), `driverThreads` (driver calls in flight at once,
+   * default 16, 1..=256), `driverTimeout` (seconds one driver call may take before it
+   * counts as failed, default 60), `restartBackoff` / `restartBackoffMax` (seconds: the
+   * crash-loop backoff after a failed start, doubling from the first to the second;
+   * default 10 and 300). Call `start()` to run it.
+   */
+  constructor(store: Store, driver: Driver, options?: ControlPlaneOptions | null)
+  /** Starts the controllers' threads (idempotent). `ShutDown` after `stop()`. */
+  start(): void
+  /**
+   * Stops the controllers and waits for their threads, including driver calls in flight
+   * (each at most `driverTimeout`); the running instances are left running. Resolves once
+   * everything has stopped; idempotent. Afterwards the driver is released and every
+   * method but `stats()`, `runningInstances()` and `stop()` is `ShutDown`.
+   */
+  stop(): Promise<void>
+  /**
+   * Sets `spec.replicas` of a Deployment (default) or a ReplicaSet (`{kind:
+   * 'ReplicaSet'}`) at `key`, retrying on conflicts, and returns the object as stored.
+   * `replicas` is an integer 0..=2147483647. In an `always`-mode store use `scaleAsync`.
+   */
+  scale(key: string, replicas: number, options?: ScaleOptions | null): FloydObject
+  /** `scale` as a promise, run off the event loop (works in every durability mode). */
+  scaleAsync(key: string, replicas: number, options?: ScaleOptions | null): Promise<FloydObject>
+  /**
+   * Resolves with the Deployment's status once its rollout is complete (the newest
+   * revision updated, available and alone). Rejects `Expired` when the rollout exceeded
+   * its `progressDeadlineSeconds` (the message says `ProgressDeadlineExceeded`) or when
+   * `timeout` seconds pass first (absent: no limit), `NotFound` for a missing Deployment,
+   * `ShutDown` when the control plane stops. Waits on a thread of its own.
+   */
+  waitForRollout(key: string, timeout?: number | null): Promise<any>
+  /**
+   * Rolls the Deployment at `key` back to revision `toRevision` (default 0: the one
+   * before the current). Returns the revision rolled back to. `always` mode: use
+   * `rollbackAsync`.
+   */
+  rollback(key: string, toRevision?: number | null): number
+  /** `rollback` as a promise, run off the event loop. */
+  rollbackAsync(key: string, toRevision?: number | null): Promise<number>
+  /**
+   * Pauses the Deployment's rollout (`spec.paused`; scaling still applies) and returns
+   * it as stored. `always` mode: use `pauseAsync`.
+   */
+  pause(key: string): FloydObject
+  /** `pause` as a promise, run off the event loop. */
+  pauseAsync(key: string): Promise<FloydObject>
+  /**
+   * Resumes a paused Deployment and returns it as stored. `always` mode: use
+   * `resumeAsync`.
+   */
+  resume(key: string): FloydObject
+  /** `resume` as a promise, run off the event loop. */
+  resumeAsync(key: string): Promise<FloydObject>
+  /**
+   * Promotes a `BlueGreen` Deployment's new revision (when `autoPromote` is off) and
+   * returns the Deployment as stored. `always` mode: use `promoteAsync`.
+   */
+  promote(key: string): FloydObject
+  /** `promote` as a promise, run off the event loop. */
+  promoteAsync(key: string): Promise<FloydObject>
+  /**
+   * The ready addresses of the Service at `serviceKey` (`"namespace/name"`), from the
+   * control plane's cache. `NotFound` if there is no such Service.
+   */
+  endpoints(serviceKey: string): Array<string>
+  /**
+   * One ready address of the Service: round robin, or the same address for the same
+   * `hint` (e.g. a client id) while the set of ready addresses is unchanged. `null` when
+   * none is ready; `NotFound` if there is no such Service.
+   */
+  pick(serviceKey: string, hint?: string | null): string | null
+  /**
+   * Counters: `syncs`, `syncErrors`, `driverStarts`, `driverStartFailures`,
+   * `driverStops`, `storeWrites`. Works after `stop()`.
+   */
+  stats(): ControlPlaneStats
+  /**
+   * Keys of the instances the node agent has asked the driver to start (or is starting or
+   * stopping) and not yet stopped.
+   */
+  runningInstances(): Array<string>
+}
 
 /**
  * Per-item backoff and overall rate limits for `WorkQueue.addRateLimited`, as client-go's

@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.ControlPlane = nativeBinding.ControlPlane
 module.exports.RateLimiter = nativeBinding.RateLimiter
 module.exports.Store = nativeBinding.Store
 module.exports.Watch = nativeBinding.Watch

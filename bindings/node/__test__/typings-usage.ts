@@ -1,5 +1,5 @@
 // Compiled by __test__/typings.test.js (tsc --noEmit --strict) against ../index.d.ts.
-import { Store, WorkQueue, RateLimiter, FloydError, WatchEvent } from '..'
+import { Store, WorkQueue, RateLimiter, FloydError, WatchEvent, ControlPlane, ControlPlaneStats } from '..'
 async function main() {
   const s = Store.memory({ seed: 1 })
   const o = s.create({ kind: 'W', metadata: { name: 'a' } })
@@ -9,6 +9,16 @@ async function main() {
   const item: string | number | null = await q.get(1)
   const snap = await s.snapshot(); snap.path
   try { s.get('W', 'x') } catch (e) { (e as FloydError).code === 'NotFound' }
-  return [o, l, item]
+  const cp = new ControlPlane(s, {
+    async start(i) { return { address: `${i.metadata.name}:80` } },
+    stop() {},
+  }, { workers: 1, driverTimeout: 5 })
+  cp.start()
+  const addr: string | null = cp.pick('default/web', 'client-1')
+  const eps: string[] = cp.endpoints('default/web')
+  const scaled = cp.scale('default/web', 3, { kind: 'ReplicaSet' }); scaled.spec
+  const st: ControlPlaneStats = cp.stats()
+  await cp.stop()
+  return [o, l, item, addr, eps, st]
 }
 main()

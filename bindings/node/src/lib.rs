@@ -5,7 +5,8 @@
 //! `Invalid` errors also carry `field`), panic containment (no Rust panic may unwind into
 //! Node: every export runs inside [`errors::guard`], which turns a panic into
 //! `code: 'Internal'`, and is also `#[napi(catch_unwind)]` for the generated argument code),
-//! and the scheduling that keeps the event loop free (see [`asyncwork`]).
+//! the scheduling that keeps the event loop free (see [`asyncwork`]), and the bridge that lets
+//! the core's threads call a host driver written in JavaScript (see [`control`]).
 //!
 //! What it leaves to others: every rule about objects, versions, queues and limiters is the
 //! core's (`floyd`); this crate adds no logic the core lacks. The JS-side protocol that
@@ -13,11 +14,13 @@
 //! point `floyd.js`, which re-exports the generated loader `index.js`.
 
 mod asyncwork;
+mod control;
 mod convert;
 mod errors;
 mod store;
 mod workqueue;
 
+pub use control::ControlPlane;
 pub use store::{Store, Watch};
 pub use workqueue::{RateLimiter, WorkQueue};
 

@@ -76,7 +76,7 @@ fn selector(v: Option<Unknown<'_>>) -> R<Option<floyd::LabelSelector>> {
 }
 
 impl Store {
-    fn check_sync_write(&self, method: &str) -> R<()> {
+    pub(crate) fn check_sync_write(&self, method: &str) -> R<()> {
         if self.always {
             return Err(invalid(
                 "durability",
@@ -88,7 +88,12 @@ impl Store {
         Ok(())
     }
 
-    fn core(&self) -> floyd::Store {
+    /// Whether the store is in `always` mode (synchronous writes would wait for `fsync`).
+    pub(crate) fn is_always(&self) -> bool {
+        self.always
+    }
+
+    pub(crate) fn core(&self) -> floyd::Store {
         (*self.inner).clone()
     }
 }

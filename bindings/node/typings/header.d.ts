@@ -125,3 +125,46 @@ export interface Watch {
   [Symbol.asyncIterator](): Watch
 }
 
+
+/**
+ * The host's hands, for `new ControlPlane(store, driver)`: runs and stops instances. Both
+ * methods run on the JS thread with `this` = the driver and may return a promise; a throw, a
+ * rejection or no settlement within `driverTimeout` is a failed call.
+ */
+export interface Driver {
+  /** Run `instance`; resolve once it runs, with where its traffic goes (`host:port`), if any. */
+  start(instance: FloydObject): StartResult | Promise<StartResult>
+  /** Stop `instance`; must be idempotent. The value is ignored. */
+  stop(instance: FloydObject): unknown
+}
+
+export type StartResult = void | null | { address?: string | null }
+
+export interface ControlPlaneOptions {
+  /** ReplicaSet workers, 1..=256 (default 2). */
+  workers?: number | null
+  /** Most creations or deletions one sync issues, 1..=500 (default 500). */
+  burstReplicas?: number | null
+  /** Driver calls in flight at once, 1..=256 (default 16). */
+  driverThreads?: number | null
+  /** Seconds one driver call may take before it counts as failed (default 60). */
+  driverTimeout?: number | null
+  /** Seconds before the first retry of a failed start (default 10), doubling each time... */
+  restartBackoff?: number | null
+  /** ...up to this many seconds (default 300). */
+  restartBackoffMax?: number | null
+}
+
+export interface ScaleOptions {
+  /** Default `'Deployment'`. */
+  kind?: 'Deployment' | 'ReplicaSet' | null
+}
+
+export interface ControlPlaneStats {
+  syncs: number
+  syncErrors: number
+  driverStarts: number
+  driverStartFailures: number
+  driverStops: number
+  storeWrites: number
+}
