@@ -18,6 +18,8 @@ pub mod clock;
 pub mod controller;
 pub mod error;
 #[cfg(not(loom))]
+pub mod informer;
+#[cfg(not(loom))]
 pub mod log;
 #[cfg(loom)]
 #[path = "log/loom.rs"]
@@ -28,13 +30,13 @@ pub mod runtime;
 pub mod snapshot;
 #[cfg(not(loom))]
 pub mod store;
-#[cfg(not(loom))]
-pub mod informer;
 pub(crate) mod sync;
 pub mod workqueue;
 
 pub use clock::{Clock, FakeClock, SharedClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
+#[cfg(not(loom))]
+pub use informer::{IndexFunc, Informer, InformerConfig, InformerFactory};
 #[cfg(not(loom))]
 pub use log::Durability;
 #[cfg(not(loom))]
@@ -47,5 +49,3 @@ pub use store::{
     StoreConfig, Watch, WatchEvent,
 };
 pub use workqueue::{RateLimiter, TypedRateLimiter, WorkQueue, WorkQueueConfig};
-#[cfg(not(loom))]
-pub use informer::{Informer, InformerConfig, InformerFactory, IndexFunc};
