@@ -215,6 +215,22 @@ impl Sim {
         }
     }
 
+    /// Replaces the control plane with a new one over the same store and driver, as a host
+    /// process restart would (its queues, expectations and agent table start empty).
+    pub fn restart_control_plane(&mut self) {
+        self.cp.stop().unwrap();
+        self.cp = ControlPlane::stepped(
+            self.store.clone(),
+            self.driver.clone(),
+            ControlPlaneConfig {
+                clock: self.clock.clone(),
+                retry_max: Duration::from_secs(10),
+                ..ControlPlaneConfig::default()
+            },
+        )
+        .unwrap();
+    }
+
     pub fn heal(&mut self) {
         *self.driver.faults_on.lock() = false;
     }

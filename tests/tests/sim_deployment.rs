@@ -344,3 +344,46 @@ fn paused_deployment_does_not_roll_but_scales() {
     sim.cp.resume("default/web").unwrap();
     assert!(sim.run_until(Duration::from_secs(900), |x| complete(x, "web", 4, "v2")));
 }
+
+#[test]
+fn controller_restart_in_the_middle_of_a_rollout_resumes_it() {
+    for seed in seeds(40) {
+        let mut sim = Sim::new(
+            seed,
+            Faults {
+                fail_start: 0.1,
+                ..Faults::default()
+            },
+        );
+        sim.store
+            .create(deployment("web", 4, "v1", rolling(1, 0), 600))
+            .unwrap();
+        assert!(
+            sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 4, "v1")),
+            "seed {seed}"
+        );
+        set_version(&sim, "web", "v2");
+        // Run part of the rollout, then a new control plane takes over the same data.
+        let stop_after = 20 + sim.rng.below(200);
+        for _ in 0..stop_after {
+            sim.tick();
+        }
+        sim.restart_control_plane();
+        let ok = sim.run_until(Duration::from_secs(1200), |x| {
+            let is = live(x);
+            assert!(
+                is.len() <= 5,
+                "seed {seed}: {} instances after restart (R+S = 5)",
+                is.len()
+            );
+            complete(x, "web", 4, "v2")
+        });
+        assert!(
+            ok,
+            "{}: the rollout did not resume",
+            sim.replay_hint("sim_deployment")
+        );
+        let v = &sim.driver.log.lock().violations;
+        assert!(v.is_empty(), "seed {seed}: {v:?}");
+    }
+}

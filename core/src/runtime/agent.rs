@@ -142,7 +142,19 @@ impl Shared {
                 }
                 return;
             }
-            let r = s.driver.start(&obj);
+            let r = s
+                .driver
+                .start(&obj)
+                .and_then(|started| match &started.address {
+                    Some(a) if a.is_empty() || a.len() > super::MAX_ADDRESS_LEN => {
+                        Err(super::DriverError(format!(
+                            "the driver reported an address of {} bytes (must be 1..={})",
+                            a.len(),
+                            super::MAX_ADDRESS_LEN
+                        )))
+                    }
+                    _ => Ok(started),
+                });
             s.start_finished(&key, &obj, r);
         });
         if let Err(e) = self.executor.submit(job) {

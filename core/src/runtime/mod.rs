@@ -51,6 +51,9 @@ impl std::fmt::Display for DriverError {
     }
 }
 
+/// The longest address a driver may report (a DNS name, a colon and a port).
+pub const MAX_ADDRESS_LEN: usize = 253 + 6;
+
 /// What a started instance reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Started {
@@ -209,6 +212,12 @@ impl Default for ControlPlaneConfig {
 
 impl ControlPlaneConfig {
     fn validate(&self) -> Result<()> {
+        if self.driver_threads == 0 || self.driver_threads > 1024 {
+            return Err(Error::invalid(
+                "driver_threads",
+                format!("must be 1..=1024, got {}", self.driver_threads),
+            ));
+        }
         if self.workers == 0 || self.workers > 256 {
             return Err(Error::invalid(
                 "workers",
@@ -506,7 +515,8 @@ impl ControlPlane {
     /// or when `timeout` passes first, with `NotFound` for a missing Deployment.
     pub fn wait_for_rollout(&self, key: &str, timeout: Duration) -> Result<serde_json::Value> {
         let clock = SystemClock;
-        let deadline = clock.now() + timeout;
+        // A timeout too large to add to the clock means no deadline.
+        let deadline = clock.now().checked_add(timeout);
         loop {
             self.check_running()?;
             let d = self
@@ -521,7 +531,7 @@ impl ControlPlane {
                 }
                 deployment::RolloutState::InProgress => {}
             }
-            if clock.now() >= deadline {
+            if deadline.is_some_and(|d| clock.now() >= d) {
                 return Err(Error::Expired(format!(
                     "timed out after {timeout:?} waiting for the rollout of Deployment {key}"
                 )));
