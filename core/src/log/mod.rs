@@ -789,10 +789,17 @@ impl Inner {
         let mut st = self.state.lock();
         loop {
             let closed = self.closed.load(Ordering::Acquire);
-            let published = self.advance_locked(&mut st);
             let need_sync = match self.cfg.durability {
                 Durability::None => closed || st.want_sync,
                 _ => true,
+            };
+            // Following the published prefix reads every frame header again; in `none` mode
+            // nothing needs it between explicit syncs (blocked readers unblock abandoned
+            // claims themselves), so the thread leaves the producers' cache lines alone.
+            let published = if need_sync {
+                self.advance_locked(&mut st)
+            } else {
+                st.published
             };
             if need_sync && published > st.synced && !self.is_poisoned.load(Ordering::Acquire) {
                 let from = st.synced;
@@ -818,7 +825,7 @@ impl Inner {
             }
             // Unblock a claim that has kept the watermark still for too long.
             let tail = self.tail_position();
-            if tail > published {
+            if need_sync && tail > published {
                 let now = clock.now();
                 match st.stalled_since {
                     Some((p, since)) if p == published => {
@@ -1008,7 +1015,8 @@ impl Cursor {
     /// published. `Ok(None)` on timeout; `ShutDown` once the log closes.
     pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Result<Option<Frame>> {
         let clock = SystemClock;
-        let deadline = timeout.map(|t| clock.now() + t);
+        let deadline = timeout.and_then(|t| clock.now().checked_add(t));
+        let mut stuck: Option<(u64, Instant)> = None;
         loop {
             if let Some(f) = self.try_next()? {
                 return Ok(Some(f));
@@ -1016,6 +1024,7 @@ impl Cursor {
             if self.inner.closed.load(Ordering::Acquire) {
                 return Err(Error::ShutDown("the log is closed".into()));
             }
+            self.unblock_if_stuck(&mut stuck);
             let wait = match deadline {
                 Some(d) => {
                     let left = d.saturating_duration_since(clock.now());
@@ -1035,6 +1044,33 @@ impl Cursor {
                 }
             }
             self.inner.readers_waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A reader blocked at an unpublished frame while later claims exist pads the frame
+    /// once it has stayed unpublished for the unblock timeout (a producer that died or
+    /// stalled between claim and publish), so no reader waits forever.
+    fn unblock_if_stuck(&mut self, stuck: &mut Option<(u64, Instant)>) {
+        let pos = self.position();
+        if self.off >= self.seg.raw.size || self.inner.tail_position() <= pos {
+            *stuck = None;
+            return;
+        }
+        let now = self.inner.cfg.clock.now();
+        match *stuck {
+            Some((p, since)) if p == pos => {
+                if now.saturating_duration_since(since) >= self.inner.cfg.unblock_timeout {
+                    let frontier = (self.inner.tail_position() - self.seg.raw.base)
+                        .min(self.seg.raw.size as u64) as usize;
+                    if self.seg.raw.unblock(self.off, frontier).is_some() {
+                        self.inner.state.lock().unblocked += 1;
+                        tracing::warn!(position = pos, "a reader padded an abandoned claim");
+                        self.inner.notify_readers();
+                    }
+                    *stuck = None;
+                }
+            }
+            _ => *stuck = Some((pos, now)),
         }
     }
 
