@@ -236,3 +236,48 @@ fn deleted_replicaset_leaves_no_new_instances() {
     // instances stay (now ownerless in effect) and no new ones appear.
     assert_eq!(sim.store.list("Instance", None, None).unwrap().0.len(), 2);
 }
+
+#[test]
+fn k2_a_failed_create_is_retried_not_swallowed() {
+    let mut sim = Sim::new(21, Faults::default());
+    sim.cp.fail_next_creates(1);
+    sim.store.create(replicaset("web", 3)).unwrap();
+    assert!(sim.run_until(Duration::from_secs(120), |s| {
+        check(s, &[("web", 3)]);
+        converged(s, &[("web", 3)])
+    }));
+    assert!(
+        sim.cp.stats().sync_errors >= 1,
+        "the failed create surfaced as a sync error"
+    );
+    assert_eq!(
+        sim.driver
+            .log
+            .lock()
+            .calls
+            .iter()
+            .filter(|c| c.0 == "stop")
+            .count(),
+        0,
+        "nothing extra was created and removed"
+    );
+}
+
+#[test]
+fn k3_skipped_creations_lower_expectations_so_the_next_sync_does_not_wait_for_the_ttl() {
+    let mut sim = Sim::new(22, Faults::default());
+    // The first batch fails: all ten creations are skipped and must be subtracted from the
+    // expectations at once, or the ReplicaSet would wait five minutes for them.
+    sim.cp.fail_next_creates(1);
+    sim.store.create(replicaset("web", 10)).unwrap();
+    let start = sim.clock.elapsed();
+    assert!(
+        sim.run_until(Duration::from_secs(60), |s| {
+            check(s, &[("web", 10)]);
+            converged(s, &[("web", 10)])
+        }),
+        "did not converge well before the 5-minute expectations TTL"
+    );
+    assert!(sim.clock.elapsed() - start < Duration::from_secs(60));
+    assert_eq!(sim.store.list("Instance", None, None).unwrap().0.len(), 10);
+}

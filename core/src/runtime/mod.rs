@@ -269,6 +269,8 @@ pub(crate) struct Shared {
     pub agent: agent::Agent,
     pub stats: Mutex<ControlPlaneStats>,
     pub stopped: AtomicBool,
+    /// Simulator fault: the next this-many instance creations fail as a timed-out write.
+    pub failing_creates: crate::sync::AtomicU64,
 }
 
 /// The controllers, wired to the store and a host driver.
@@ -336,6 +338,7 @@ impl ControlPlane {
             agent: agent::Agent::default(),
             stats: Mutex::new(ControlPlaneStats::default()),
             stopped: AtomicBool::new(false),
+            failing_creates: crate::sync::AtomicU64::new(0),
             executor,
             cache,
             store,
@@ -444,6 +447,13 @@ impl ControlPlane {
             did = true;
         }
         Ok(did)
+    }
+
+    /// Simulator fault injection: the next `n` instance creations by the ReplicaSet
+    /// controller fail as a store write that timed out (K2, K3).
+    #[doc(hidden)]
+    pub fn fail_next_creates(&self, n: u64) {
+        self.shared.failing_creates.store(n, Ordering::Release);
     }
 
     /// Queues a ReplicaSet key for a sync, as a resync would.

@@ -20,6 +20,7 @@ use crate::controller::instance::InstanceView;
 use crate::controller::replicaset::{self as rsu, ReplicaSetView};
 use crate::error::{Error, Result};
 use crate::store::{EventType, Object, WatchEvent};
+use crate::sync::Ordering;
 
 /// How soon to look again when the cache has not caught up with our own last write.
 const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
@@ -199,6 +200,16 @@ impl Shared {
             let template = instance_template(rs, view);
             let (created, err) =
                 rsu::slow_start_batch(n, rsu::SLOW_START_INITIAL_BATCH_SIZE, |_| {
+                    let injected = self
+                        .failing_creates
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| f.checked_sub(1))
+                        .is_ok();
+                    if injected {
+                        return Err(Error::io(
+                            "create instance",
+                            std::io::Error::from(std::io::ErrorKind::TimedOut),
+                        ));
+                    }
                     let o = self.store.create(template.clone())?;
                     self.count(|c| c.store_writes += 1);
                     if let Some(v) = o.resource_version().ok().flatten() {
