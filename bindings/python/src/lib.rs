@@ -9,14 +9,15 @@
 //! ([`wait::sliced`]) so Ctrl-C interrupts them.
 //!
 //! The control plane (`control.rs`) adds the other direction: core threads calling a Python
-//! driver, attached to the interpreter only for the call. Informers are not in the core yet;
-//! they go in their own module here following the same pattern.
+//! driver, attached to the interpreter only for the call; informers (`informer.rs`) call
+//! Python handlers and index functions the same way.
 
 #![deny(unsafe_code)]
 
 mod control;
 mod convert;
 mod errors;
+mod informer;
 mod queue;
 mod store;
 mod wait;
@@ -36,6 +37,39 @@ fn _panic_for_test(py: Python<'_>, detached: bool) -> PyResult<()> {
     })
 }
 
+/// For `benches/python`: seconds for `n` create + get round trips on a fresh memory store,
+/// timed in Rust with the GIL released (the figure the binding's per-call overhead is
+/// measured against). Objects are built before the clock starts.
+#[pyfunction]
+fn _bench_store_round_trips(py: Python<'_>, n: u64) -> PyResult<f64> {
+    errors::guard(py, || {
+        use errors::IntoPy;
+        let store = floyd::Store::memory_with(floyd::StoreConfig::default()).py_err(py)?;
+        let objs = (0..n)
+            .map(|i| {
+                let v = serde_json::json!({
+                    "kind": "ConfigMap",
+                    "metadata": {"name": format!("b{i}"), "namespace": "bench"},
+                    "spec": {"a": 1, "b": "two", "c": [1, 2, 3]},
+                });
+                floyd::Object::from_json(&v).py_err(py)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let r = py.detach(|| -> floyd::Result<f64> {
+            use floyd::Clock;
+            let t = floyd::SystemClock.now();
+            for o in objs {
+                let key = format!("bench/{}", o.metadata.name);
+                store.create(o)?;
+                std::hint::black_box(store.get("ConfigMap", &key)?);
+            }
+            Ok(floyd::SystemClock.now().duration_since(t).as_secs_f64())
+        });
+        let _ = store.close();
+        r.py_err(py)
+    })
+}
+
 #[pymodule]
 fn _floyd(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
@@ -44,8 +78,12 @@ fn _floyd(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::PyWorkQueue>()?;
     m.add_class::<queue::PyRateLimiter>()?;
     m.add_class::<control::PyControlPlane>()?;
+    m.add_class::<informer::PyInformer>()?;
     m.add_function(wrap_pyfunction!(control::_shutdown_control_planes, m)?)?;
+    m.add_function(wrap_pyfunction!(informer::_shutdown_informers, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+    m.add_function(wrap_pyfunction!(_bench_store_round_trips, m)?)?;
+    m.add("FINAL_STATE_UNKNOWN", informer::FINAL_STATE_UNKNOWN)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_DATA_DIR", floyd::store::DEFAULT_DATA_DIR)?;
     m.add("MAX_DEPTH", convert::MAX_DEPTH)?;

@@ -248,6 +248,11 @@ impl PyWorkQueue {
         guard(py, || {
             let timeout = opt_secs_arg(timeout, "timeout")?;
             let q = &*self.inner;
+            // Fast path: an item already queued is taken without releasing the GIL (the
+            // queue's lock is never held while waiting on Python, like in `add`).
+            if let Some(item) = q.try_get() {
+                return Ok(Some(item.object(py)));
+            }
             let got = sliced(py, timeout, |slice| match q.get_timeout(slice) {
                 Some(item) => Some(Some(item)),
                 // Shut down: the queue hands out what is still queued, then nothing.

@@ -23,8 +23,32 @@ pub struct PyStore {
     report: Option<floyd::store::OpenReport>,
 }
 
-fn obj_to_py<'py>(py: Python<'py>, o: &floyd::Object) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn obj_to_py<'py>(py: Python<'py>, o: &floyd::Object) -> PyResult<Bound<'py, PyAny>> {
     json_to_py(py, &o.to_json())
+}
+
+/// A label selector argument: its string form, `{matchLabels, matchExpressions}`, or None.
+pub(crate) fn selector_arg(v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<LabelSelector>> {
+    let Some(s) = v.filter(|s| !s.is_none()) else {
+        return Ok(None);
+    };
+    let py = s.py();
+    if s.cast::<PyString>().is_ok() {
+        Ok(Some(
+            LabelSelector::parse(&str_arg(s, "label_selector")?).py_err(py)?,
+        ))
+    } else if s.cast::<PyDict>().is_ok() {
+        let v = py_to_json(s, "label_selector")?;
+        Ok(Some(
+            LabelSelector::from_json(&v, "label_selector").py_err(py)?,
+        ))
+    } else {
+        Err(invalid(
+            py,
+            "label_selector",
+            "must be a str, a dict or None",
+        ))
+    }
 }
 
 fn event_to_py<'py>(py: Python<'py>, e: &WatchEvent) -> PyResult<Bound<'py, PyAny>> {
@@ -150,24 +174,7 @@ impl PyStore {
         guard(py, || {
             let kind = str_arg(kind, "kind")?;
             let namespace = opt_str_arg(namespace, "namespace")?;
-            let selector = match label_selector {
-                None => None,
-                Some(s) if s.is_none() => None,
-                Some(s) if s.cast::<PyString>().is_ok() => {
-                    Some(LabelSelector::parse(&str_arg(s, "label_selector")?).py_err(py)?)
-                }
-                Some(s) if s.cast::<PyDict>().is_ok() => {
-                    let v = py_to_json(s, "label_selector")?;
-                    Some(LabelSelector::from_json(&v, "label_selector").py_err(py)?)
-                }
-                Some(_) => {
-                    return Err(invalid(
-                        py,
-                        "label_selector",
-                        "must be a str, a dict or None",
-                    ));
-                }
-            };
+            let selector = selector_arg(label_selector)?;
             let (objs, rv) = self
                 .inner
                 .list(&kind, namespace.as_deref(), selector.as_ref())

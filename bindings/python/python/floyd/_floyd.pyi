@@ -7,7 +7,7 @@ seconds. Every failure is a FloydError subclass; arguments of the wrong type rai
 
 import asyncio
 import os
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypedDict, final
 
@@ -19,8 +19,10 @@ __all__ = [
     "ControlPlane",
     "Corrupt",
     "DEFAULT_DATA_DIR",
+    "FINAL_STATE_UNKNOWN",
     "Expired",
     "FloydError",
+    "Informer",
     "Internal",
     "Invalid",
     "Io",
@@ -33,14 +35,17 @@ __all__ = [
     "Watch",
     "WorkQueue",
     "__version__",
+    "_bench_store_round_trips",
     "_panic_for_test",
     "_shutdown_control_planes",
+    "_shutdown_informers",
 ]
 
 __version__: str
 DEFAULT_DATA_DIR: str
 MAX_DEPTH: int
 MAX_JSON_BYTES: int
+FINAL_STATE_UNKNOWN: str
 
 _Obj = dict[str, Any]
 """An object in the Kubernetes JSON shape: {kind, metadata, spec, status}."""
@@ -171,6 +176,69 @@ class Watch:
         *_exc: type[BaseException] | BaseException | TracebackType | None,
     ) -> bool: ...
 
+_ObjList = list[_Obj]
+_StrList = list[str]
+_IndexFn = Callable[[_Obj], list[str] | tuple[str, ...] | None]
+
+class _InformerStats(TypedDict):
+    lists: int
+    expired: int
+    errors: int
+    lastError: str | None
+    events: int
+    lastSyncedVersion: int
+    cached: int
+    notifications: int
+    handlers: int
+    handlerErrors: int
+    indexErrors: int
+    lastCallbackError: str | None
+
+@final
+class Informer:
+    """A list + watch cache of one kind. Handlers run on floyd's threads, holding the GIL
+    only for the call; an exception they raise is logged to the `floyd` logger and counted
+    in stats(). `on_delete` gets `obj["finalStateUnknown"] = True` for a delete found by a
+    relist."""
+
+    def __new__(
+        cls,
+        store: Store,
+        kind: str,
+        resync: _Seconds | None = None,
+        namespace: str | None = None,
+        label_selector: str | dict[str, Any] | None = None,
+    ) -> Informer: ...
+    def add_event_handler(
+        self,
+        on_add: Callable[[_Obj], object] | None = None,
+        on_update: Callable[[_Obj, _Obj], object] | None = None,
+        on_delete: Callable[[_Obj], object] | None = None,
+        resync: _Seconds | None = None,
+    ) -> None: ...
+    def add_index(self, name: str, index: str | _IndexFn) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def has_synced(self) -> bool: ...
+    def wait_for_sync(self, timeout: _Seconds | None = None) -> bool: ...
+    def wait_for_version(self, rv: int | str, timeout: _Seconds | None = None) -> bool: ...
+    def last_synced_version(self) -> int: ...
+    def get(self, key: str) -> _Obj | None: ...
+    def list(self, label_selector: str | dict[str, Any] | None = None) -> _ObjList: ...
+    def by_index(self, name: str, value: str) -> _ObjList: ...
+    def index_keys(self, name: str, value: str) -> _StrList: ...
+    def list_index_values(self, name: str) -> _StrList: ...
+    def stats(self) -> _InformerStats: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def stopped(self) -> bool: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        *_exc: type[BaseException] | BaseException | TracebackType | None,
+    ) -> bool: ...
+
 @final
 class RateLimiter:
     @staticmethod
@@ -277,4 +345,6 @@ class ControlPlane:
     ) -> bool: ...
 
 def _panic_for_test(detached: bool = False) -> None: ...
+def _bench_store_round_trips(n: int) -> float: ...
 def _shutdown_control_planes() -> None: ...
+def _shutdown_informers() -> None: ...
