@@ -169,6 +169,49 @@ export interface ControlPlaneStats {
   storeWrites: number
 }
 
+export interface InformerOptions {
+  /** Default handler resync period in seconds (0 or absent: none; otherwise at least 1). */
+  resync?: number | null
+  /** Only this namespace (default: all). */
+  namespace?: string | null
+  labelSelector?: string | LabelSelectorObject | null
+}
+
+/** A deleted object; `finalStateUnknown` is set when the delete was found by a relist. */
+export type DeletedObject = FloydObject & { finalStateUnknown?: true }
+
+/** Event handlers; each runs on the JS thread with `this` = the handler object. */
+export interface InformerHandler {
+  onAdd?: (obj: FloydObject, isInInitialList: boolean) => unknown
+  onUpdate?: (oldObj: FloydObject, newObj: FloydObject) => unknown
+  onDelete?: (obj: DeletedObject, finalStateUnknown: boolean) => unknown
+  /** Resync period in seconds for this handler (default: the informer's). */
+  resync?: number | null
+}
+
+/** A built-in index: the namespace, a label's value, the controller owner's uid, or a field. */
+export type IndexSpec = 'namespace' | 'owner' | `label:${string}` | `field:${string}`
+
+export interface InformerListOptions {
+  labelSelector?: string | LabelSelectorObject | null
+}
+
+export interface InformerStats {
+  lists: number
+  expired: number
+  errors: number
+  lastError: string | null
+  events: number
+  lastSyncedVersion: number
+  cached: number
+  notifications: number
+  indexPanics: number
+  handlers: number
+  /** JS handlers that threw or whose promise rejected. */
+  handlerErrors: number
+  lastHandlerError: string | null
+}
+
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
@@ -287,6 +330,92 @@ export declare class ControlPlane {
    * stopping) and not yet stopped.
    */
   runningInstances(): Array<string>
+}
+
+/**
+ * A list + watch cache of one kind (optionally one namespace and a label selector), with
+ * indexes and event handlers, as client-go's shared informer.
+ *
+ * ```js
+ * const inf = new Informer(store, 'Widget', { namespace: 'default' })
+ * inf.addIndex('byApp', 'label:app')
+ * inf.addEventHandler({ onAdd(o) {}, onUpdate(old, o) {}, onDelete(o) { o.finalStateUnknown } })
+ * inf.start()
+ * await inf.waitForSync(5)
+ * inf.byIndex('byApp', 'web')
+ * inf.stop()
+ * ```
+ *
+ * Handlers run on the JS thread, asynchronously (a later turn of the event loop than the
+ * write that caused them), each registration's events in log order. `onAdd(obj,
+ * isInInitialList)`, `onUpdate(old, new)` (a resync delivers `onUpdate(o, o)`),
+ * `onDelete(obj, finalStateUnknown)`: when a delete was discovered by a relist rather than
+ * watched, `obj` is the last state known and carries `finalStateUnknown: true`. A handler
+ * added after `start()` first receives a synthetic `onAdd(obj, true)` per cached object. A
+ * throwing handler (or one whose promise rejects) is counted in `stats()`; the rest go on.
+ * After `stop()` no handler runs. An informer never keeps the process alive; one whose
+ * handlers refer to it is not garbage-collected until `stop()`.
+ */
+export declare class Informer {
+  /**
+   * `new Informer(store, kind, {resync, namespace, labelSelector})`: `resync` is the
+   * default handler resync period in seconds (0 or absent: none; at least 1 otherwise),
+   * `labelSelector` a string (`'app=web,tier!=db'`) or `{matchLabels, matchExpressions}`.
+   */
+  constructor(store: Store, kind: string, options?: InformerOptions | null)
+  /**
+   * Registers `{onAdd, onUpdate, onDelete, resync}` (each function optional; `resync` in
+   * seconds, default the informer's). Functions are called with `this` = the handler
+   * object. `ShutDown` after `stop()`.
+   */
+  addEventHandler(handler: InformerHandler): void
+  /**
+   * Adds an index: `"namespace"`, `"label:<key>"`, `"owner"` (the controller owner's uid)
+   * or `"field:<dotted.path>"`. Custom JS index functions are not supported (see the
+   * README). `Invalid` if the name is taken; `ShutDown` after `stop()`.
+   */
+  addIndex(name: string, index: IndexSpec): void
+  /** Starts listing and watching (idempotent). `ShutDown` after `stop()`. */
+  start(): void
+  /**
+   * Stops the informer (idempotent): no handler runs afterwards, and every method but
+   * `stop`, `hasSynced`, `lastSyncedVersion` and `stats` is `ShutDown`. The core's threads
+   * are joined off the event loop; pending `waitForSync` / `waitForVersion` reject with
+   * `ShutDown`.
+   */
+  stop(): void
+  /** True once the first list is in the cache. */
+  hasSynced(): boolean
+  /**
+   * Resolves `true` once synced, `false` after `timeout` seconds (absent: no limit).
+   * Rejects `ShutDown` if the informer is (or gets) stopped first.
+   */
+  waitForSync(timeout?: number | null): Promise<boolean>
+  /**
+   * Resolves `true` once the cache reflects every store event up to `resourceVersion` (a
+   * number or a decimal string, as a write returned it), `false` after `timeout` seconds.
+   */
+  waitForVersion(resourceVersion: number | string, timeout?: number | null): Promise<boolean>
+  /** Every store event with a version up to this one is reflected in the cache. */
+  lastSyncedVersion(): number
+  /** The cached object at `key` (`"namespace/name"`), or `null`. */
+  get(key: string): FloydObject | null
+  /** Cached objects (matching `labelSelector`, if given), in no particular order. */
+  list(options?: InformerListOptions | null): FloydObject[]
+  /** Cached keys, sorted. */
+  keys(): Array<string>
+  /** Cached objects whose index `name` has `value`. `Invalid` for an unknown index. */
+  byIndex(name: string, value: string): FloydObject[]
+  /** Keys of the cached objects whose index `name` has `value`. */
+  indexKeys(name: string, value: string): Array<string>
+  /** The values index `name` currently has. */
+  listIndexValues(name: string): Array<string>
+  /**
+   * Counters: `lists`, `expired`, `errors`, `lastError`, `events`, `lastSyncedVersion`,
+   * `cached`, `notifications`, `indexPanics`, `handlers`, `handlerErrors` (JS handlers
+   * that threw or rejected), `lastHandlerError`.
+   */
+  stats(): InformerStats
 }
 
 /**
@@ -505,6 +634,14 @@ export declare class WorkQueue {
    */
   metrics(): QueueMetrics
 }
+
+/**
+ * Bench-only: `count` store create + get round trips done in Rust alone (the objects built
+ * as the JS benchmark builds them, parsed from JSON; results not converted back), on a fresh
+ * in-memory store; returns the seconds they took. The baseline for the binding's per-call
+ * overhead in `benches/node/bench_workqueue.js`. Not part of the API.
+ */
+export declare function _benchStoreRoundTrips(count: number): number
 
 /**
  * Test-only: panics inside the binding, to prove that a Rust panic surfaces as an `Error`

@@ -836,9 +836,11 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.ControlPlane = nativeBinding.ControlPlane
+module.exports.Informer = nativeBinding.Informer
 module.exports.RateLimiter = nativeBinding.RateLimiter
 module.exports.Store = nativeBinding.Store
 module.exports.Watch = nativeBinding.Watch
 module.exports.WorkQueue = nativeBinding.WorkQueue
+module.exports._benchStoreRoundTrips = nativeBinding._benchStoreRoundTrips
 module.exports._panicForTest = nativeBinding._panicForTest
 module.exports._panicForTestAsync = nativeBinding._panicForTestAsync

@@ -1,5 +1,5 @@
 // Compiled by __test__/typings.test.js (tsc --noEmit --strict) against ../index.d.ts.
-import { Store, WorkQueue, RateLimiter, FloydError, WatchEvent, ControlPlane, ControlPlaneStats } from '..'
+import { Store, WorkQueue, RateLimiter, FloydError, WatchEvent, ControlPlane, ControlPlaneStats, Informer, InformerStats } from '..'
 async function main() {
   const s = Store.memory({ seed: 1 })
   const o = s.create({ kind: 'W', metadata: { name: 'a' } })
@@ -19,6 +19,14 @@ async function main() {
   const scaled = cp.scale('default/web', 3, { kind: 'ReplicaSet' }); scaled.spec
   const st: ControlPlaneStats = cp.stats()
   await cp.stop()
+  const inf = new Informer(s, 'W', { namespace: 'default', labelSelector: { matchLabels: { a: 'b' } }, resync: 0 })
+  inf.addIndex('n', 'namespace'); inf.addIndex('f', 'field:spec.node'); inf.addIndex('l', 'label:app')
+  inf.addEventHandler({ onAdd(o, initial: boolean) { o.metadata.name }, onDelete(o) { const u: true | undefined = o.finalStateUnknown } })
+  inf.start()
+  const synced: boolean = await inf.waitForSync(1)
+  const got = inf.get('default/a'); const objs = inf.byIndex('n', 'default'); const vals: string[] = inf.listIndexValues('n')
+  const ok: boolean = await inf.waitForVersion(o.metadata.resourceVersion ?? 0, 1)
+  const ist: InformerStats = inf.stats(); inf.stop()
   return [o, l, item, addr, eps, st]
 }
 main()

@@ -205,7 +205,7 @@ impl Reply {
 
 /// Takes a pending JS exception off the environment (a getter or trap threw while we read a
 /// value), so that it never escapes into Node as an uncaught exception. Returns its message.
-fn clear_exception(env: &Env) -> Option<String> {
+pub(crate) fn clear_exception(env: &Env) -> Option<String> {
     let mut raw = std::ptr::null_mut();
     let mut pending = false;
     // SAFETY: called on the JS thread with the live `env` napi-rs handed to the callback;

@@ -17,13 +17,16 @@ mod asyncwork;
 mod control;
 mod convert;
 mod errors;
+mod informer;
 mod store;
 mod workqueue;
 
 pub use control::ControlPlane;
+pub use informer::Informer;
 pub use store::{Store, Watch};
 pub use workqueue::{RateLimiter, WorkQueue};
 
+use floyd::Clock;
 use napi_derive::napi;
 
 /// Test-only: panics inside the binding, to prove that a Rust panic surfaces as an `Error`
@@ -47,5 +50,29 @@ pub fn panic_for_test_async(env: &napi::Env) -> napi::Result<napi::bindgen_prelu
         asyncwork::spawn_wait(env, "floyd-test", || -> floyd::Result<serde_json::Value> {
             panic!("deliberate panic on a worker thread for a test")
         })
+    })
+}
+
+/// Bench-only: `count` store create + get round trips done in Rust alone (the objects built
+/// as the JS benchmark builds them, parsed from JSON; results not converted back), on a fresh
+/// in-memory store; returns the seconds they took. The baseline for the binding's per-call
+/// overhead in `benches/node/bench_workqueue.js`. Not part of the API.
+#[napi(catch_unwind, js_name = "_benchStoreRoundTrips")]
+pub fn bench_store_round_trips(env: napi::Env, count: u32) -> napi::Result<f64> {
+    errors::guard(&env, || -> errors::R<f64> {
+        let store = floyd::Store::memory();
+        let clock = floyd::SystemClock;
+        let start = clock.now();
+        for i in 0..count {
+            let name = format!("w{i}");
+            let v = serde_json::json!({
+                "kind": "Widget",
+                "metadata": { "name": name, "labels": { "app": "web" } },
+                "spec": { "size": i },
+            });
+            std::hint::black_box(store.create(floyd::Object::from_json(&v)?)?);
+            std::hint::black_box(store.get("Widget", &format!("default/{name}"))?);
+        }
+        Ok(clock.now().saturating_duration_since(start).as_secs_f64())
     })
 }

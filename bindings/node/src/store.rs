@@ -51,7 +51,7 @@ fn parse_object(v: Option<Unknown<'_>>) -> R<floyd::Object> {
 }
 
 /// `resourceVersion` as a number or a decimal string (objects carry it as a string).
-fn resource_version(v: Option<Unknown<'_>>, field: &str) -> R<Option<u64>> {
+pub(crate) fn resource_version(v: Option<Unknown<'_>>, field: &str) -> R<Option<u64>> {
     let Some(v) = convert::present(v)? else {
         return Ok(None);
     };
@@ -63,7 +63,7 @@ fn resource_version(v: Option<Unknown<'_>>, field: &str) -> R<Option<u64>> {
     Ok(Some(integer(x, field, (1 << 53) - 1)?))
 }
 
-fn selector(v: Option<Unknown<'_>>) -> R<Option<floyd::LabelSelector>> {
+pub(crate) fn selector(v: Option<Unknown<'_>>) -> R<Option<floyd::LabelSelector>> {
     let field = floyd::store::selector::FIELD;
     let Some(v) = convert::present(v)? else {
         return Ok(None);
@@ -148,11 +148,11 @@ impl Store {
         ts_args_type = "object: FloydObject",
         ts_return_type = "FloydObject"
     )]
-    pub fn create(&self, env: Env, object: Option<Unknown<'_>>) -> napi::Result<Value> {
+    pub fn create(&self, env: Env, object: Option<Unknown<'_>>) -> napi::Result<convert::Parsed> {
         guard(&env, || {
             self.check_sync_write("create")?;
             let obj = parse_object(object)?;
-            Ok(obj_json(&self.inner.create(obj)?))
+            Ok(convert::Parsed(obj_json(&self.inner.create(obj)?)))
         })
     }
 
@@ -186,14 +186,15 @@ impl Store {
         env: Env,
         kind: Option<Unknown<'_>>,
         key: Option<Unknown<'_>>,
-    ) -> napi::Result<Value> {
+    ) -> napi::Result<convert::Parsed> {
         guard(&env, || {
             let kind = string(kind, "kind")?;
             let key = string(key, "key")?;
-            Ok(self
-                .inner
-                .get(&kind, &key)?
-                .map_or(Value::Null, |o| obj_json(&o)))
+            Ok(convert::Parsed(
+                self.inner
+                    .get(&kind, &key)?
+                    .map_or(Value::Null, |o| obj_json(&o)),
+            ))
         })
     }
 

@@ -168,3 +168,46 @@ export interface ControlPlaneStats {
   driverStops: number
   storeWrites: number
 }
+
+export interface InformerOptions {
+  /** Default handler resync period in seconds (0 or absent: none; otherwise at least 1). */
+  resync?: number | null
+  /** Only this namespace (default: all). */
+  namespace?: string | null
+  labelSelector?: string | LabelSelectorObject | null
+}
+
+/** A deleted object; `finalStateUnknown` is set when the delete was found by a relist. */
+export type DeletedObject = FloydObject & { finalStateUnknown?: true }
+
+/** Event handlers; each runs on the JS thread with `this` = the handler object. */
+export interface InformerHandler {
+  onAdd?: (obj: FloydObject, isInInitialList: boolean) => unknown
+  onUpdate?: (oldObj: FloydObject, newObj: FloydObject) => unknown
+  onDelete?: (obj: DeletedObject, finalStateUnknown: boolean) => unknown
+  /** Resync period in seconds for this handler (default: the informer's). */
+  resync?: number | null
+}
+
+/** A built-in index: the namespace, a label's value, the controller owner's uid, or a field. */
+export type IndexSpec = 'namespace' | 'owner' | `label:${string}` | `field:${string}`
+
+export interface InformerListOptions {
+  labelSelector?: string | LabelSelectorObject | null
+}
+
+export interface InformerStats {
+  lists: number
+  expired: number
+  errors: number
+  lastError: string | null
+  events: number
+  lastSyncedVersion: number
+  cached: number
+  notifications: number
+  indexPanics: number
+  handlers: number
+  /** JS handlers that threw or whose promise rejected. */
+  handlerErrors: number
+  lastHandlerError: string | null
+}
