@@ -182,6 +182,8 @@ struct SyncState {
     /// `(published, since)`: when the watermark last moved, for the unblocker.
     stalled_since: Option<(u64, Instant)>,
     want_sync: bool,
+    /// An appender is syncing as the group-commit leader (with the lock released).
+    syncing: bool,
     syncs: u64,
     unblocked: u64,
 }
@@ -304,6 +306,7 @@ impl Log {
                 synced: tail_pos,
                 stalled_since: None,
                 want_sync: false,
+                syncing: false,
                 syncs: 0,
                 unblocked: 0,
             }),
@@ -670,9 +673,37 @@ impl Inner {
                     "the log closed before the append was synced".into(),
                 ));
             }
-            if ask && !st.want_sync {
-                st.want_sync = true;
-                self.work.notify_one();
+            if ask && !st.syncing {
+                // Group commit led by a waiting appender: it syncs everything published
+                // so far with the lock released, so every appender that publishes
+                // meanwhile joins the next group, and nobody waits for a thread hop.
+                st.syncing = true;
+                let published = self.advance_locked(&mut st);
+                let from = st.synced;
+                drop(st);
+                let r = if published > from {
+                    self.sync_range(from, published)
+                } else {
+                    Ok(())
+                };
+                st = self.state.lock();
+                st.syncing = false;
+                match r {
+                    Ok(()) => {
+                        if published > st.synced {
+                            st.synced = published;
+                            st.syncs += 1;
+                            self.synced_pos.store(published, Ordering::Release);
+                        }
+                    }
+                    Err(e) => {
+                        drop(st);
+                        self.poison(format!("sync failed: {e}"));
+                        st = self.state.lock();
+                    }
+                }
+                self.synced_cv.notify_all();
+                continue;
             }
             self.synced_cv.wait_for(&mut st, IDLE_TICK);
         }
@@ -801,7 +832,11 @@ impl Inner {
             } else {
                 st.published
             };
-            if need_sync && published > st.synced && !self.is_poisoned.load(Ordering::Acquire) {
+            if need_sync
+                && !st.syncing
+                && published > st.synced
+                && !self.is_poisoned.load(Ordering::Acquire)
+            {
                 let from = st.synced;
                 match self.sync_range(from, published) {
                     Ok(()) => {
