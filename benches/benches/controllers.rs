@@ -18,12 +18,38 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use floyd::FakeClock;
 use floyd::log::Durability;
-use floyd::runtime::{ControlPlane, ControlPlaneConfig, NoopDriver};
+use floyd::runtime::{ControlPlane, ControlPlaneConfig, Driver, DriverError, NoopDriver, Started};
 use floyd::store::{Object, Store, StoreConfig};
 use floyd_benches::{Target, ratio_line, size};
 use serde_json::json;
 
+/// Fails one start in ten (seeded), counting every call.
+struct Flaky {
+    state: parking_lot::Mutex<(u64, u64)>,
+}
+
+impl Driver for Flaky {
+    fn start(&self, _: &Object) -> Result<Started, DriverError> {
+        let mut st = self.state.lock();
+        st.0 =
+            st.0.wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+        st.1 += 1;
+        if (st.0 >> 33) % 10 == 0 {
+            return Err(DriverError("flaky start".into()));
+        }
+        Ok(Started::default())
+    }
+    fn stop(&self, _: &Object) -> Result<(), DriverError> {
+        Ok(())
+    }
+}
+
 fn world() -> (Arc<FakeClock>, Store, ControlPlane) {
+    world_with(Arc::new(NoopDriver))
+}
+
+fn world_with(driver: Arc<dyn Driver>) -> (Arc<FakeClock>, Store, ControlPlane) {
     let clock = FakeClock::shared();
     let store = Store::memory_with(StoreConfig {
         clock: clock.clone(),
@@ -34,7 +60,7 @@ fn world() -> (Arc<FakeClock>, Store, ControlPlane) {
     .unwrap();
     let cp = ControlPlane::stepped(
         store.clone(),
-        Arc::new(NoopDriver),
+        driver,
         ControlPlaneConfig {
             clock: clock.clone(),
             ..ControlPlaneConfig::default()
@@ -134,6 +160,39 @@ fn bench(c: &mut Criterion) {
             Target::AtMost(2.0),
             &format!("{wall:?} for {n} sets"),
             "2 s per 1 000 sets on one core"
+        )
+    );
+
+    // The same scale-up with a driver that fails 10 % of starts: driver calls against the
+    // minimum (one start per instance).
+    let flaky = Arc::new(Flaky {
+        state: parking_lot::Mutex::new((7, 0)),
+    });
+    let (clock, store, cp) = world_with(flaky.clone());
+    for i in 0..n {
+        store.create(replicaset(i)).unwrap();
+    }
+    while store
+        .list("Instance", None, None)
+        .unwrap()
+        .0
+        .iter()
+        .filter(|i| i.status["phase"] == "Running")
+        .count()
+        < n * 10
+    {
+        settle(&clock, &cp);
+        clock.advance(Duration::from_secs(10));
+    }
+    let calls = flaky.state.lock().1 as f64;
+    println!(
+        "{}",
+        ratio_line(
+            "replicas_flaky_driver_calls_vs_minimum",
+            calls / (n * 10) as f64,
+            Target::AtMost(1.2),
+            &format!("{calls} starts for {} instances, 10 % failing", n * 10),
+            "one start per instance"
         )
     );
 
