@@ -35,7 +35,7 @@ impl Driver for Flaky {
             st.0.wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
         st.1 += 1;
-        if (st.0 >> 33) % 10 == 0 {
+        if (st.0 >> 33).is_multiple_of(10) {
             return Err(DriverError("flaky start".into()));
         }
         Ok(Started::default())
