@@ -1,7 +1,7 @@
 # floyd — the two commands that matter: `make demo` and `make test`.
 # Everything they need is installed by scripts/setup (idempotent); see DEVELOPERS.md.
 
-.PHONY: all setup test test-rust test-loom test-python test-node demo bench stress fuzz-smoke lint fmt clean
+.PHONY: all setup test demo bench stress sim fuzz-smoke lint fmt clean
 
 all: test
 
@@ -19,6 +19,11 @@ bench:
 
 stress:
 	FLOYD_CRASH_TRIALS=2000 cargo test --release --locked -p floyd-tests --test crash -- --nocapture
+
+# More simulation seeds: make sim SEEDS=5000
+SEEDS ?= 2000
+sim:
+	FLOYD_SIM_SEEDS=$(SEEDS) cargo test --release --locked -p floyd-tests --test sim_replicaset --test sim_deployment
 
 fuzz-smoke:
 	scripts/fuzz-smoke
