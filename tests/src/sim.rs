@@ -44,6 +44,8 @@ impl Rng {
 pub struct Faults {
     pub fail_start: f64,
     pub fail_stop: f64,
+    /// Per scheduling decision: the chance that a running instance crashes.
+    pub crash: f64,
     /// Instances whose `spec.version` is listed never start (a permanent fault).
     pub broken_versions: BTreeSet<String>,
 }
@@ -198,6 +200,23 @@ impl Sim {
             _ => self
                 .clock
                 .advance(Duration::from_millis(self.rng.below(2_000))),
+        }
+        let crash =
+            *self.driver.faults_on.lock() && self.rng.chance(self.driver.faults.lock().crash);
+        if crash {
+            // A running instance dies on its own; the host reports it to the control plane.
+            let running: Vec<String> = self.driver.log.lock().running.iter().cloned().collect();
+            if !running.is_empty() {
+                let uid = running[self.rng.below(running.len() as u64) as usize].clone();
+                let (all, _) = self.store.list("Instance", None, None).unwrap();
+                if let Some(i) = all.iter().find(|i| i.metadata.uid == uid)
+                    && self.cp.report_exit(&i.key(), "simulated crash").is_ok() {
+                        let mut log = self.driver.log.lock();
+                        log.running.remove(&uid);
+                        log.running_hash.remove(&uid);
+                        log.calls.push(("crash".into(), i.metadata.name.clone()));
+                    }
+            }
         }
     }
 

@@ -98,6 +98,7 @@ fn scenario(seed: u64) -> u64 {
         Faults {
             fail_start: 0.3,
             fail_stop: 0.2,
+            crash: 0.01,
             ..Faults::default()
         },
     );
@@ -154,13 +155,32 @@ fn scenario(seed: u64) -> u64 {
         "{}: leaked or missing instances",
         sim.replay_hint("sim_replicaset")
     );
+    let crashes = sim
+        .driver
+        .log
+        .lock()
+        .calls
+        .iter()
+        .filter(|c| c.0 == "crash")
+        .count();
+    CRASHES.fetch_add(crashes, std::sync::atomic::Ordering::Relaxed);
     sim.trace_hash()
 }
 
+/// Crashes injected across the faulty scenarios (so the test proves it exercised them).
+static CRASHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 #[test]
 fn faulty_seeds_converge_without_overshoot_or_leaks() {
-    for seed in seeds(200) {
+    let all = seeds(200);
+    for &seed in &all {
         scenario(seed);
+    }
+    if all.len() >= 50 {
+        assert!(
+            CRASHES.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "no instance ever crashed"
+        );
     }
 }
 

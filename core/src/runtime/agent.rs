@@ -288,6 +288,42 @@ impl Shared {
         }
     }
 
+    /// The host reports that a running instance exited on its own (a crash): it becomes
+    /// not-ready, its restart count grows, and the agent starts it again after the
+    /// crash-loop backoff. `NotFound` if the agent is not running that instance.
+    pub(crate) fn instance_exited(self: &Arc<Self>, key: &str, message: &str) -> Result<()> {
+        let mut states = self.agent.states.lock();
+        let Some(st) = states.get_mut(key).filter(|st| st.phase == Phase::Running) else {
+            return Err(crate::error::Error::NotFound(format!(
+                "running instance {key}"
+            )));
+        };
+        st.failures += 1;
+        let backoff = backoff_with(
+            st.failures,
+            self.cfg.restart_backoff,
+            self.cfg.restart_backoff_max,
+        );
+        st.phase = Phase::Backoff;
+        st.next_try = Some(self.now() + backoff);
+        let uid = st.uid.clone();
+        let failures = st.failures;
+        drop(states);
+        self.agent_queue.add_after(key.to_string(), backoff);
+        let now_wall = rfc3339(self.cfg.clock.wall());
+        self.write_instance_status(
+            key,
+            &uid,
+            json!({
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now_wall,
+                                "reason": "Exited", "message": message}],
+                "restartCount": failures,
+                "message": format!("exited: {message}; restarting in {}s", backoff.as_secs()),
+            }),
+        )
+    }
+
     /// Whether any instance controlled by one of `owner_uids` is still running or being
     /// stopped by the agent — even if its object is already deleted. Recreate waits for
     /// these (K11: no new revision while an old instance is alive or stopping).

@@ -456,6 +456,14 @@ impl ControlPlane {
         self.shared.failing_creates.store(n, Ordering::Release);
     }
 
+    /// Reports that a running instance (`namespace/name`) exited on its own, e.g. its
+    /// process crashed: it turns not-ready, its restart count grows, and it is started again
+    /// after the crash-loop backoff. `NotFound` if the node agent is not running it.
+    pub fn report_exit(&self, instance_key: &str, message: &str) -> Result<()> {
+        self.check_running()?;
+        self.shared.instance_exited(instance_key, message)
+    }
+
     /// Queues a ReplicaSet key for a sync, as a resync would.
     pub fn enqueue_replicaset(&self, key: &str) {
         self.shared.rs_queue.add(key.to_string());
