@@ -210,12 +210,13 @@ impl Sim {
                 let uid = running[self.rng.below(running.len() as u64) as usize].clone();
                 let (all, _) = self.store.list("Instance", None, None).unwrap();
                 if let Some(i) = all.iter().find(|i| i.metadata.uid == uid)
-                    && self.cp.report_exit(&i.key(), "simulated crash").is_ok() {
-                        let mut log = self.driver.log.lock();
-                        log.running.remove(&uid);
-                        log.running_hash.remove(&uid);
-                        log.calls.push(("crash".into(), i.metadata.name.clone()));
-                    }
+                    && self.cp.report_exit(&i.key(), "simulated crash").is_ok()
+                {
+                    let mut log = self.driver.log.lock();
+                    log.running.remove(&uid);
+                    log.running_hash.remove(&uid);
+                    log.calls.push(("crash".into(), i.metadata.name.clone()));
+                }
             }
         }
     }
