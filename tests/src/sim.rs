@@ -143,6 +143,8 @@ pub struct Sim {
     pub driver: Arc<SimDriver>,
     pub cp: ControlPlane,
     pub steps: u64,
+    /// While set, the control plane's cache is not fed (informer lag).
+    pub lagging: bool,
 }
 
 impl Sim {
@@ -182,6 +184,7 @@ impl Sim {
             driver,
             cp,
             steps: 0,
+            lagging: false,
         }
     }
 
@@ -190,11 +193,11 @@ impl Sim {
         self.steps += 1;
         match self.rng.below(4) {
             0 | 1 => {
-                self.cp.step().unwrap();
+                self.cp.step_with(!self.lagging).unwrap();
             }
             2 => {
                 if !self.cp.run_driver_call() {
-                    self.cp.step().unwrap();
+                    self.cp.step_with(!self.lagging).unwrap();
                 }
             }
             _ => self

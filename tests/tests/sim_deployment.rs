@@ -387,3 +387,132 @@ fn controller_restart_in_the_middle_of_a_rollout_resumes_it() {
         assert!(v.is_empty(), "seed {seed}: {v:?}");
     }
 }
+
+#[test]
+fn k4_informer_lag_around_expectation_expiry_keeps_surge_and_availability() {
+    for seed in seeds(30) {
+        let mut sim = Sim::new(seed, Faults::default());
+        sim.store
+            .create(deployment("web", 3, "v1", rolling(1, 0), 3600))
+            .unwrap();
+        assert!(
+            sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 3, "v1")),
+            "seed {seed}"
+        );
+        set_version(&sim, "web", "v2");
+        let check = |x: &Sim| {
+            let is = live(x);
+            assert!(is.len() <= 4, "seed {seed}: {} instances > R+S", is.len());
+            assert!(
+                is.iter().filter(|i| ready(i)).count() >= 3,
+                "seed {seed}: availability below R−U"
+            );
+        };
+        // Part of the rollout, then the cache stops for 6 minutes of fake time — past the
+        // 5-minute expectations TTL — while the controllers keep working from it.
+        for _ in 0..(30 + sim.rng.below(100)) {
+            sim.tick();
+            check(&sim);
+        }
+        sim.lagging = true;
+        let t0 = sim.clock.elapsed();
+        while sim.clock.elapsed() - t0 < Duration::from_secs(360) {
+            sim.tick();
+            check(&sim);
+        }
+        sim.lagging = false;
+        let ok = sim.run_until(Duration::from_secs(1200), |x| {
+            check(x);
+            complete(x, "web", 3, "v2")
+        });
+        assert!(
+            ok,
+            "{}: did not complete after the lag",
+            sim.replay_hint("sim_deployment")
+        );
+    }
+}
+
+#[test]
+fn k6_scaling_during_a_rollout_never_feeds_surge_back_into_replicas() {
+    let mut sim = Sim::new(31, Faults::default());
+    sim.store
+        .create(deployment(
+            "web",
+            8,
+            "v1",
+            json!({"type": "RollingUpdate"}),
+            600,
+        ))
+        .unwrap();
+    assert!(sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 8, "v1")));
+    set_version(&sim, "web", "v2");
+    for _ in 0..40 {
+        sim.tick();
+    }
+    // An external scaler sets replicas to 16 mid-rollout; from then on the ReplicaSets'
+    // specs add up to at most 16 + 25 % surge, and the rollout ends at exactly 16.
+    sim.cp.scale("Deployment", "default/web", 16).unwrap();
+    let ok = sim.run_until(Duration::from_secs(1200), |x| {
+        let (rss, _) = x.store.list("ReplicaSet", None, None).unwrap();
+        let total: i64 = rss
+            .iter()
+            .map(|r| r.spec["replicas"].as_i64().unwrap())
+            .sum();
+        assert!(total <= 16 + 4, "Σ spec {total} > R' + S'");
+        assert!(
+            rss.iter()
+                .all(|r| r.spec["replicas"].as_i64().unwrap() >= 0)
+        );
+        complete(x, "web", 16, "v2")
+    });
+    assert!(ok);
+    let d = sim.store.get("Deployment", "default/web").unwrap().unwrap();
+    assert_eq!(
+        d.spec["replicas"], 16,
+        "the scaler's input stands; surge never fed back"
+    );
+}
+
+#[test]
+fn k10_scaling_from_zero_with_a_broken_start_is_not_a_rollout_timeout() {
+    // Upstream (kubernetes#106697): scaling 0 → 1 is a scaling event, not a rollout, so a
+    // start that never succeeds does not turn Progressing to ProgressDeadlineExceeded.
+    // floyd keeps that behaviour (docs/semantics.md).
+    let mut sim = Sim::new(41, Faults::default());
+    sim.store
+        .create(deployment("web", 0, "v1", rolling(1, 0), 60))
+        .unwrap();
+    assert!(sim.run_until(Duration::from_secs(300), |x| {
+        let (a, b) = x.cp.pending();
+        a == 0
+            && b == 0
+            && x.store
+                .get("Deployment", "default/web")
+                .unwrap()
+                .unwrap()
+                .status["observedGeneration"]
+                == 1
+    }));
+    sim.driver.faults.lock().broken_versions.insert("v1".into());
+    sim.cp.scale("Deployment", "default/web", 1).unwrap();
+    let t0 = sim.clock.elapsed();
+    while sim.clock.elapsed() - t0 < Duration::from_secs(300) {
+        sim.tick();
+    }
+    let d = sim.store.get("Deployment", "default/web").unwrap().unwrap();
+    let progressing = d.status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .cloned()
+        .unwrap();
+    assert_ne!(progressing["reason"], "ProgressDeadlineExceeded");
+    assert_eq!(d.status["availableReplicas"].as_i64().unwrap_or(0), 0);
+    assert_eq!(
+        live(&sim).len(),
+        1,
+        "the instance exists and keeps being retried"
+    );
+}
