@@ -516,3 +516,42 @@ fn k10_scaling_from_zero_with_a_broken_start_is_not_a_rollout_timeout() {
         "the instance exists and keeps being retried"
     );
 }
+
+#[test]
+fn k5_stopping_instances_do_not_count_toward_surge_as_upstream_default() {
+    // kubernetes#95498 / KEP-3973: with the default podReplacementPolicy, instances that
+    // are still stopping are not counted toward maxSurge. floyd follows the default: live
+    // (not deleted) instances stay ≤ R + S, while instances whose stop is still running on the
+    // driver may exceed it for a while (docs/semantics.md). Stops are slow here: the
+    // simulator only runs a queued driver call on some of its decisions.
+    let mut sim = Sim::new(
+        51,
+        Faults {
+            fail_stop: 0.5,
+            ..Faults::default()
+        },
+    );
+    sim.store
+        .create(deployment(
+            "web",
+            15,
+            "v1",
+            json!({"type": "RollingUpdate"}),
+            3600,
+        ))
+        .unwrap();
+    assert!(sim.run_until(Duration::from_secs(900), |x| complete(x, "web", 15, "v1")));
+    set_version(&sim, "web", "v2");
+    let mut max_running = 0;
+    let ok = sim.run_until(Duration::from_secs(3600), |x| {
+        let is = live(x);
+        assert!(is.len() <= 15 + 4, "live instances {} > R+S", is.len());
+        max_running = max_running.max(x.driver.log.lock().running.len());
+        complete(x, "web", 15, "v2")
+    });
+    assert!(ok);
+    assert!(
+        max_running >= 15,
+        "the driver ran at least R instances throughout"
+    );
+}
