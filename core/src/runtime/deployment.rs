@@ -7,9 +7,8 @@
 //! in `controller::deployment`; this module reads the cache, writes through the store and
 //! requeues.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::Value;
 
@@ -728,6 +727,3 @@ pub(crate) fn rollout_state(d_obj: &Object) -> Result<RolloutState> {
     }
     Ok(RolloutState::InProgress)
 }
-
-#[allow(dead_code)]
-fn _assert_types(_: BTreeMap<String, String>, _: Duration) {}

@@ -214,11 +214,10 @@ impl std::fmt::Debug for Store {
 }
 
 fn encode(obj: &Object) -> Vec<u8> {
-    // The payload is `[kind length u8][kind][object JSON without resourceVersion]`; the
-    // version is the frame's position and is filled in on decode.
-    let mut o = obj.clone();
-    o.metadata.resource_version.clear();
-    let json = serde_json::to_vec(&o).expect("objects always serialise");
+    // The payload is `[kind length u8][kind][object JSON]`. Writers clear
+    // `resourceVersion` before appending: the version is the frame's position and `decode`
+    // fills it in (a snapshot entry's is its entry version).
+    let json = serde_json::to_vec(obj).expect("objects always serialise");
     let mut out = Vec::with_capacity(1 + obj.kind.len() + json.len());
     out.push(obj.kind.len() as u8);
     out.extend_from_slice(obj.kind.as_bytes());
@@ -500,6 +499,7 @@ impl Store {
                 return Ok(cur);
             }
             validate::validate_object(&next, &self.inner.cfg.limits)?;
+            next.metadata.resource_version.clear();
             let (rv, e) = self.inner.append(EventType::Modified, &next)?;
             end = e;
             next.metadata.resource_version = rv.to_string();
@@ -543,6 +543,7 @@ impl Store {
             }
             let mut last = (*cur).clone();
             last.metadata.deletion_timestamp = Some(rfc3339(self.inner.cfg.clock.wall()));
+            last.metadata.resource_version.clear();
             let (rv, e) = self.inner.append(EventType::Deleted, &last)?;
             end = e;
             last.metadata.resource_version = rv.to_string();
