@@ -137,6 +137,19 @@ pub fn event_crc(word: u64, position: u64, seq: u64, after_crc: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&head), after_crc)
 }
 
+/// [`event_crc`] for a writer holding the parts separately: one pass over a 36-byte head
+/// (word, position, seq, `payload_len`, rv) and one over the payload — the same bytes in the
+/// same order, so the same value.
+pub fn event_crc_parts(word: u64, position: u64, seq: u64, payload: &[u8]) -> u32 {
+    let mut head = [0u8; 36];
+    head[..8].copy_from_slice(&word.to_le_bytes());
+    head[8..16].copy_from_slice(&position.to_le_bytes());
+    head[16..24].copy_from_slice(&seq.to_le_bytes());
+    head[24..28].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    head[28..36].copy_from_slice(&position.to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c(&head), payload)
+}
+
 /// What a frame at some offset is, as seen by recovery (no concurrency: plain bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decoded {
@@ -352,6 +365,28 @@ pub fn encode_event(out: &mut Vec<u8>, position: u64, seq: u64, kind: u16, paylo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_crc_parts_equals_the_crc_over_the_frame_bytes() {
+        let payload: Vec<u8> = (0..131u32).map(|i| (i * 7) as u8).collect();
+        let (word, position, seq) = (
+            event_word(event_frame_len(payload.len()) as u32, 3),
+            4096u64,
+            9u64,
+        );
+        let mut after = Vec::new();
+        after.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        after.extend_from_slice(&position.to_le_bytes());
+        after.extend_from_slice(&payload);
+        assert_eq!(
+            event_crc_parts(word, position, seq, &payload),
+            event_crc(word, position, seq, &after)
+        );
+        assert_ne!(
+            event_crc_parts(word, position + 16, seq, &payload),
+            event_crc(word, position, seq, &after)
+        );
+    }
 
     fn segment_with(frames: &[&[u8]]) -> (Vec<u8>, Vec<usize>) {
         let hdr = SegmentHeader {

@@ -30,6 +30,10 @@ const OFFSET_BITS: u32 = 40;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 /// Segment sequence numbers are compared modulo this in the tail word.
 pub const SEQ_TAG_MASK: u64 = (1 << (64 - OFFSET_BITS)) - 1;
+/// How far ahead of its own frame an appender prefetches (see `Region::prefetch_write`):
+/// far enough that the line arrives before the next few appends reach it.
+#[cfg(not(loom))]
+const PREFETCH_AHEAD: usize = 1024;
 
 /// The log's append position: `(segment sequence tag, offset)` packed into one word, so a
 /// claim is a single `fetch_add`.
@@ -214,6 +218,28 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(off), src.len()) }
     }
 
+    /// Hints the CPU to fetch the cache lines of `[off, off+len)` for writing. Appenders
+    /// call it for the bytes a few frames ahead of their own: their marking and publishing
+    /// CASes are locked instructions, which stall on a cold line instead of overlapping the
+    /// miss the way plain stores do.
+    #[inline]
+    pub fn prefetch_write(&self, off: usize, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+            let end = (off + len).min(self.len);
+            let mut at = off & !63;
+            while at < end {
+                // SAFETY: `at < len`, so the address lies inside the mapping; a prefetch
+                // never faults and changes no memory, only the cache's contents.
+                unsafe { _mm_prefetch::<_MM_HINT_ET0>(self.ptr.add(at) as *const i8) };
+                at += 64;
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (off, len);
+    }
+
     /// Borrows `[off, off+len)`.
     ///
     /// # Safety
@@ -317,15 +343,15 @@ impl RawSegment {
             Ordering::Relaxed,
         )
         .map_err(|_| Lost)?;
+        #[cfg(not(loom))]
+        self.region
+            .prefetch_write(off + PREFETCH_AHEAD, len as usize);
         let position = self.base + off as u64;
         let published = frame::event_word(len, kind);
         let mut head = [0u8; 16];
         head[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
         head[8..16].copy_from_slice(&position.to_le_bytes());
-        let crc = crc32c::crc32c_append(
-            frame::event_crc(published, position, self.seq, &head[4..16]),
-            payload,
-        );
+        let crc = frame::event_crc_parts(published, position, self.seq, payload);
         head[..4].copy_from_slice(&crc.to_le_bytes());
         // SAFETY: this thread holds the claim for `[off, off+len)` (unique from the tail's
         // fetch_add) and won the marking CAS, so no producer and no unblocker writes these

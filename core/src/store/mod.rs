@@ -213,16 +213,32 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The starting size of an event's payload buffer: most objects fit without regrowing.
+const PAYLOAD_CAPACITY: usize = 512;
+
 fn encode(obj: &Object) -> Vec<u8> {
+    encode_with_capacity(obj, PAYLOAD_CAPACITY)
+}
+
+/// [`encode`] into a buffer of `capacity` bytes to start with (writers pass the size of the
+/// object's previous version, so the JSON is written once, without regrowing).
+fn encode_with_capacity(obj: &Object, capacity: usize) -> Vec<u8> {
     // The payload is `[kind length u8][kind][object JSON]`. Writers clear
     // `resourceVersion` before appending: the version is the frame's position and `decode`
     // fills it in (a snapshot entry's is its entry version).
-    let json = serde_json::to_vec(obj).expect("objects always serialise");
-    let mut out = Vec::with_capacity(1 + obj.kind.len() + json.len());
+    let mut out = Vec::with_capacity(capacity.max(1 + obj.kind.len() + 64));
     out.push(obj.kind.len() as u8);
     out.extend_from_slice(obj.kind.as_bytes());
-    out.extend_from_slice(&json);
+    serde_json::to_writer(&mut out, obj).expect("objects always serialise");
     out
+}
+
+/// The encoded payload of `obj`, checked against the size limit (on the JSON part: the form
+/// the limit is defined on, measured on the bytes that are stored).
+fn encode_checked(obj: &Object, limits: &validate::Limits, capacity: usize) -> Result<Vec<u8>> {
+    let payload = encode_with_capacity(obj, capacity);
+    validate::validate_size(payload.len() - 1 - obj.kind.len(), limits)?;
+    Ok(payload)
 }
 
 fn payload_kind(p: &[u8]) -> Option<&str> {
@@ -371,7 +387,10 @@ impl Store {
         obj.metadata.generation = 1;
         obj.metadata.creation_timestamp = Some(rfc3339(self.inner.cfg.clock.wall()));
         obj.metadata.deletion_timestamp = None;
-        validate::validate_object(&obj, &self.inner.cfg.limits)?;
+        validate::validate_fields(&obj, &self.inner.cfg.limits)?;
+        // Encoded before taking the shard's lock: a create's payload does not depend on
+        // what is stored.
+        let payload = encode_checked(&obj, &self.inner.cfg.limits, PAYLOAD_CAPACITY)?;
         let idx = self.inner.kind(&obj.kind);
         let key = obj.key();
         let shard = idx.shard(&key);
@@ -381,7 +400,7 @@ impl Store {
             if g.contains_key(&key) {
                 return Err(Error::AlreadyExists(format!("{} {key}", obj.kind)));
             }
-            let (rv, e) = self.inner.append(EventType::Added, &obj)?;
+            let (rv, e) = self.inner.append_payload(EventType::Added, &payload)?;
             end = e;
             obj.metadata.resource_version = rv.to_string();
             let stored = Arc::new(obj);
@@ -464,10 +483,11 @@ impl Store {
         let end;
         let stored = {
             let mut g = shard.write();
-            let cur = g
-                .get(&key)
-                .cloned()
+            // One lookup: the slot is replaced in place below.
+            let slot = g
+                .get_mut(&key)
                 .ok_or_else(|| Error::NotFound(format!("{} {key}", obj.kind)))?;
+            let cur = slot.clone();
             let cur_rv = cur.resource_version()?.map_or(0, |v| v.0);
             if let Some(p) = precondition
                 && p.0 != cur_rv
@@ -477,10 +497,11 @@ impl Store {
                     obj.kind, p.0
                 )));
             }
-            let mut next = if status_only {
+            // `spec_changed` settles "is this a no-op?" without comparing whole objects.
+            let (mut next, spec_changed) = if status_only {
                 let mut n = (*cur).clone();
                 n.status = obj.status;
-                n
+                (n, false)
             } else {
                 let mut n = obj;
                 n.status = cur.status.clone();
@@ -489,23 +510,29 @@ impl Store {
                 n.metadata.deletion_timestamp = cur.metadata.deletion_timestamp.clone();
                 n.metadata.generate_name = cur.metadata.generate_name.clone();
                 n.metadata.generation = cur.metadata.generation;
-                if n.spec != cur.spec {
+                let changed = n.spec != cur.spec;
+                if changed {
                     n.metadata.generation += 1;
                 }
-                n
+                (n, changed)
             };
             next.metadata.resource_version = cur.metadata.resource_version.clone();
-            if next == *cur {
+            if !spec_changed && next == *cur {
                 return Ok(cur);
             }
-            validate::validate_object(&next, &self.inner.cfg.limits)?;
+            validate::validate_fields(&next, &self.inner.cfg.limits)?;
             next.metadata.resource_version.clear();
-            let (rv, e) = self.inner.append(EventType::Modified, &next)?;
+            let payload = encode_checked(&next, &self.inner.cfg.limits, PAYLOAD_CAPACITY)?;
+            let (rv, e) = self.inner.append_payload(EventType::Modified, &payload)?;
             end = e;
             next.metadata.resource_version = rv.to_string();
             let stored = Arc::new(next);
-            g.insert(key, stored.clone());
+            *slot = stored.clone();
+            // Under the lock: `list` relies on the index and `last_rv` moving together.
             self.inner.applied(rv, 0);
+            drop(g);
+            // The old version is freed outside the shard's lock (unless a reader holds it).
+            drop(cur);
             stored
         };
         self.inner.log.wait_durable(end)?;
@@ -751,7 +778,11 @@ impl StoreInner {
     }
 
     fn append(&self, t: EventType, obj: &Object) -> Result<(u64, u64)> {
-        self.log.append_nowait(t.code(), &encode(obj))
+        self.append_payload(t, &encode(obj))
+    }
+
+    fn append_payload(&self, t: EventType, payload: &[u8]) -> Result<(u64, u64)> {
+        self.log.append_nowait(t.code(), payload)
     }
 
     fn applied(&self, rv: u64, objects_delta: i64) {

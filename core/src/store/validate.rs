@@ -51,6 +51,13 @@ impl Default for Limits {
 /// `metadata.name` may be empty only when `metadata.generateName` is set (the store then
 /// generates the name and should validate again).
 pub fn validate_object(obj: &Object, limits: &Limits) -> Result<()> {
+    validate_fields(obj, limits)?;
+    validate_size(serialized_len(obj), limits)
+}
+
+/// Every check of [`validate_object`] except the size limit: the store checks the size on
+/// the bytes it encodes anyway ([`validate_size`]) instead of serialising twice.
+pub fn validate_fields(obj: &Object, limits: &Limits) -> Result<()> {
     validate_kind("kind", &obj.kind)?;
     let m = &obj.metadata;
     if m.name.is_empty() {
@@ -99,13 +106,15 @@ pub fn validate_object(obj: &Object, limits: &Limits) -> Result<()> {
         validate_timestamp("metadata.deletionTimestamp", t)?;
     }
     for (k, v) in &m.labels {
-        let field = format!("metadata.labels[{k:?}]");
-        validate_label_key(&field, k)?;
-        validate_label_value(&field, v)?;
+        let field = || format!("metadata.labels[{k:?}]");
+        named(validate_label_key("", k), field)?;
+        named(validate_label_value("", v), field)?;
     }
     let mut annotation_bytes = 0usize;
     for (k, v) in &m.annotations {
-        validate_label_key(&format!("metadata.annotations[{k:?}]"), k)?;
+        named(validate_label_key("", k), || {
+            format!("metadata.annotations[{k:?}]")
+        })?;
         annotation_bytes += k.len() + v.len();
     }
     if annotation_bytes > MAX_ANNOTATIONS_BYTES {
@@ -116,16 +125,18 @@ pub fn validate_object(obj: &Object, limits: &Limits) -> Result<()> {
     }
     let mut controllers = 0;
     for (i, r) in m.owner_references.iter().enumerate() {
-        let base = format!("metadata.ownerReferences[{i}]");
-        validate_kind(&format!("{base}.kind"), &r.kind)?;
-        validate_dns1123_subdomain(&format!("{base}.name"), &r.name)?;
+        let base = || format!("metadata.ownerReferences[{i}]");
+        named(validate_kind("", &r.kind), || format!("{}.kind", base()))?;
+        named(validate_dns1123_subdomain("", &r.name), || {
+            format!("{}.name", base())
+        })?;
         if r.uid.is_empty() {
-            return Err(Error::invalid(format!("{base}.uid"), "is required"));
+            return Err(Error::invalid(format!("{}.uid", base()), "is required"));
         }
-        validate_uid(&format!("{base}.uid"), &r.uid)?;
+        named(validate_uid("", &r.uid), || format!("{}.uid", base()))?;
         if !m.uid.is_empty() && r.uid == m.uid {
             return Err(Error::invalid(
-                format!("{base}.uid"),
+                format!("{}.uid", base()),
                 "an object cannot own itself",
             ));
         }
@@ -133,15 +144,18 @@ pub fn validate_object(obj: &Object, limits: &Limits) -> Result<()> {
             controllers += 1;
             if controllers > 1 {
                 return Err(Error::invalid(
-                    format!("{base}.controller"),
+                    format!("{}.controller", base()),
                     "only one owner reference can have controller set to true",
                 ));
             }
         }
     }
     validate_depth("spec", &obj.spec, limits.max_depth)?;
-    validate_depth("status", &obj.status, limits.max_depth)?;
-    let size = serialized_len(obj);
+    validate_depth("status", &obj.status, limits.max_depth)
+}
+
+/// The size limit, given the length of the object's compact JSON form.
+pub fn validate_size(size: usize, limits: &Limits) -> Result<()> {
     if size > limits.max_object_bytes {
         return Err(Error::invalid(
             "object",
@@ -152,6 +166,18 @@ pub fn validate_object(obj: &Object, limits: &Limits) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Runs a check written against a placeholder field name and names the field only when it
+/// fails, so the common path formats nothing.
+fn named(r: Result<()>, field: impl FnOnce() -> String) -> Result<()> {
+    r.map_err(|e| match e {
+        Error::Invalid { message, .. } => Error::Invalid {
+            field: field(),
+            message,
+        },
+        other => other,
+    })
 }
 
 /// The length of the compact JSON form, counted without building it.
@@ -175,13 +201,14 @@ pub fn serialized_len(obj: &Object) -> usize {
 /// Rejects `value` if arrays/objects nest deeper than `max_depth` (a scalar has depth 0,
 /// `{}` depth 1, `{"a": []}` depth 2). Iterative: bounded stack use for any input.
 pub fn validate_depth(field: &str, value: &Value, max_depth: usize) -> Result<()> {
+    fn nested(v: &Value) -> bool {
+        v.is_array() || v.is_object()
+    }
+    if !nested(value) {
+        return Ok(());
+    }
     let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
     while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(a) => Box::new(a.iter()),
-            Value::Object(o) => Box::new(o.values()),
-            _ => continue,
-        };
         let depth = depth + 1;
         if depth > max_depth {
             return Err(Error::invalid(
@@ -189,11 +216,11 @@ pub fn validate_depth(field: &str, value: &Value, max_depth: usize) -> Result<()
                 format!("nests deeper than {max_depth} levels"),
             ));
         }
-        stack.extend(
-            children
-                .filter(|c| c.is_array() || c.is_object())
-                .map(|c| (c, depth)),
-        );
+        match v {
+            Value::Array(a) => stack.extend(a.iter().filter(|c| nested(c)).map(|c| (c, depth))),
+            Value::Object(o) => stack.extend(o.values().filter(|c| nested(c)).map(|c| (c, depth))),
+            _ => {}
+        }
     }
     Ok(())
 }
