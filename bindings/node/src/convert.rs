@@ -399,10 +399,43 @@ impl napi::bindgen_prelude::ToNapiValue for Parsed {
         }
         let text = serde_json::to_string(&val.0)
             .map_err(|e| napi::Error::from_reason(format!("serialize a result: {e}")))?;
-        let env = napi::Env::from_raw(env);
-        let json: Object<'_> = env.get_global()?.get_named_property("JSON")?;
-        let parse: napi::bindgen_prelude::Function<'_, String, Unknown<'_>> =
-            json.get_named_property("parse")?;
-        Ok(parse.apply(json, text)?.raw())
+        json_parse(env, text)
     }
+}
+
+/// A stored object returned to JS like [`Parsed`], serialised straight from the object (no
+/// `Value` tree in between). `None` becomes `null`.
+pub struct ParsedObject(pub Option<std::sync::Arc<floyd::Object>>);
+
+impl napi::bindgen_prelude::TypeName for ParsedObject {
+    fn type_name() -> &'static str {
+        "any"
+    }
+    fn value_type() -> napi::ValueType {
+        napi::ValueType::Unknown
+    }
+}
+
+impl napi::bindgen_prelude::ToNapiValue for ParsedObject {
+    unsafe fn to_napi_value(
+        env: napi::sys::napi_env,
+        val: Self,
+    ) -> napi::Result<napi::sys::napi_value> {
+        let Some(o) = val.0 else {
+            // SAFETY: forwarded unchanged from napi-rs, which calls this with a live `env`.
+            return unsafe { Value::to_napi_value(env, Value::Null) };
+        };
+        let text = serde_json::to_string(&*o)
+            .map_err(|e| napi::Error::from_reason(format!("serialize a result: {e}")))?;
+        json_parse(env, text)
+    }
+}
+
+/// `JSON.parse(text)` in `env`.
+fn json_parse(env: napi::sys::napi_env, text: String) -> napi::Result<napi::sys::napi_value> {
+    let env = napi::Env::from_raw(env);
+    let json: Object<'_> = env.get_global()?.get_named_property("JSON")?;
+    let parse: napi::bindgen_prelude::Function<'_, String, Unknown<'_>> =
+        json.get_named_property("parse")?;
+    Ok(parse.apply(json, text)?.raw())
 }

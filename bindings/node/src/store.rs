@@ -47,7 +47,7 @@ fn event_json(e: &floyd::WatchEvent) -> Value {
 
 fn parse_object(v: Option<Unknown<'_>>) -> R<floyd::Object> {
     let value = convert::json_object(v, "object")?;
-    Ok(floyd::Object::from_json(&value)?)
+    Ok(floyd::Object::from_json_value(value)?)
 }
 
 /// `resourceVersion` as a number or a decimal string (objects carry it as a string).
@@ -148,11 +148,15 @@ impl Store {
         ts_args_type = "object: FloydObject",
         ts_return_type = "FloydObject"
     )]
-    pub fn create(&self, env: Env, object: Option<Unknown<'_>>) -> napi::Result<convert::Parsed> {
+    pub fn create(
+        &self,
+        env: Env,
+        object: Option<Unknown<'_>>,
+    ) -> napi::Result<convert::ParsedObject> {
         guard(&env, || {
             self.check_sync_write("create")?;
             let obj = parse_object(object)?;
-            Ok(convert::Parsed(obj_json(&self.inner.create(obj)?)))
+            Ok(convert::ParsedObject(Some(self.inner.create(obj)?)))
         })
     }
 
@@ -186,15 +190,11 @@ impl Store {
         env: Env,
         kind: Option<Unknown<'_>>,
         key: Option<Unknown<'_>>,
-    ) -> napi::Result<convert::Parsed> {
+    ) -> napi::Result<convert::ParsedObject> {
         guard(&env, || {
             let kind = string(kind, "kind")?;
             let key = string(key, "key")?;
-            Ok(convert::Parsed(
-                self.inner
-                    .get(&kind, &key)?
-                    .map_or(Value::Null, |o| obj_json(&o)),
-            ))
+            Ok(convert::ParsedObject(self.inner.get(&kind, &key)?))
         })
     }
 
@@ -232,11 +232,15 @@ impl Store {
         ts_args_type = "object: FloydObject",
         ts_return_type = "FloydObject"
     )]
-    pub fn update(&self, env: Env, object: Option<Unknown<'_>>) -> napi::Result<Value> {
+    pub fn update(
+        &self,
+        env: Env,
+        object: Option<Unknown<'_>>,
+    ) -> napi::Result<convert::ParsedObject> {
         guard(&env, || {
             self.check_sync_write("update")?;
             let obj = parse_object(object)?;
-            Ok(obj_json(&self.inner.update(obj)?))
+            Ok(convert::ParsedObject(Some(self.inner.update(obj)?)))
         })
     }
 
@@ -264,11 +268,15 @@ impl Store {
         ts_args_type = "object: FloydObject",
         ts_return_type = "FloydObject"
     )]
-    pub fn update_status(&self, env: Env, object: Option<Unknown<'_>>) -> napi::Result<Value> {
+    pub fn update_status(
+        &self,
+        env: Env,
+        object: Option<Unknown<'_>>,
+    ) -> napi::Result<convert::ParsedObject> {
         guard(&env, || {
             self.check_sync_write("updateStatus")?;
             let obj = parse_object(object)?;
-            Ok(obj_json(&self.inner.update_status(obj)?))
+            Ok(convert::ParsedObject(Some(self.inner.update_status(obj)?)))
         })
     }
 
@@ -303,13 +311,15 @@ impl Store {
         kind: Option<Unknown<'_>>,
         key: Option<Unknown<'_>>,
         resource_version: Option<Unknown<'_>>,
-    ) -> napi::Result<Value> {
+    ) -> napi::Result<convert::ParsedObject> {
         guard(&env, || {
             self.check_sync_write("delete")?;
             let kind = string(kind, "kind")?;
             let key = string(key, "key")?;
             let rv = self::resource_version(resource_version, "resourceVersion")?;
-            Ok(obj_json(&self.inner.delete(&kind, &key, rv)?))
+            Ok(convert::ParsedObject(Some(
+                self.inner.delete(&kind, &key, rv)?,
+            )))
         })
     }
 

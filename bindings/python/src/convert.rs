@@ -37,12 +37,21 @@ pub fn type_name(v: &Bound<'_, PyAny>) -> String {
 }
 
 fn py_str<'a>(py: Python<'_>, s: &'a Bound<'_, PyString>, field: &str) -> PyResult<Cow<'a, str>> {
-    s.to_cow()
-        .map_err(|_| invalid(py, field, "is not valid Unicode (lone surrogate?)"))
+    py_str_at(py, s, || field.to_string())
 }
 
-enum Seg {
-    Key(String),
+/// [`py_str`] naming the field only if the string is rejected.
+fn py_str_at<'a>(
+    py: Python<'_>,
+    s: &'a Bound<'_, PyString>,
+    field: impl FnOnce() -> String,
+) -> PyResult<Cow<'a, str>> {
+    s.to_cow()
+        .map_err(|_| invalid(py, &field(), "is not valid Unicode (lone surrogate?)"))
+}
+
+enum Seg<'a> {
+    Key(&'a str),
     Index(usize),
 }
 
@@ -86,6 +95,19 @@ fn too_large(py: Python<'_>, root: &str) -> PyErr {
     )
 }
 
+/// The path of the value being converted, read off the conversion stack (each open frame
+/// is at its child `pos - 1`). Only built for an error message.
+fn stack_path(root: &str, stack: &[Frame<'_>]) -> String {
+    let segs: Vec<Seg<'_>> = stack
+        .iter()
+        .map(|f| match f {
+            Frame::Obj { entries, pos, .. } => Seg::Key(&entries[pos - 1].0),
+            Frame::Arr { pos, .. } => Seg::Index(pos - 1),
+        })
+        .collect();
+    path(root, &segs)
+}
+
 enum Frame<'py> {
     Obj {
         entries: Vec<(String, Bound<'py, PyAny>)>,
@@ -105,7 +127,6 @@ enum Frame<'py> {
 /// [`MAX_DEPTH`] ("too deep") and output beyond [`MAX_JSON_BYTES`] ("too large").
 pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
     let py = v.py();
-    let mut segs: Vec<Seg> = Vec::new();
     let mut stack: Vec<Frame<'_>> = Vec::new();
     let mut budget = MAX_JSON_BYTES;
     // `Some(value)` when the current value is complete and must be attached to its parent.
@@ -130,7 +151,7 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
             } else {
                 return Err(invalid(
                     py,
-                    &path(root, &segs),
+                    &stack_path(root, &stack),
                     "integer out of range (must fit in a 64-bit integer)",
                 ));
             };
@@ -139,7 +160,11 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
             cost = 8;
             let x = f.value();
             let n = Number::from_f64(x).ok_or_else(|| {
-                invalid(py, &path(root, &segs), format!("{x} is not a JSON number"))
+                invalid(
+                    py,
+                    &stack_path(root, &stack),
+                    format!("{x} is not a JSON number"),
+                )
             })?;
             done = Some(Value::Number(n));
         } else if let Ok(s) = current.cast::<PyString>() {
@@ -148,7 +173,7 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
             if s.len().unwrap_or(0) > budget {
                 return Err(too_large(py, root));
             }
-            let s = py_str(py, s, &path(root, &segs))?.into_owned();
+            let s = py_str_at(py, s, || stack_path(root, &stack))?.into_owned();
             cost = s.len() + 2;
             done = Some(Value::String(s));
         } else if let Ok(d) = current.cast::<PyDict>() {
@@ -156,7 +181,7 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
             if stack.len() >= MAX_DEPTH {
                 return Err(invalid(
                     py,
-                    &path(root, &segs),
+                    &stack_path(root, &stack),
                     format!("too deep: nests deeper than {MAX_DEPTH} levels"),
                 ));
             }
@@ -168,11 +193,11 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
                 let Ok(ks) = k.cast::<PyString>() else {
                     return Err(invalid(
                         py,
-                        &path(root, &segs),
+                        &stack_path(root, &stack),
                         format!("keys must be str, got {}", type_name(&k)),
                     ));
                 };
-                let key = py_str(py, ks, &path(root, &segs))?.into_owned();
+                let key = py_str_at(py, ks, || stack_path(root, &stack))?.into_owned();
                 budget = budget
                     .checked_sub(key.len() + 3)
                     .ok_or_else(|| too_large(py, root))?;
@@ -187,7 +212,7 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
             if stack.len() >= MAX_DEPTH {
                 return Err(invalid(
                     py,
-                    &path(root, &segs),
+                    &stack_path(root, &stack),
                     format!("too deep: nests deeper than {MAX_DEPTH} levels"),
                 ));
             }
@@ -211,7 +236,7 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
         } else {
             return Err(invalid(
                 py,
-                &path(root, &segs),
+                &stack_path(root, &stack),
                 format!(
                     "unsupported type {} (expected dict, list, tuple, str, int, float, bool or None)",
                     type_name(&current)
@@ -229,8 +254,7 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
                 return Ok(done.unwrap_or(Value::Null));
             };
             if let Some(val) = done.take() {
-                // `val` is the child at `pos - 1` of `top`; its path segment ends here.
-                segs.pop();
+                // `val` is the child at `pos - 1` of `top`.
                 match top {
                     Frame::Obj { entries, pos, out } => {
                         let key = std::mem::take(&mut entries[*pos - 1].0);
@@ -242,12 +266,10 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
             let next = match top {
                 Frame::Obj { entries, pos, .. } if *pos < entries.len() => {
                     *pos += 1;
-                    segs.push(Seg::Key(entries[*pos - 1].0.clone()));
                     Some(entries[*pos - 1].1.clone())
                 }
                 Frame::Arr { items, pos, .. } if *pos < items.len() => {
                     *pos += 1;
-                    segs.push(Seg::Index(*pos - 1));
                     Some(items[*pos - 1].clone())
                 }
                 _ => None,
@@ -329,7 +351,7 @@ pub fn object_arg(v: &Bound<'_, PyAny>) -> PyResult<floyd::Object> {
         ));
     }
     let json = py_to_json(v, "object")?;
-    floyd::Object::from_json(&json).map_err(|e| crate::errors::to_py(py, e))
+    floyd::Object::from_json_value(json).map_err(|e| crate::errors::to_py(py, e))
 }
 
 /// A `str` argument.
@@ -535,11 +557,11 @@ mod tests {
     #[test]
     fn paths_name_fields_like_the_core() {
         let segs = vec![
-            Seg::Key("spec".into()),
-            Seg::Key("ports".into()),
+            Seg::Key("spec"),
+            Seg::Key("ports"),
             Seg::Index(2),
-            Seg::Key("odd key".into()),
-            Seg::Key("x".into()),
+            Seg::Key("odd key"),
+            Seg::Key("x"),
         ];
         assert_eq!(path("object", &segs), "spec.ports[2][\"odd key\"].x");
         assert_eq!(path("object", &[]), "object");

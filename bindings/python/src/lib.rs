@@ -20,6 +20,7 @@ mod errors;
 mod informer;
 mod queue;
 mod store;
+mod topy;
 mod wait;
 
 use pyo3::prelude::*;
@@ -70,6 +71,25 @@ fn _bench_store_round_trips(py: Python<'_>, n: u64) -> PyResult<f64> {
     })
 }
 
+/// Test hook: `obj` (a dict) converted to an object and back to a dict through the JSON
+/// value tree — the reference the direct conversion of `get`/`create` is tested against.
+#[pyfunction]
+fn _object_via_json<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    errors::guard(py, || {
+        let o = convert::object_arg(obj)?;
+        convert::json_to_py(py, &o.to_json())
+    })
+}
+
+/// Test hook: the same through the direct conversion ([`topy`]).
+#[pyfunction]
+fn _object_direct<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    errors::guard(py, || {
+        let o = convert::object_arg(obj)?;
+        store::obj_to_py(py, &o)
+    })
+}
+
 #[pymodule]
 fn _floyd(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
@@ -83,6 +103,8 @@ fn _floyd(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(informer::_shutdown_informers, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     m.add_function(wrap_pyfunction!(_bench_store_round_trips, m)?)?;
+    m.add_function(wrap_pyfunction!(_object_via_json, m)?)?;
+    m.add_function(wrap_pyfunction!(_object_direct, m)?)?;
     m.add("FINAL_STATE_UNKNOWN", informer::FINAL_STATE_UNKNOWN)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_DATA_DIR", floyd::store::DEFAULT_DATA_DIR)?;

@@ -10,9 +10,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use crate::convert::{
-    json_to_py, object_arg, opt_secs_arg, opt_str_arg, py_to_json, str_arg, u64_arg,
-};
+use crate::convert::{object_arg, opt_secs_arg, opt_str_arg, py_to_json, str_arg, u64_arg};
 use crate::errors::{IntoPy, guard, invalid};
 use crate::wait::sliced;
 
@@ -24,7 +22,7 @@ pub struct PyStore {
 }
 
 pub(crate) fn obj_to_py<'py>(py: Python<'py>, o: &floyd::Object) -> PyResult<Bound<'py, PyAny>> {
-    json_to_py(py, &o.to_json())
+    crate::topy::to_py(py, o)
 }
 
 /// A label selector argument: its string form, `{matchLabels, matchExpressions}`, or None.

@@ -283,3 +283,63 @@ def test_repr(tmp_path):
     assert repr(floyd.Store.memory()) == "floyd.Store.memory()"
     with floyd.Store.open(tmp_path / "r") as s:
         assert "floyd.Store(" in repr(s)
+
+
+# The direct object -> dict conversion (used by get, create, list and watch) must give what
+# the JSON value tree gives, for every field the object model has.
+CONVERSION_CASES = [
+    {"kind": "ConfigMap", "metadata": {"name": "a"}},
+    {"kind": "Node", "metadata": {"name": "n"}, "status": {"ready": True}},
+    {
+        "kind": "Instance",
+        "metadata": {
+            "name": "i-1",
+            "namespace": "ns",
+            "generateName": "i-",
+            "uid": "u-1",
+            "resourceVersion": "42",
+            "generation": 7,
+            "creationTimestamp": "2026-01-02T03:04:05Z",
+            "deletionTimestamp": "2026-01-02T03:04:06.5Z",
+            "labels": {"app": "web", "example.com/tier": "front"},
+            "annotations": {"note": "ünïcode ✓", "empty": ""},
+            "ownerReferences": [
+                {"kind": "ReplicaSet", "name": "rs", "uid": "o-1", "controller": True,
+                 "blockOwnerDeletion": False},
+                {"kind": "Other", "name": "x", "uid": "o-2"},
+            ],
+        },
+        "spec": {
+            "ints": [0, -1, 2**63 - 1, -(2**63), 2**64 - 1],
+            "floats": [0.5, -1e300, 1e-300],
+            "nested": {"a": {"b": {"c": [None, True, False, "s", {}]}}},
+            "empty": [],
+        },
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    },
+]
+
+
+@pytest.mark.parametrize("obj", CONVERSION_CASES)
+def test_direct_conversion_equals_the_json_tree(obj):
+    from floyd import _floyd
+
+    direct = _floyd._object_direct(obj)
+    assert direct == _floyd._object_via_json(obj)
+    # Types survive, not only values (True is not 1, ints stay ints).
+    assert type(direct["kind"]) is str
+    if "spec" in obj:
+        assert [type(x) for x in direct["spec"]["ints"]] == [int] * 5
+        assert direct["spec"]["nested"]["a"]["b"]["c"][1] is True
+
+
+def test_get_and_create_return_the_stored_object_as_a_plain_dict(store):
+    created = store.create(CONVERSION_CASES[2] | {"metadata": {
+        k: v for k, v in CONVERSION_CASES[2]["metadata"].items()
+        if k not in ("uid", "resourceVersion", "deletionTimestamp", "generation", "creationTimestamp")
+    }})
+    got = store.get("Instance", "ns/i-1")
+    assert got == created
+    assert got is not created  # a fresh dict per call: mutating it changes nothing stored
+    got["spec"]["ints"].append(5)
+    assert store.get("Instance", "ns/i-1")["spec"]["ints"] == CONVERSION_CASES[2]["spec"]["ints"]

@@ -209,6 +209,28 @@ impl Object {
         }
     }
 
+    /// [`Object::from_json`] taking the value: its strings move into the object instead of
+    /// being copied (the bindings convert host objects to a `Value` first).
+    pub fn from_json_value(value: Value) -> Result<Object> {
+        // Same errors as `from_json`: the shape check names the field; what it lets
+        // through, serde reports.
+        if let Some(e) = shape_error(&value) {
+            // The shape check only reports what serde rejects too; should the two ever
+            // disagree, serde's acceptance wins, as in `from_json`.
+            return match Object::deserialize(&value) {
+                Ok(mut obj) => {
+                    obj.apply_defaults();
+                    Ok(obj)
+                }
+                Err(_) => Err(e),
+            };
+        }
+        let mut obj: Object =
+            serde_json::from_value(value).map_err(|e| Error::invalid("object", e.to_string()))?;
+        obj.apply_defaults();
+        Ok(obj)
+    }
+
     /// Decodes an object from JSON bytes (the form the store writes in the log).
     pub fn from_slice(bytes: &[u8]) -> Result<Object> {
         match serde_json::from_slice::<Object>(bytes) {
@@ -395,6 +417,9 @@ mod tests {
         // from_slice must name the same field.
         let e2 = Object::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert_eq!(e.field(), e2.field());
+        // And so must from_json_value (the bindings' path).
+        let e3 = Object::from_json_value(v.clone()).unwrap_err();
+        assert_eq!(e.field(), e3.field());
         e.field().unwrap().to_string()
     }
 
@@ -508,6 +533,26 @@ mod tests {
         }
         let e = Object::from_slice(b"{not json").unwrap_err();
         assert_eq!(e.field(), Some("object"));
+    }
+
+    #[test]
+    fn from_json_value_decodes_as_from_json() {
+        let cases = [
+            json!({"kind": "ConfigMap", "metadata": {"name": "a"}}),
+            json!({"kind": "Node", "metadata": {"name": "n", "namespace": "x"}}),
+            json!({"kind": "Instance", "metadata": {"name": "i", "namespace": "ns",
+                "labels": {"app": "web"}, "annotations": {"a/b": "c"}, "generation": 3,
+                "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "uid": "u1", "controller": true}]},
+                "spec": {"x": [1, 2.5, null, "s"]}, "status": {"phase": "Running"}}),
+            json!({"kind": "Custom", "metadata": null, "spec": null}),
+        ];
+        for v in cases {
+            assert_eq!(
+                Object::from_json_value(v.clone()).unwrap(),
+                Object::from_json(&v).unwrap(),
+                "{v}"
+            );
+        }
     }
 
     #[test]
