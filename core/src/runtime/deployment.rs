@@ -179,13 +179,18 @@ impl Shared {
     ) -> Result<()> {
         let (new_rs, old) = split(d, rss);
         let scales = du::scale_plan(d, new_rs, &old);
+        let mut wrote = false;
         for s in &scales {
-            self.scale_rs(d, s)?;
+            wrote |= self.scale_rs(d, s)?;
         }
         if paused {
             for name in du::cleanup_plan(&old, d.spec.revision_history_limit) {
                 self.delete_rs(&d.namespace, &name)?;
             }
+        }
+        if wrote {
+            // The ReplicaSet writes come back through the watch and requeue this key.
+            return Ok(());
         }
         let rss = self.reload(d, rss)?;
         let (new_rs, old) = split(d, &rss);
@@ -206,15 +211,16 @@ impl Shared {
             .map_err(|e| Error::invalid("spec.strategy", e))?
         {
             dep::RollingStep::ScaleNew(s) => {
-                self.scale_rs(d, &s)?;
-                return self.sync_rollout(d_obj, d, now);
+                let wrote = self.scale_rs(d, &s)?;
+                return self.sync_rollout_unless_scaled(d_obj, d, now, wrote);
             }
             dep::RollingStep::ScaleOld { scales, scaled } => {
+                let mut wrote = false;
                 for s in &scales {
-                    self.scale_rs(d, s)?;
+                    wrote |= self.scale_rs(d, s)?;
                 }
                 if scaled {
-                    return self.sync_rollout(d_obj, d, now);
+                    return self.sync_rollout_unless_scaled(d_obj, d, now, wrote);
                 }
             }
             dep::RollingStep::Idle => {}
@@ -244,10 +250,11 @@ impl Shared {
         };
         match step {
             dep::RecreateStep::ScaleOldToZero(scales) => {
+                let mut wrote = false;
                 for s in &scales {
-                    self.scale_rs(d, s)?;
+                    wrote |= self.scale_rs(d, s)?;
                 }
-                self.sync_rollout(d_obj, d, now)
+                self.sync_rollout_unless_scaled(d_obj, d, now, wrote)
             }
             // K11: old instances still alive or stopping; their deletion requeues us.
             dep::RecreateStep::WaitForOld => self.sync_rollout(d_obj, d, now),
@@ -257,8 +264,8 @@ impl Shared {
             }
             dep::RecreateStep::ScaleNew(s) => {
                 if let Some(s) = s {
-                    self.scale_rs(d, &s)?;
-                    return self.sync_rollout(d_obj, d, now);
+                    let wrote = self.scale_rs(d, &s)?;
+                    return self.sync_rollout_unless_scaled(d_obj, d, now, wrote);
                 }
                 self.finish_rollout(d_obj, d, now)
             }
@@ -404,11 +411,34 @@ impl Shared {
                 self.delete_rs(&d.namespace, &name)?;
             }
         }
+        if replica_set_status_pending(&rss) {
+            return Ok(());
+        }
         self.write_rollout_status(d_obj, d, status, now)
+    }
+
+    /// `syncRolloutStatus` after a scaling step, skipped when the step wrote a ReplicaSet:
+    /// that write comes back through the watch and requeues this key, and the sync it
+    /// causes computes the status from the ReplicaSets' newer state. Writing the status now
+    /// as well would add a store write per rollout step that the next sync overwrites.
+    fn sync_rollout_unless_scaled(
+        &self,
+        d_obj: &Arc<Object>,
+        d: &DeploymentView,
+        now: SystemTime,
+        wrote: bool,
+    ) -> Result<()> {
+        if wrote {
+            return Ok(());
+        }
+        self.sync_rollout(d_obj, d, now)
     }
 
     fn sync_rollout(&self, d_obj: &Arc<Object>, d: &DeploymentView, now: SystemTime) -> Result<()> {
         let rss = self.reload(d, &[])?;
+        if replica_set_status_pending(&rss) {
+            return Ok(());
+        }
         let (new_rs, old) = split(d, &rss);
         let status = dep::sync_rollout_status(d, new_rs, &old, now);
         self.write_rollout_status(d_obj, d, status, now)
@@ -526,13 +556,13 @@ impl Shared {
     }
 
     /// Sets a ReplicaSet's size and its desired/max-replicas annotations; writes only when
-    /// something changes.
-    fn scale_rs(&self, d: &DeploymentView, s: &Scale) -> Result<()> {
+    /// something changes. Returns whether it wrote.
+    fn scale_rs(&self, d: &DeploymentView, s: &Scale) -> Result<bool> {
         let key = format!("{}/{}", d.namespace, s.name);
         let max = d.spec.replicas.saturating_add(du::max_surge(&d.spec));
         loop {
             let Some(cur) = self.store.get("ReplicaSet", &key)? else {
-                return Ok(());
+                return Ok(false);
             };
             let mut next = (*cur).clone();
             let mut changed =
@@ -542,12 +572,12 @@ impl Shared {
                 changed = true;
             }
             if !changed {
-                return Ok(());
+                return Ok(false);
             }
             match self.store.update(next) {
                 Ok(_) => {
                     self.count(|c| c.store_writes += 1);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
                 Err(e) => return Err(e),
@@ -687,6 +717,15 @@ impl Shared {
             }
         }
     }
+}
+
+/// Whether some ReplicaSet has not yet observed its latest spec. Its controller still owes
+/// a status write for it (it always writes when the generation is unobserved), that write
+/// requeues the Deployment, and the Deployment status computed now from the older
+/// ReplicaSet status would be overwritten by that sync: the rollout status waits for it.
+fn replica_set_status_pending(rss: &[ReplicaSetView]) -> bool {
+    rss.iter()
+        .any(|rs| rs.generation > rs.status.observed_generation)
 }
 
 /// `(new, old)` ReplicaSets of a Deployment by template.
