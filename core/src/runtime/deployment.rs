@@ -178,7 +178,7 @@ impl Shared {
         paused: bool,
     ) -> Result<()> {
         let (new_rs, old) = split(d, rss);
-        let scales = du::scale_plan(d, new_rs, &old);
+        let scales = self.cap_for_termination(d, rss, du::scale_plan(d, new_rs, &old));
         let mut wrote = false;
         for s in &scales {
             wrote |= self.scale_rs(d, s)?;
@@ -207,7 +207,10 @@ impl Shared {
         let rss = self.ensure_new_rs(d_obj, d, rss, now)?;
         let (new_rs, old) = split(d, &rss);
         let new_rs = new_rs.expect("ensured above").clone();
-        match dep::rolling_update_step(&d.spec, &new_rs, &old)
+        let surplus = self
+            .termination_footprint(d, &rss)
+            .map_or(0, |(_, instances)| du::instance_surplus(&rss, &instances));
+        match dep::rolling_update_step_with(&d.spec, &new_rs, &old, surplus)
             .map_err(|e| Error::invalid("spec.strategy", e))?
         {
             dep::RollingStep::ScaleNew(s) => {
@@ -264,6 +267,7 @@ impl Shared {
             }
             dep::RecreateStep::ScaleNew(s) => {
                 if let Some(s) = s {
+                    let s = self.cap_one_for_termination(d, &rss, s);
                     let wrote = self.scale_rs(d, &s)?;
                     return self.sync_rollout_unless_scaled(d_obj, d, now, wrote);
                 }
@@ -524,7 +528,17 @@ impl Shared {
             return self.reload(d, &rss);
         }
         let (_, old) = split(d, &rss);
-        let rs = dep::new_replica_set(d_obj, d, &old).map_err(|e| Error::invalid("spec", e))?;
+        let mut rs = dep::new_replica_set(d_obj, d, &old).map_err(|e| Error::invalid("spec", e))?;
+        if d.spec.waits_for_termination() {
+            // The new ReplicaSet's first size is a scale-up from zero like any other.
+            let want = rs.spec["replicas"].as_i64().unwrap_or(0);
+            let first = Scale {
+                name: rs.metadata.name.clone(),
+                from: 0,
+                to: i32::try_from(want).unwrap_or(i32::MAX),
+            };
+            rs.spec["replicas"] = Value::from(self.cap_one_for_termination(d, &rss, first).to);
+        }
         let created_key;
         match self.store.create(rs) {
             Ok(created) => {
@@ -553,6 +567,61 @@ impl Shared {
             Err(e) => return Err(e),
         }
         self.reload_with(d, &rss, Some(created_key))
+    }
+
+    /// With the TerminationComplete replacement policy, lowers the scale-ups in `scales` so
+    /// that the Deployment's instances — live ones and those still stopping — stay within
+    /// `replicas + maxSurge` (`replicas` for Recreate). Other policies: `scales` unchanged.
+    fn cap_for_termination(
+        &self,
+        d: &DeploymentView,
+        rss: &[ReplicaSetView],
+        scales: Vec<Scale>,
+    ) -> Vec<Scale> {
+        if scales.iter().all(|s| s.to <= s.from) {
+            return scales;
+        }
+        match self.termination_footprint(d, rss) {
+            Some((limit, instances)) => du::cap_scale_ups(&scales, rss, &instances, limit),
+            None => scales,
+        }
+    }
+
+    /// Under TerminationComplete: the Deployment's instance limit and, per ReplicaSet name,
+    /// its instances — those in the cache plus those the agent is still stopping. `None`
+    /// for other policies and for BlueGreen.
+    fn termination_footprint(
+        &self,
+        d: &DeploymentView,
+        rss: &[ReplicaSetView],
+    ) -> Option<(i64, std::collections::BTreeMap<String, du::InstanceCount>)> {
+        if !d.spec.waits_for_termination() {
+            return None;
+        }
+        let limit = d.spec.instance_limit()?;
+        let uids: Vec<&str> = rss.iter().map(|rs| rs.uid.as_str()).collect();
+        let stopping = self.agent_stopping_by_owner(&uids);
+        let instances = rss
+            .iter()
+            .map(|rs| {
+                let n = du::InstanceCount {
+                    live: self.cache.instances_owned_by(&rs.uid).len() as i64,
+                    stopping: stopping.get(&rs.uid).copied().unwrap_or(0),
+                };
+                (rs.name.clone(), n)
+            })
+            .collect();
+        Some((limit, instances))
+    }
+
+    fn cap_one_for_termination(
+        &self,
+        d: &DeploymentView,
+        rss: &[ReplicaSetView],
+        s: Scale,
+    ) -> Scale {
+        let mut v = self.cap_for_termination(d, rss, vec![s]);
+        v.pop().expect("one scale in, one out")
     }
 
     /// Sets a ReplicaSet's size and its desired/max-replicas annotations; writes only when
