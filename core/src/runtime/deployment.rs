@@ -6,6 +6,11 @@
 //! unchanged status requeues the key for when the deadline passes (K9). The arithmetic is
 //! in `controller::deployment`; this module reads the cache, writes through the store and
 //! requeues.
+//!
+//! Two things beyond upstream: a status write that a sync already on its way would
+//! supersede is skipped (after writing a ReplicaSet, or while a ReplicaSet has not observed
+//! its spec; `docs/semantics.md`), and under `podReplacementPolicy: TerminationComplete`
+//! scale-ups count the instances the agent is still stopping.
 
 use std::sync::Arc;
 use std::time::SystemTime;
