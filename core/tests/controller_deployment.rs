@@ -1312,6 +1312,131 @@ fn blue_green_plan_table() {
 }
 
 #[test]
+fn termination_complete_counts_stopping_instances() {
+    // K5 / KEP-3973: R = 15, 25 %/25 % (S = 4). Old at 12 spec with 3 still stopping, new
+    // at 4: Σ spec = 16 leaves room for 3 under upstream's default, none once the stopping
+    // instances count.
+    let d = spec(15, json!("25%"), json!("25%"));
+    let (old, new) = (rs("old", 0, 12, 12), rs("new", 1, 4, 4));
+    let olds = std::slice::from_ref(&old);
+    assert_eq!(new_rs_new_replicas(&d, &new, olds).unwrap(), 7);
+    let count = |live, stopping| InstanceCount { live, stopping };
+    let instances = BTreeMap::from([
+        ("old".to_string(), count(12, 3)),
+        ("new".to_string(), count(4, 0)),
+    ]);
+    let surplus = instance_surplus(&[old.clone(), new.clone()], &instances);
+    assert_eq!(surplus, 3);
+    assert_eq!(
+        new_rs_new_replicas_with(&d, &new, olds, surplus).unwrap(),
+        4
+    );
+    assert_eq!(new_rs_new_replicas_with(&d, &new, olds, 1).unwrap(), 6);
+    // A negative surplus is no surplus.
+    assert_eq!(new_rs_new_replicas_with(&d, &new, olds, -5).unwrap(), 7);
+    // When the new ReplicaSet cannot grow, the old ones are still reconciled: 4 new
+    // available lets the old one shrink (min available 12 of 16 available).
+    assert_eq!(
+        rolling_update_step_with(&d, &new, olds, surplus).unwrap(),
+        RollingStep::ScaleOld {
+            scales: vec![Scale {
+                name: "old".into(),
+                from: 12,
+                to: 8
+            }],
+            scaled: true
+        }
+    );
+    assert!(matches!(
+        rolling_update_step(&d, &new, olds).unwrap(),
+        RollingStep::ScaleNew(Scale { to: 7, .. })
+    ));
+
+    // A growing ReplicaSet's own stopping instances add to its size, not to its live ones.
+    let growing = BTreeMap::from([
+        ("old".to_string(), count(12, 0)),
+        ("new".to_string(), count(2, 1)),
+    ]);
+    assert_eq!(instance_surplus(&[old.clone(), new.clone()], &growing), 1);
+
+    // cap_scale_ups: (sizes, instances as (name, live, stopping), scales as (name, from,
+    // to), limit, expected `to`s)
+    type Case<'a> = (
+        &'a [(&'a str, i32)],
+        &'a [(&'a str, i64, i64)],
+        &'a [(&'a str, i32, i32)],
+        i64,
+        &'a [i32],
+    );
+    let cases: &[Case] = &[
+        // Nothing stopping: the scale-up stands.
+        (&[("a", 2)], &[("a", 2, 0)], &[("a", 2, 5)], 5, &[5]),
+        // 5 → 2 while 3 still stop, then back to 5: waits for them.
+        (&[("a", 2)], &[("a", 2, 3)], &[("a", 2, 5)], 5, &[2]),
+        (&[("a", 2)], &[("a", 2, 2)], &[("a", 2, 5)], 5, &[3]),
+        // Another ReplicaSet's stopping instances take room too.
+        (
+            &[("a", 3), ("b", 0)],
+            &[("a", 3, 0), ("b", 0, 2)],
+            &[("a", 3, 6)],
+            6,
+            &[4],
+        ),
+        // In order: the first scale-up takes the room, the second keeps its size; a
+        // scale-down passes unchanged.
+        (
+            &[("a", 2), ("b", 2), ("c", 2)],
+            &[("a", 2, 0), ("b", 2, 0), ("c", 2, 1)],
+            &[("a", 2, 4), ("b", 2, 4), ("c", 2, 1)],
+            8,
+            &[3, 2, 1],
+        ),
+        // Already above the limit: never shrunk by the cap.
+        (&[("a", 4)], &[("a", 4, 5)], &[("a", 4, 6)], 5, &[4]),
+    ];
+    for (sizes, inst, scales, limit, want) in cases {
+        let rss: Vec<ReplicaSetView> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, (n, r))| rs(n, i as u64, *r, *r))
+            .collect();
+        let instances: BTreeMap<String, InstanceCount> = inst
+            .iter()
+            .map(|(n, l, st)| (n.to_string(), count(*l, *st)))
+            .collect();
+        let scales: Vec<Scale> = scales
+            .iter()
+            .map(|(n, from, to)| Scale {
+                name: n.to_string(),
+                from: *from,
+                to: *to,
+            })
+            .collect();
+        let got: Vec<i32> = cap_scale_ups(&scales, &rss, &instances, *limit)
+            .iter()
+            .map(|s| s.to)
+            .collect();
+        assert_eq!(&got, want, "{sizes:?} {inst:?} {scales:?} ≤ {limit}");
+    }
+
+    // The limit per strategy; only TerminationComplete waits.
+    let mut d = spec(15, json!("25%"), json!("25%"));
+    assert_eq!(d.instance_limit(), Some(19));
+    assert!(!d.waits_for_termination());
+    d.pod_replacement_policy = Some(PodReplacementPolicy::TerminationStarted);
+    assert!(!d.waits_for_termination());
+    d.pod_replacement_policy = Some(PodReplacementPolicy::TerminationComplete);
+    assert!(d.waits_for_termination());
+    d.strategy = Strategy::Recreate;
+    assert_eq!(d.instance_limit(), Some(15));
+    d.strategy = Strategy::BlueGreen {
+        auto_promote: true,
+        scale_down_delay_seconds: 30,
+    };
+    assert_eq!(d.instance_limit(), None);
+}
+
+#[test]
 fn deployment_spec_validation() {
     let ok = json!({"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
         "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"version": "1"}}});
@@ -1351,6 +1476,33 @@ fn deployment_spec_validation() {
         json!(true),
     ] {
         assert_eq!(field(with("/replicas", v)), "spec.replicas");
+    }
+    // podReplacementPolicy (KEP-3973): absent is the strategy's default; unknown values and
+    // non-strings are Invalid naming the field.
+    assert_eq!(s.pod_replacement_policy, None);
+    for (v, want) in [
+        (
+            json!("TerminationStarted"),
+            Some(PodReplacementPolicy::TerminationStarted),
+        ),
+        (
+            json!("TerminationComplete"),
+            Some(PodReplacementPolicy::TerminationComplete),
+        ),
+        (Value::Null, None),
+    ] {
+        let got = DeploymentSpec::from_spec(&with("/podReplacementPolicy", v)).unwrap();
+        assert_eq!(got.pod_replacement_policy, want);
+    }
+    for v in [
+        json!("terminationComplete"),
+        json!(""),
+        json!(1),
+        json!(["TerminationComplete"]),
+    ] {
+        let e = DeploymentSpec::from_spec(&with("/podReplacementPolicy", v)).unwrap_err();
+        assert_eq!(e.kind(), floyd::ErrorKind::Invalid);
+        assert_eq!(e.field(), Some("spec.podReplacementPolicy"));
     }
     let ru = |surge: Value, unavail: Value| {
         with(

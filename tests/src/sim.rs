@@ -48,6 +48,10 @@ pub struct Faults {
     pub crash: f64,
     /// Instances whose `spec.version` is listed never start (a permanent fault).
     pub broken_versions: BTreeSet<String>,
+    /// How long a stop takes, in fake time, from its first call (not a fault: applies with
+    /// faults off too). Until then every call reports that the instance is still stopping,
+    /// so it stays started and unconfirmed, as a slow graceful shutdown would.
+    pub stop_latency: Duration,
 }
 
 /// Everything the driver saw, for invariants and the trace.
@@ -67,6 +71,9 @@ pub struct DriverLog {
 /// instance that no longer exists.
 pub struct SimDriver {
     pub store: Store,
+    pub clock: Arc<FakeClock>,
+    /// When each instance's first stop call came (fake elapsed time), by uid.
+    pub stop_requested: Mutex<BTreeMap<String, Duration>>,
     pub rng: Mutex<Rng>,
     pub faults: Mutex<Faults>,
     pub faults_on: Mutex<bool>,
@@ -124,6 +131,18 @@ impl Driver for SimDriver {
         let mut log = self.log.lock();
         log.calls
             .push(("stop".into(), instance.metadata.name.clone()));
+        let latency = self.faults.lock().stop_latency;
+        if !latency.is_zero() {
+            let now = self.clock.elapsed();
+            let since = *self
+                .stop_requested
+                .lock()
+                .entry(instance.metadata.uid.clone())
+                .or_insert(now);
+            if now - since < latency {
+                return Err(DriverError("still stopping".into()));
+            }
+        }
         let fail = *self.faults_on.lock() && self.rng.lock().chance(self.faults.lock().fail_stop);
         if fail {
             return Err(DriverError("injected stop failure".into()));
@@ -160,6 +179,8 @@ impl Sim {
         .unwrap();
         let driver = Arc::new(SimDriver {
             store: store.clone(),
+            clock: clock.clone(),
+            stop_requested: Mutex::new(BTreeMap::new()),
             rng: Mutex::new(Rng::new(seed.wrapping_mul(31))),
             faults: Mutex::new(faults),
             faults_on: Mutex::new(true),

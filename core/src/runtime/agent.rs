@@ -337,6 +337,37 @@ impl Shared {
         })
     }
 
+    /// Per controlling ReplicaSet UID among `owner_uids`: instances the agent started (or is
+    /// starting) whose objects are gone from the cache while their stop has not finished.
+    /// Together with the cache's instances this is |Inst(rs)| of `reliability.md`, which
+    /// the TerminationComplete replacement policy bounds.
+    pub(crate) fn agent_stopping_by_owner(
+        &self,
+        owner_uids: &[&str],
+    ) -> std::collections::BTreeMap<String, i64> {
+        let mut out = std::collections::BTreeMap::new();
+        for (key, st) in self.agent.states.lock().iter() {
+            if st.phase == Phase::Idle {
+                continue;
+            }
+            let Some(owner) = st
+                .last
+                .controller_ref()
+                .filter(|r| owner_uids.contains(&r.uid.as_str()))
+            else {
+                continue;
+            };
+            let live = self
+                .cache
+                .get("Instance", key)
+                .is_some_and(|c| c.metadata.uid == st.uid);
+            if !live {
+                *out.entry(owner.uid.clone()).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
     /// After an instance finally stopped: wake the Deployment that may be waiting for it.
     fn stopped(&self, obj: &Object) {
         let ns = &obj.metadata.namespace;

@@ -6,6 +6,11 @@
 //! unchanged status requeues the key for when the deadline passes (K9). The arithmetic is
 //! in `controller::deployment`; this module reads the cache, writes through the store and
 //! requeues.
+//!
+//! Two things beyond upstream: a status write that a sync already on its way would
+//! supersede is skipped (after writing a ReplicaSet, or while a ReplicaSet has not observed
+//! its spec; `docs/semantics.md`), and under `podReplacementPolicy: TerminationComplete`
+//! scale-ups count the instances the agent is still stopping.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -178,14 +183,19 @@ impl Shared {
         paused: bool,
     ) -> Result<()> {
         let (new_rs, old) = split(d, rss);
-        let scales = du::scale_plan(d, new_rs, &old);
+        let scales = self.cap_for_termination(d, rss, du::scale_plan(d, new_rs, &old));
+        let mut wrote = false;
         for s in &scales {
-            self.scale_rs(d, s)?;
+            wrote |= self.scale_rs(d, s)?;
         }
         if paused {
             for name in du::cleanup_plan(&old, d.spec.revision_history_limit) {
                 self.delete_rs(&d.namespace, &name)?;
             }
+        }
+        if wrote {
+            // The ReplicaSet writes come back through the watch and requeue this key.
+            return Ok(());
         }
         let rss = self.reload(d, rss)?;
         let (new_rs, old) = split(d, &rss);
@@ -202,19 +212,23 @@ impl Shared {
         let rss = self.ensure_new_rs(d_obj, d, rss, now)?;
         let (new_rs, old) = split(d, &rss);
         let new_rs = new_rs.expect("ensured above").clone();
-        match dep::rolling_update_step(&d.spec, &new_rs, &old)
+        let surplus = self
+            .termination_footprint(d, &rss)
+            .map_or(0, |(_, instances)| du::instance_surplus(&rss, &instances));
+        match dep::rolling_update_step_with(&d.spec, &new_rs, &old, surplus)
             .map_err(|e| Error::invalid("spec.strategy", e))?
         {
             dep::RollingStep::ScaleNew(s) => {
-                self.scale_rs(d, &s)?;
-                return self.sync_rollout(d_obj, d, now);
+                let wrote = self.scale_rs(d, &s)?;
+                return self.sync_rollout_unless_scaled(d_obj, d, now, wrote);
             }
             dep::RollingStep::ScaleOld { scales, scaled } => {
+                let mut wrote = false;
                 for s in &scales {
-                    self.scale_rs(d, s)?;
+                    wrote |= self.scale_rs(d, s)?;
                 }
                 if scaled {
-                    return self.sync_rollout(d_obj, d, now);
+                    return self.sync_rollout_unless_scaled(d_obj, d, now, wrote);
                 }
             }
             dep::RollingStep::Idle => {}
@@ -244,10 +258,11 @@ impl Shared {
         };
         match step {
             dep::RecreateStep::ScaleOldToZero(scales) => {
+                let mut wrote = false;
                 for s in &scales {
-                    self.scale_rs(d, s)?;
+                    wrote |= self.scale_rs(d, s)?;
                 }
-                self.sync_rollout(d_obj, d, now)
+                self.sync_rollout_unless_scaled(d_obj, d, now, wrote)
             }
             // K11: old instances still alive or stopping; their deletion requeues us.
             dep::RecreateStep::WaitForOld => self.sync_rollout(d_obj, d, now),
@@ -257,8 +272,9 @@ impl Shared {
             }
             dep::RecreateStep::ScaleNew(s) => {
                 if let Some(s) = s {
-                    self.scale_rs(d, &s)?;
-                    return self.sync_rollout(d_obj, d, now);
+                    let s = self.cap_one_for_termination(d, &rss, s);
+                    let wrote = self.scale_rs(d, &s)?;
+                    return self.sync_rollout_unless_scaled(d_obj, d, now, wrote);
                 }
                 self.finish_rollout(d_obj, d, now)
             }
@@ -404,11 +420,34 @@ impl Shared {
                 self.delete_rs(&d.namespace, &name)?;
             }
         }
+        if replica_set_status_pending(&rss) {
+            return Ok(());
+        }
         self.write_rollout_status(d_obj, d, status, now)
+    }
+
+    /// `syncRolloutStatus` after a scaling step, skipped when the step wrote a ReplicaSet:
+    /// that write comes back through the watch and requeues this key, and the sync it
+    /// causes computes the status from the ReplicaSets' newer state. Writing the status now
+    /// as well would add a store write per rollout step that the next sync overwrites.
+    fn sync_rollout_unless_scaled(
+        &self,
+        d_obj: &Arc<Object>,
+        d: &DeploymentView,
+        now: SystemTime,
+        wrote: bool,
+    ) -> Result<()> {
+        if wrote {
+            return Ok(());
+        }
+        self.sync_rollout(d_obj, d, now)
     }
 
     fn sync_rollout(&self, d_obj: &Arc<Object>, d: &DeploymentView, now: SystemTime) -> Result<()> {
         let rss = self.reload(d, &[])?;
+        if replica_set_status_pending(&rss) {
+            return Ok(());
+        }
         let (new_rs, old) = split(d, &rss);
         let status = dep::sync_rollout_status(d, new_rs, &old, now);
         self.write_rollout_status(d_obj, d, status, now)
@@ -494,7 +533,17 @@ impl Shared {
             return self.reload(d, &rss);
         }
         let (_, old) = split(d, &rss);
-        let rs = dep::new_replica_set(d_obj, d, &old).map_err(|e| Error::invalid("spec", e))?;
+        let mut rs = dep::new_replica_set(d_obj, d, &old).map_err(|e| Error::invalid("spec", e))?;
+        if d.spec.waits_for_termination() {
+            // The new ReplicaSet's first size is a scale-up from zero like any other.
+            let want = rs.spec["replicas"].as_i64().unwrap_or(0);
+            let first = Scale {
+                name: rs.metadata.name.clone(),
+                from: 0,
+                to: i32::try_from(want).unwrap_or(i32::MAX),
+            };
+            rs.spec["replicas"] = Value::from(self.cap_one_for_termination(d, &rss, first).to);
+        }
         let created_key;
         match self.store.create(rs) {
             Ok(created) => {
@@ -525,14 +574,69 @@ impl Shared {
         self.reload_with(d, &rss, Some(created_key))
     }
 
+    /// With the TerminationComplete replacement policy, lowers the scale-ups in `scales` so
+    /// that the Deployment's instances — live ones and those still stopping — stay within
+    /// `replicas + maxSurge` (`replicas` for Recreate). Other policies: `scales` unchanged.
+    fn cap_for_termination(
+        &self,
+        d: &DeploymentView,
+        rss: &[ReplicaSetView],
+        scales: Vec<Scale>,
+    ) -> Vec<Scale> {
+        if scales.iter().all(|s| s.to <= s.from) {
+            return scales;
+        }
+        match self.termination_footprint(d, rss) {
+            Some((limit, instances)) => du::cap_scale_ups(&scales, rss, &instances, limit),
+            None => scales,
+        }
+    }
+
+    /// Under TerminationComplete: the Deployment's instance limit and, per ReplicaSet name,
+    /// its instances — those in the cache plus those the agent is still stopping. `None`
+    /// for other policies and for BlueGreen.
+    fn termination_footprint(
+        &self,
+        d: &DeploymentView,
+        rss: &[ReplicaSetView],
+    ) -> Option<(i64, std::collections::BTreeMap<String, du::InstanceCount>)> {
+        if !d.spec.waits_for_termination() {
+            return None;
+        }
+        let limit = d.spec.instance_limit()?;
+        let uids: Vec<&str> = rss.iter().map(|rs| rs.uid.as_str()).collect();
+        let stopping = self.agent_stopping_by_owner(&uids);
+        let instances = rss
+            .iter()
+            .map(|rs| {
+                let n = du::InstanceCount {
+                    live: self.cache.instances_owned_by(&rs.uid).len() as i64,
+                    stopping: stopping.get(&rs.uid).copied().unwrap_or(0),
+                };
+                (rs.name.clone(), n)
+            })
+            .collect();
+        Some((limit, instances))
+    }
+
+    fn cap_one_for_termination(
+        &self,
+        d: &DeploymentView,
+        rss: &[ReplicaSetView],
+        s: Scale,
+    ) -> Scale {
+        let mut v = self.cap_for_termination(d, rss, vec![s]);
+        v.pop().expect("one scale in, one out")
+    }
+
     /// Sets a ReplicaSet's size and its desired/max-replicas annotations; writes only when
-    /// something changes.
-    fn scale_rs(&self, d: &DeploymentView, s: &Scale) -> Result<()> {
+    /// something changes. Returns whether it wrote.
+    fn scale_rs(&self, d: &DeploymentView, s: &Scale) -> Result<bool> {
         let key = format!("{}/{}", d.namespace, s.name);
         let max = d.spec.replicas.saturating_add(du::max_surge(&d.spec));
         loop {
             let Some(cur) = self.store.get("ReplicaSet", &key)? else {
-                return Ok(());
+                return Ok(false);
             };
             let mut next = (*cur).clone();
             let mut changed =
@@ -542,12 +646,12 @@ impl Shared {
                 changed = true;
             }
             if !changed {
-                return Ok(());
+                return Ok(false);
             }
             match self.store.update(next) {
                 Ok(_) => {
                     self.count(|c| c.store_writes += 1);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
                 Err(e) => return Err(e),
@@ -687,6 +791,15 @@ impl Shared {
             }
         }
     }
+}
+
+/// Whether some ReplicaSet has not yet observed its latest spec. Its controller still owes
+/// a status write for it (it always writes when the generation is unobserved), that write
+/// requeues the Deployment, and the Deployment status computed now from the older
+/// ReplicaSet status would be overwritten by that sync: the rollout status waits for it.
+fn replica_set_status_pending(rss: &[ReplicaSetView]) -> bool {
+    rss.iter()
+        .any(|rs| rs.generation > rs.status.observed_generation)
 }
 
 /// `(new, old)` ReplicaSets of a Deployment by template.

@@ -143,11 +143,20 @@ impl Shared {
         let active: Vec<InstanceView> = claimed.iter().filter(|i| i.is_active()).cloned().collect();
 
         let mut manage_err = None;
-        if needs_sync
-            && !view.deleting
-            && let Err(e) = self.manage_replicas(key, &rs, &view, &active, wall)
-        {
-            manage_err = Some(e);
+        let mut wrote = 0;
+        if needs_sync && !view.deleting {
+            match self.manage_replicas(key, &rs, &view, &active, wall) {
+                Ok(n) => wrote = n,
+                Err(e) => manage_err = Some(e),
+            }
+        }
+        // This sync created or deleted instances and all went well: the status computed
+        // from the cache as it was is already out of date, and the watch events of those
+        // writes requeue this key, whose sync writes the status with them. Writing it now
+        // too would cost one more store write per scaling step for a status no reader
+        // could act on before the next one (upstream writes both).
+        if wrote > 0 && manage_err.is_none() {
+            return Ok(());
         }
         let status = rsu::calculate_status(
             &view,
@@ -183,6 +192,8 @@ impl Shared {
         }
     }
 
+    /// `manageReplicas`: creates or deletes toward `spec.replicas`; returns how many
+    /// instances it created or deleted.
     fn manage_replicas(
         self: &Arc<Self>,
         key: &str,
@@ -190,7 +201,7 @@ impl Shared {
         view: &ReplicaSetView,
         active: &[InstanceView],
         wall: std::time::SystemTime,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let related = self.related_instances(rs, active);
         let plan =
             rsu::manage_replicas_plan(&view.spec, active, &related, self.cfg.burst_replicas, wall);
@@ -223,15 +234,17 @@ impl Shared {
             if skipped > 0 {
                 self.expectations.lower_expectations(key, skipped as i64, 0);
             }
-            return err.map_or(Ok(()), Err);
+            return err.map_or(Ok(created), Err);
         }
         if !plan.delete.is_empty() {
             self.expectations
                 .expect_deletions(key, &plan.delete, self.now());
             let mut first_err = None;
+            let mut deleted = 0;
             for victim in &plan.delete {
                 match self.store.delete("Instance", victim, None) {
                     Ok(d) => {
+                        deleted += 1;
                         self.count(|c| c.store_writes += 1);
                         if let Some(rv) = d.resource_version().ok().flatten() {
                             self.expectations.record_write(key, rv.0);
@@ -245,9 +258,9 @@ impl Shared {
                     }
                 }
             }
-            return first_err.map_or(Ok(()), Err);
+            return first_err.map_or(Ok(deleted), Err);
         }
-        Ok(())
+        Ok(0)
     }
 
     /// Active instances of every ReplicaSet with the same controller owner (for ranking);

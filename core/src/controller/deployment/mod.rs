@@ -80,6 +80,52 @@ impl Default for Strategy {
     }
 }
 
+/// `spec.podReplacementPolicy` (KEP-3973): when a replacement for an instance that is being
+/// stopped may start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodReplacementPolicy {
+    /// As soon as the old instance's object is deleted: stopping instances do not count
+    /// toward `replicas + maxSurge` (Kubernetes' default for RollingUpdate).
+    TerminationStarted,
+    /// Only once the old instance has fully stopped: stopping instances count toward
+    /// `replicas + maxSurge` (`replicas` for Recreate), so the instances the driver runs for
+    /// a Deployment, stopping ones included, never exceed it.
+    TerminationComplete,
+}
+
+impl PodReplacementPolicy {
+    /// Decodes `spec.podReplacementPolicy`; absent or `null` is `None` (the strategy's
+    /// default).
+    pub fn from_json(v: Option<&Value>) -> Result<Option<PodReplacementPolicy>> {
+        const FIELD: &str = "spec.podReplacementPolicy";
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => match s.as_str() {
+                "TerminationStarted" => Ok(Some(PodReplacementPolicy::TerminationStarted)),
+                "TerminationComplete" => Ok(Some(PodReplacementPolicy::TerminationComplete)),
+                other => Err(Error::invalid(
+                    FIELD,
+                    format!(
+                        "Unsupported value: {other:?}: supported values: \"TerminationComplete\", \"TerminationStarted\""
+                    ),
+                )),
+            },
+            Some(other) => Err(Error::invalid(
+                FIELD,
+                format!("must be a string, got {}", super::json_type(other)),
+            )),
+        }
+    }
+
+    /// The policy's name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodReplacementPolicy::TerminationStarted => "TerminationStarted",
+            PodReplacementPolicy::TerminationComplete => "TerminationComplete",
+        }
+    }
+}
+
 /// A Deployment's spec, defaulted and validated.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeploymentSpec {
@@ -97,13 +143,35 @@ pub struct DeploymentSpec {
     /// Default 600; `i32::MAX` means no deadline.
     pub progress_deadline_seconds: Option<i32>,
     pub paused: bool,
+    /// `spec.podReplacementPolicy`; `None` is the strategy's default (TerminationStarted
+    /// behaviour for scaling and RollingUpdate; Recreate always waits for old instances).
+    pub pod_replacement_policy: Option<PodReplacementPolicy>,
 }
 
 impl DeploymentSpec {
+    /// Whether stopping instances count toward the Deployment's instance limit
+    /// ([`PodReplacementPolicy::TerminationComplete`]).
+    pub fn waits_for_termination(&self) -> bool {
+        self.pod_replacement_policy == Some(PodReplacementPolicy::TerminationComplete)
+    }
+
+    /// The most instances the Deployment may have under TerminationComplete, stopping ones
+    /// included: `replicas + MaxSurge` for RollingUpdate, `replicas` for Recreate; `None`
+    /// for BlueGreen, whose preview runs beside the active revision by design.
+    pub fn instance_limit(&self) -> Option<i64> {
+        match self.strategy {
+            Strategy::RollingUpdate { .. } => {
+                Some(i64::from(self.replicas) + i64::from(max_surge(self)))
+            }
+            Strategy::Recreate => Some(i64::from(self.replicas)),
+            Strategy::BlueGreen { .. } => None,
+        }
+    }
+
     /// Defaults and validates `spec` as the API server does (`SetDefaults_Deployment`,
     /// `ValidateDeploymentSpec`), returning the first error in upstream's order: replicas,
     /// selector, template, strategy, minReadySeconds, revisionHistoryLimit,
-    /// progressDeadlineSeconds (> minReadySeconds), paused.
+    /// progressDeadlineSeconds (> minReadySeconds), paused, podReplacementPolicy.
     pub fn from_spec(spec: &Value) -> Result<DeploymentSpec> {
         if !spec.is_object() {
             return Err(Error::invalid("spec", "must be an object"));
@@ -132,6 +200,8 @@ impl DeploymentSpec {
             ));
         }
         let paused = opt_bool(spec.get("paused"), "spec.paused")?.unwrap_or(false);
+        let pod_replacement_policy =
+            PodReplacementPolicy::from_json(spec.get("podReplacementPolicy"))?;
         Ok(DeploymentSpec {
             replicas,
             selector,
@@ -143,6 +213,7 @@ impl DeploymentSpec {
             revision_history_limit,
             progress_deadline_seconds,
             paused,
+            pod_replacement_policy,
         })
     }
 }
@@ -733,7 +804,20 @@ pub fn rolling_update_step(
     new_rs: &ReplicaSetView,
     old_rss: &[ReplicaSetView],
 ) -> std::result::Result<RollingStep, String> {
-    if let Some(to) = reconcile_new_replica_set(d, new_rs, old_rss)? {
+    rolling_update_step_with(d, new_rs, old_rss, 0)
+}
+
+/// [`rolling_update_step`] where the new ReplicaSet grows only within `replicas + surge`
+/// minus `surplus` instances beyond the specs (TerminationComplete: stopping instances;
+/// see [`util::new_rs_new_replicas_with`]). When it cannot grow, the old ReplicaSets are
+/// reconciled as usual.
+pub fn rolling_update_step_with(
+    d: &DeploymentSpec,
+    new_rs: &ReplicaSetView,
+    old_rss: &[ReplicaSetView],
+    surplus: i64,
+) -> std::result::Result<RollingStep, String> {
+    if let Some(to) = reconcile_new_replica_set_with(d, new_rs, old_rss, surplus)? {
         return Ok(RollingStep::ScaleNew(Scale {
             name: new_rs.name.clone(),
             from: new_rs.spec.replicas,

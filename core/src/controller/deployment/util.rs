@@ -484,10 +484,23 @@ pub fn new_rs_new_replicas(
     new_rs: &ReplicaSetView,
     old_rss: &[ReplicaSetView],
 ) -> Result<i32, String> {
+    new_rs_new_replicas_with(d, new_rs, old_rss, 0)
+}
+
+/// [`new_rs_new_replicas`] counting `surplus` more instances than the specs add up to: with
+/// the TerminationComplete replacement policy, [`instance_surplus`], which includes the
+/// instances still stopping (upstream adds the terminating replicas to the current count).
+/// 0 is upstream's default.
+pub fn new_rs_new_replicas_with(
+    d: &DeploymentSpec,
+    new_rs: &ReplicaSetView,
+    old_rss: &[ReplicaSetView],
+    surplus: i64,
+) -> Result<i32, String> {
     match &d.strategy {
         Strategy::RollingUpdate { max_surge, .. } => {
             let surge = max_surge.scaled_value(d.replicas, true)?;
-            let current = sum_spec(old_rss) + i64::from(new_rs.spec.replicas);
+            let current = sum_spec(old_rss) + i64::from(new_rs.spec.replicas) + surplus.max(0);
             let max_total = i64::from(d.replicas) + surge;
             if current >= max_total {
                 return Ok(new_rs.spec.replicas);
@@ -507,6 +520,16 @@ pub fn reconcile_new_replica_set(
     new_rs: &ReplicaSetView,
     old_rss: &[ReplicaSetView],
 ) -> Result<Option<i32>, String> {
+    reconcile_new_replica_set_with(d, new_rs, old_rss, 0)
+}
+
+/// [`reconcile_new_replica_set`] with [`new_rs_new_replicas_with`]'s `surplus`.
+pub fn reconcile_new_replica_set_with(
+    d: &DeploymentSpec,
+    new_rs: &ReplicaSetView,
+    old_rss: &[ReplicaSetView],
+    surplus: i64,
+) -> Result<Option<i32>, String> {
     let cur = new_rs.spec.replicas;
     if cur == d.replicas {
         return Ok(None);
@@ -514,7 +537,7 @@ pub fn reconcile_new_replica_set(
     if cur > d.replicas {
         return Ok(Some(d.replicas));
     }
-    let n = new_rs_new_replicas(d, new_rs, old_rss)?;
+    let n = new_rs_new_replicas_with(d, new_rs, old_rss, surplus)?;
     Ok((n != cur).then_some(n))
 }
 
@@ -834,6 +857,85 @@ pub fn scale_plan(
         .zip(sizes)
         .map(|(rs, to)| Scale::of(rs, to))
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Replacement policy TerminationComplete (KEP-3973)
+
+/// A ReplicaSet's instances: `live` ones (objects present) and `stopping` ones (objects
+/// deleted, stop not yet confirmed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InstanceCount {
+    pub live: i64,
+    pub stopping: i64,
+}
+
+impl InstanceCount {
+    /// How many instances the ReplicaSet will have at most at size `spec` before anything
+    /// else stops: its controller fills up to `spec` live ones (it never counts stopping
+    /// ones), and the stopping ones remain until their stop finishes.
+    pub fn footprint(self, spec: i64) -> i64 {
+        spec.max(self.live).saturating_add(self.stopping)
+    }
+}
+
+/// Caps the scale-ups among `scales` so that `Σ_rs footprint(spec)` stays within `limit`
+/// ([`InstanceCount::footprint`]: instances including those whose stop has not finished;
+/// kubernetes#95498, `reliability.md` INV-SURGE-LIVE). Scales are
+/// taken in order, each one seeing the sizes the earlier ones set; a scale-up never goes
+/// below its `from` (it may become a no-op, which still rewrites the size annotations) and
+/// scale-downs pass unchanged. `rss` are the Deployment's ReplicaSets with their current
+/// sizes; a scaled ReplicaSet missing from it starts from `from`.
+pub fn cap_scale_ups(
+    scales: &[Scale],
+    rss: &[ReplicaSetView],
+    instances: &BTreeMap<String, InstanceCount>,
+    limit: i64,
+) -> Vec<Scale> {
+    let mut sizes: BTreeMap<&str, i64> = rss
+        .iter()
+        .map(|rs| (rs.name.as_str(), i64::from(rs.spec.replicas)))
+        .collect();
+    let count = |name: &str| instances.get(name).copied().unwrap_or_default();
+    let mut out = Vec::with_capacity(scales.len());
+    for s in scales {
+        let mut to = s.to;
+        if s.to > s.from {
+            let others: i64 = sizes
+                .iter()
+                .filter(|(n, _)| **n != s.name)
+                .map(|(n, size)| count(n).footprint(*size))
+                .sum();
+            let own = count(&s.name);
+            // The largest size whose footprint fits: stopping ones take room first, and
+            // live ones beyond the size count as they are.
+            let room = limit.saturating_sub(others).saturating_sub(own.stopping);
+            to = clamp32(room.min(i64::from(s.to))).max(s.from);
+        }
+        sizes.insert(s.name.as_str(), i64::from(to));
+        out.push(Scale {
+            name: s.name.clone(),
+            from: s.from,
+            to,
+        });
+    }
+    out
+}
+
+/// `Σ_rs footprint(spec) − spec`: how many instances (stopping ones included) the
+/// ReplicaSets will have beyond their specs — the `surplus` of
+/// [`new_rs_new_replicas_with`].
+pub fn instance_surplus(
+    rss: &[ReplicaSetView],
+    instances: &BTreeMap<String, InstanceCount>,
+) -> i64 {
+    rss.iter()
+        .map(|rs| {
+            let spec = i64::from(rs.spec.replicas);
+            let n = instances.get(&rs.name).copied().unwrap_or_default();
+            n.footprint(spec) - spec
+        })
+        .sum()
 }
 
 // ---------------------------------------------------------------------------------------
