@@ -167,6 +167,12 @@ export interface ControlPlaneStats {
   driverStartFailures: number
   driverStops: number
   storeWrites: number
+  /** Driver calls that took longer than `driverTimeout` (failed starts, retried stops). */
+  driverTimeouts: number
+  /** Answers of timed-out driver calls that came anyway (ignored). */
+  driverLateResults: number
+  /** Pool threads replaced while stuck in a timed-out driver call. */
+  driverThreadsReplaced: number
 }
 
 export interface InformerOptions {
@@ -310,6 +316,16 @@ export declare class ControlPlane {
   /** `promote` as a promise, run off the event loop. */
   promoteAsync(key: string): Promise<FloydObject>
   /**
+   * Reports that the running instance at `instanceKey` (`"namespace/name"`) exited on its
+   * own (its process crashed), with `message` saying why: it turns not-ready, its
+   * `restartCount` grows, and the node agent starts it again after the crash-loop
+   * backoff. `NotFound` if the agent is not running that instance. `always` mode: use
+   * `reportExitAsync`.
+   */
+  reportExit(instanceKey: string, message: string): void
+  /** `reportExit` as a promise, run off the event loop. */
+  reportExitAsync(instanceKey: string, message: string): Promise<void>
+  /**
    * The ready addresses of the Service at `serviceKey` (`"namespace/name"`), from the
    * control plane's cache. `NotFound` if there is no such Service.
    */
@@ -322,7 +338,10 @@ export declare class ControlPlane {
   pick(serviceKey: string, hint?: string | null): string | null
   /**
    * Counters: `syncs`, `syncErrors`, `driverStarts`, `driverStartFailures`,
-   * `driverStops`, `storeWrites`. Works after `stop()`.
+   * `driverStops`, `storeWrites`, `driverTimeouts` (driver calls that took longer than
+   * `driverTimeout`), `driverLateResults` (answers of timed-out calls that came anyway,
+   * ignored), `driverThreadsReplaced` (pool threads replaced while stuck in a timed-out
+   * call). Works after `stop()`.
    */
   stats(): ControlPlaneStats
   /**

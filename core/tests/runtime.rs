@@ -1,15 +1,20 @@
 //! The control plane in threaded mode on the real clock: a ReplicaSet converges through the
 //! node agent and a real (recording) driver; scaling down stops exactly the victims; the
 //! endpoints controller lists ready instances and `pick` round-robins over them; `stop`
-//! joins every thread, and use after stop is `ShutDown`.
+//! joins every thread, and use after stop is `ShutDown`. Driver timeouts, on a fake clock:
+//! a start that hangs fails at the timeout while the other instances run, its late result is
+//! ignored, a stuck pool thread is replaced, and `stop` does not wait for a hung call.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use floyd::runtime::{ControlPlane, ControlPlaneConfig, Driver, DriverError, Started};
+use floyd::clock::FakeClock;
+use floyd::runtime::{
+    ControlPlane, ControlPlaneConfig, Driver, DriverError, MAX_DRIVER_TIMEOUT, Started,
+};
 use floyd::{ErrorKind, Object, Store};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use serde_json::json;
 
 #[derive(Default)]
@@ -134,10 +139,32 @@ fn bad_configuration_is_invalid() {
             retry_base: Duration::ZERO,
             ..ControlPlaneConfig::default()
         },
+        ControlPlaneConfig {
+            driver_timeout: Duration::ZERO,
+            ..ControlPlaneConfig::default()
+        },
+        ControlPlaneConfig {
+            driver_timeout: MAX_DRIVER_TIMEOUT + Duration::from_nanos(1),
+            ..ControlPlaneConfig::default()
+        },
     ] {
-        let e = ControlPlane::new(store.clone(), Arc::new(Recorder::default()), cfg).unwrap_err();
+        let e = ControlPlane::new(store.clone(), Arc::new(Recorder::default()), cfg.clone())
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+        let e =
+            ControlPlane::stepped(store.clone(), Arc::new(Recorder::default()), cfg).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Invalid);
     }
+    let e = ControlPlane::new(
+        store.clone(),
+        Arc::new(Recorder::default()),
+        ControlPlaneConfig {
+            driver_timeout: Duration::ZERO,
+            ..ControlPlaneConfig::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("driver_timeout"), "{e}");
     let cp = ControlPlane::new(
         store,
         Arc::new(Recorder::default()),
@@ -152,4 +179,300 @@ fn bad_configuration_is_invalid() {
         cp.scale("ReplicaSet", "default/x", 1).unwrap_err().kind(),
         ErrorKind::NotFound
     );
+}
+
+/// A driver whose `start` of the instances named in `hang` blocks until [`Gated::open`]
+/// (then succeeds with the address `late:<name>`); every other call succeeds at once.
+struct Gated {
+    hang: Vec<String>,
+    open: Mutex<bool>,
+    opened: Condvar,
+    /// Names of the starts that entered the driver, in order.
+    entered: Mutex<Vec<String>>,
+    stops: Mutex<Vec<String>>,
+}
+
+impl Gated {
+    fn new(hang: &[&str]) -> Arc<Gated> {
+        Arc::new(Gated {
+            hang: hang.iter().map(|s| s.to_string()).collect(),
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+            entered: Mutex::new(vec![]),
+            stops: Mutex::new(vec![]),
+        })
+    }
+
+    fn open(&self) {
+        *self.open.lock() = true;
+        self.opened.notify_all();
+    }
+
+    fn entered(&self, name: &str) -> usize {
+        self.entered.lock().iter().filter(|n| *n == name).count()
+    }
+}
+
+impl Driver for Gated {
+    fn start(&self, i: &Object) -> Result<Started, DriverError> {
+        let name = i.metadata.name.clone();
+        self.entered.lock().push(name.clone());
+        if self.hang.contains(&name) {
+            let mut open = self.open.lock();
+            while !*open {
+                self.opened.wait(&mut open);
+            }
+            return Ok(Started {
+                address: Some(format!("late:{name}")),
+            });
+        }
+        Ok(Started {
+            address: Some(format!("{name}:80")),
+        })
+    }
+    fn stop(&self, i: &Object) -> Result<(), DriverError> {
+        self.stops.lock().push(i.metadata.name.clone());
+        Ok(())
+    }
+}
+
+impl Drop for Gated {
+    fn drop(&mut self) {
+        self.open();
+    }
+}
+
+fn instance(name: &str) -> Object {
+    Object::from_json(
+        &json!({"kind": "Instance", "metadata": {"name": name}, "spec": {"version": "1"}}),
+    )
+    .unwrap()
+}
+
+fn status_of(store: &Store, name: &str) -> serde_json::Value {
+    store
+        .get("Instance", &format!("default/{name}"))
+        .unwrap()
+        .map(|i| i.status.clone())
+        .unwrap_or_default()
+}
+
+fn fake_config(clock: &Arc<FakeClock>, threads: usize) -> ControlPlaneConfig {
+    ControlPlaneConfig {
+        clock: clock.clone(),
+        driver_threads: threads,
+        driver_timeout: Duration::from_secs(30),
+        ..ControlPlaneConfig::default()
+    }
+}
+
+#[test]
+fn a_hung_start_fails_at_the_timeout_while_the_others_run_and_its_late_result_is_ignored() {
+    let clock = FakeClock::shared();
+    let store = Store::memory();
+    let rs = |n| {
+        Object::from_json(&json!({
+            "kind": "ReplicaSet",
+            "metadata": {"name": "web"},
+            "spec": {"replicas": n, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"version": "1"}}}
+        }))
+        .unwrap()
+    };
+    // The hung instance is the one the ReplicaSet controller names first; learn its name
+    // from a single-replica ReplicaSet started on a driver that hangs nothing.
+    store.create(rs(1)).unwrap();
+    let victim = {
+        let cp =
+            ControlPlane::stepped(store.clone(), Gated::new(&[]), fake_config(&clock, 2)).unwrap();
+        while cp.step().unwrap() {}
+        let (all, _) = store.list("Instance", None, None).unwrap();
+        all[0].metadata.name.clone()
+    };
+    let driver = Gated::new(&[&victim]);
+    let cp = ControlPlane::new(store.clone(), driver.clone(), fake_config(&clock, 2)).unwrap();
+    cp.start().unwrap();
+    cp.scale("ReplicaSet", "default/web", 3).unwrap();
+    // The other two run while the victim's start hangs on one of the two pool threads.
+    assert!(eventually(
+        || ready_instances(&store) == 2 && driver.entered(&victim) == 1
+    ));
+    assert!(eventually(|| {
+        store
+            .get("ReplicaSet", "default/web")
+            .unwrap()
+            .unwrap()
+            .status["readyReplicas"]
+            == 2
+    }));
+    assert!(status_of(&store, &victim)["message"].is_null());
+    assert_eq!(cp.stats().driver_timeouts, 0);
+
+    // At the timeout the start is a failed start, and its thread is replaced.
+    clock.advance(Duration::from_secs(30));
+    assert!(eventually(|| {
+        status_of(&store, &victim)["conditions"][0]["reason"] == "StartTimedOut"
+    }));
+    let st = status_of(&store, &victim);
+    assert_eq!(st["restartCount"], 1);
+    assert_eq!(st["phase"], "Pending");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 30s"),
+        "{st}"
+    );
+    let stats = cp.stats();
+    assert_eq!(
+        (stats.driver_timeouts, stats.driver_threads_replaced),
+        (1, 1)
+    );
+    assert!(
+        !cp.running_instances()
+            .contains(&format!("default/{victim}"))
+    );
+
+    // The hung call returns late: its success is not applied.
+    driver.open();
+    assert!(eventually(|| cp.stats().driver_late_results == 1));
+    let st = status_of(&store, &victim);
+    assert_eq!(st["conditions"][0]["reason"], "StartTimedOut", "{st}");
+    assert!(st["address"].is_null(), "{st}");
+    assert_eq!(ready_instances(&store), 2);
+
+    // After the backoff the newer attempt runs and is applied normally.
+    clock.advance(Duration::from_secs(10));
+    assert!(eventually(|| ready_instances(&store) == 3));
+    let st = status_of(&store, &victim);
+    assert_eq!(st["restartCount"], 1);
+    assert_eq!(st["address"], format!("late:{victim}"));
+    assert_eq!(driver.entered(&victim), 2);
+    assert_eq!(cp.stats().driver_late_results, 1);
+    cp.stop().unwrap();
+}
+
+#[test]
+fn a_stuck_thread_is_replaced_so_a_hung_call_cannot_starve_the_pool() {
+    let clock = FakeClock::shared();
+    let store = Store::memory();
+    let driver = Gated::new(&["hung"]);
+    // One pool thread: without a replacement, nothing could start after "hung".
+    let cp = ControlPlane::new(store.clone(), driver.clone(), fake_config(&clock, 1)).unwrap();
+    cp.start().unwrap();
+    store.create(instance("hung")).unwrap();
+    assert!(eventually(|| driver.entered("hung") == 1));
+    clock.advance(Duration::from_secs(15));
+    store.create(instance("b")).unwrap();
+    // "b" is queued behind the stuck thread; its own deadline is 15 s after "hung"'s.
+    clock.advance(Duration::from_secs(15));
+    assert!(eventually(|| status_of(&store, "b")["phase"] == "Running"));
+    assert_eq!(status_of(&store, "b")["restartCount"], 0);
+    assert_eq!(
+        status_of(&store, "hung")["conditions"][0]["reason"],
+        "StartTimedOut"
+    );
+    let stats = cp.stats();
+    assert_eq!(
+        (stats.driver_timeouts, stats.driver_threads_replaced),
+        (1, 1)
+    );
+    // `stop` does not wait for the call stuck past its deadline.
+    cp.stop().unwrap();
+    driver.open();
+}
+
+#[test]
+fn a_deleted_instance_whose_start_returns_late_is_stopped() {
+    let clock = FakeClock::shared();
+    let store = Store::memory();
+    let driver = Gated::new(&["hung"]);
+    let cp = ControlPlane::new(store.clone(), driver.clone(), fake_config(&clock, 2)).unwrap();
+    cp.start().unwrap();
+    store.create(instance("hung")).unwrap();
+    assert!(eventually(|| driver.entered("hung") == 1));
+    clock.advance(Duration::from_secs(30));
+    assert!(eventually(|| cp.stats().driver_timeouts == 1));
+    store.delete("Instance", "default/hung", None).unwrap();
+    // Deleted after its start timed out: stopped (the start may still run it)...
+    assert!(eventually(|| driver.stops.lock().len() == 1));
+    // ...and once the late start did run it, stopped again.
+    driver.open();
+    assert!(eventually(|| driver.stops.lock().len() == 2));
+    assert_eq!(cp.stats().driver_late_results, 1);
+    assert!(cp.running_instances().is_empty());
+    cp.stop().unwrap();
+}
+
+/// Counts calls; never blocks.
+#[derive(Default)]
+struct Counting {
+    starts: Mutex<u32>,
+    stops: Mutex<u32>,
+}
+
+impl Driver for Counting {
+    fn start(&self, _: &Object) -> Result<Started, DriverError> {
+        *self.starts.lock() += 1;
+        Ok(Started::default())
+    }
+    fn stop(&self, _: &Object) -> Result<(), DriverError> {
+        *self.stops.lock() += 1;
+        Ok(())
+    }
+}
+
+/// Steps the control plane until nothing is left to do (driver calls stay queued).
+fn settle(cp: &ControlPlane) {
+    while cp.step().unwrap() {}
+}
+
+#[test]
+fn stepped_a_call_queued_past_its_deadline_fails_without_reaching_the_driver() {
+    let clock = FakeClock::shared();
+    let store = Store::memory();
+    let driver = Arc::new(Counting::default());
+    let cp = ControlPlane::stepped(store.clone(), driver.clone(), fake_config(&clock, 1)).unwrap();
+    store.create(instance("a")).unwrap();
+    settle(&cp); // the start is queued, not run
+    clock.advance(Duration::from_secs(30));
+    settle(&cp);
+    let st = status_of(&store, "a");
+    assert_eq!(st["conditions"][0]["reason"], "StartTimedOut", "{st}");
+    assert!(
+        st["message"].as_str().unwrap().contains("did not begin"),
+        "{st}"
+    );
+    assert_eq!(st["restartCount"], 1);
+    // The timed-out call is skipped when its turn comes.
+    assert!(cp.run_driver_call());
+    assert!(!cp.run_driver_call());
+    assert_eq!(*driver.starts.lock(), 0);
+    // After the backoff, a new attempt.
+    clock.advance(Duration::from_secs(10));
+    settle(&cp);
+    assert!(cp.run_driver_call());
+    settle(&cp);
+    assert_eq!(*driver.starts.lock(), 1);
+    let st = status_of(&store, "a");
+    assert_eq!(
+        (st["phase"].as_str(), st["restartCount"].as_u64()),
+        (Some("Running"), Some(1))
+    );
+    assert_eq!(cp.stats().driver_timeouts, 1);
+
+    // A stop that times out is retried; the timed-out one never reaches the driver.
+    store.delete("Instance", "default/a", None).unwrap();
+    settle(&cp);
+    clock.advance(Duration::from_secs(30));
+    settle(&cp);
+    assert_eq!(cp.stats().driver_timeouts, 2);
+    assert_eq!(cp.running_instances(), vec!["default/a".to_string()]);
+    clock.advance(Duration::from_secs(1)); // the retry's rate-limited delay
+    settle(&cp);
+    while cp.run_driver_call() {
+        settle(&cp);
+    }
+    assert_eq!(*driver.stops.lock(), 1);
+    assert!(cp.running_instances().is_empty());
 }

@@ -390,7 +390,81 @@ test('driver methods run with this = the driver (classes work)', async () => {
 test('a promise that never settles fails after driverTimeout', async () => {
   const pending = [] // reachable, so it could still settle
   const { status } = await statusAfterStart({ start: () => new Promise((r) => pending.push(r)), stop() {} }, { driverTimeout: 0.2 })
-  assert.match(status.message, /driver\.start did not settle within 0\.2 s/)
+  // The core fails the call at the timeout (the binding's own wait, a moment later, only
+  // frees the pool thread and would say "did not settle").
+  assert.match(status.message, /driver start did not finish within 0\.2s|driver\.start did not settle within/)
+})
+
+const isReady = (i) => (i.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True')
+
+test('reportExit restarts the instance after the backoff; bad input is typed', async () => {
+  const s = Store.memory()
+  const d = recordingDriver({ delay: 1 })
+  const cp = new ControlPlane(s, d, { restartBackoff: 0.05, restartBackoffMax: 0.1 })
+  cp.start()
+  s.create(replicaSet('web', 1))
+  const inst = await eventually(() => {
+    const [i] = s.list('Instance').items
+    return i && isReady(i) ? i : null
+  }, 'a ready instance')
+  const key = `default/${inst.metadata.name}`
+  assert.equal(inst.status.restartCount, 0)
+  assert.equal(cp.reportExit(key, 'segfault'), undefined)
+  // Restarted after the backoff: the same instance, started again, one restart more.
+  await eventually(() => {
+    const i = s.get('Instance', key)
+    return i.status.restartCount === 1 && isReady(i)
+  }, 'the restart')
+  assert.deepEqual(d.started, [inst.metadata.name, inst.metadata.name])
+  assert.equal(cp.stats().driverStarts, 2)
+  await cp.reportExitAsync(key, 'again')
+  await eventually(() => s.get('Instance', key).status.restartCount === 2 && isReady(s.get('Instance', key)), 'a second restart')
+
+  throwsCode(() => cp.reportExit('default/nope', 'gone'), 'NotFound')
+  await rejectsCode(() => cp.reportExitAsync('default/nope', 'gone'), 'NotFound')
+  throwsCode(() => cp.reportExit(), 'Invalid', 'instanceKey')
+  throwsCode(() => cp.reportExit(5, 'gone'), 'Invalid', 'instanceKey')
+  throwsCode(() => cp.reportExit(key), 'Invalid', 'message')
+  throwsCode(() => cp.reportExit(key, { why: 1 }), 'Invalid', 'message')
+  await rejectsCode(() => cp.reportExitAsync(null, 'gone'), 'Invalid', 'instanceKey')
+  await cp.stop()
+  throwsCode(() => cp.reportExit(key, 'gone'), 'ShutDown')
+})
+
+test('a start past driverTimeout fails while the others run; its late answer is ignored', async () => {
+  const s = Store.memory()
+  let hung = null
+  let release = null
+  const d = {
+    start(inst) {
+      if (hung === null) {
+        hung = inst.metadata.name
+        return new Promise((r) => (release = r))
+      }
+      return { address: `${inst.metadata.name}:80` }
+    },
+    stop() {},
+  }
+  // A long backoff: the timed-out start is not retried during the test.
+  const cp = new ControlPlane(s, d, { driverThreads: 2, driverTimeout: 0.3, restartBackoff: 300, restartBackoffMax: 300 })
+  cp.start()
+  s.create(replicaSet('web', 2))
+  await eventually(() => release, 'the hung start')
+  const key = `default/${hung}`
+  const status = () => s.get('Instance', key).status ?? {}
+  await eventually(() => status().conditions?.[0]?.reason === 'StartTimedOut', 'the timeout in status')
+  assert.equal(status().restartCount, 1)
+  assert.match(status().message, /did not finish within 0\.3s/)
+  await eventually(() => s.list('Instance').items.filter(isReady).length === 1, 'the other instance')
+  const stats = cp.stats()
+  assert.equal(stats.driverTimeouts, 1)
+  assert.equal(stats.driverThreadsReplaced, 1)
+  release({ address: 'late:1' })
+  await eventually(() => cp.stats().driverLateResults === 1, 'the late answer')
+  assert.equal(status().conditions[0].reason, 'StartTimedOut')
+  assert.equal(status().address, undefined)
+  assert.ok(!cp.runningInstances().includes(key))
+  await cp.stop()
 })
 
 test('a promise garbage-collected unsettled fails at once', () => {
@@ -489,6 +563,8 @@ test('scale in an always-mode store must be scaleAsync', async () => {
   throwsCode(() => cp.scale('default/web', 1, { kind: 'ReplicaSet' }), 'Invalid', 'durability')
   throwsCode(() => cp.pause('default/web'), 'Invalid', 'durability')
   throwsCode(() => cp.rollback('default/web'), 'Invalid', 'durability')
+  throwsCode(() => cp.reportExit('default/web-x', 'crashed'), 'Invalid', 'durability')
+  await rejectsCode(() => cp.reportExitAsync('default/web-x', 'crashed'), 'NotFound')
   assert.equal((await cp.scaleAsync('default/web', 1, { kind: 'ReplicaSet' })).spec.replicas, 1)
   await cp.stop()
   s.close()

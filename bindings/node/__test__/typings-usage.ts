@@ -18,6 +18,9 @@ async function main() {
   const eps: string[] = cp.endpoints('default/web')
   const scaled = cp.scale('default/web', 3, { kind: 'ReplicaSet' }); scaled.spec
   const st: ControlPlaneStats = cp.stats()
+  const timeouts: number = st.driverTimeouts + st.driverLateResults + st.driverThreadsReplaced
+  const exited: void = cp.reportExit('default/web-1', 'segfault')
+  await cp.reportExitAsync('default/web-1', 'segfault')
   await cp.stop()
   const inf = new Informer(s, 'W', { namespace: 'default', labelSelector: { matchLabels: { a: 'b' } }, resync: 0 })
   inf.addIndex('n', 'namespace'); inf.addIndex('f', 'field:spec.node'); inf.addIndex('l', 'label:app')
@@ -27,6 +30,6 @@ async function main() {
   const got = inf.get('default/a'); const objs = inf.byIndex('n', 'default'); const vals: string[] = inf.listIndexValues('n')
   const ok: boolean = await inf.waitForVersion(o.metadata.resourceVersion ?? 0, 1)
   const ist: InformerStats = inf.stats(); inf.stop()
-  return [o, l, item, addr, eps, st]
+  return [o, l, item, addr, eps, st, timeouts, exited]
 }
 main()

@@ -11,10 +11,12 @@
 //!   alike), and its settlement answers the channel — a rejection is a failure, and `start`
 //!   must resolve with `undefined`, `null` or `{address?: string}` (anything else is a failure
 //!   naming what came back);
-//! - on the pool thread, the wait ends with the answer, after `driverTimeout` seconds (a
-//!   never-settling promise is a failed call, not a hung control plane), or at once when the
-//!   control plane is abandoned: garbage-collected, or its JS environment torn down (process
-//!   exit, `worker_threads` termination). A settlement that arrives after its wait ended is
+//! - the core fails a call that has not answered within `driverTimeout` seconds (its
+//!   `ControlPlaneConfig::driver_timeout`: the instance's status records it, and a late
+//!   answer is ignored); the pool thread's own wait ends [`DRIVER_WAIT_GRACE`] later, so a
+//!   never-settling promise does not hold a thread forever, or at once when the control plane
+//!   is abandoned: garbage-collected, or its JS environment torn down (process exit,
+//!   `worker_threads` termination). A settlement that arrives after its wait ended is
 //!   dropped.
 //!
 //! The thread-safe functions are weak (they never keep the process alive) and are released
@@ -48,7 +50,10 @@ use crate::store::Store;
 
 /// Default bound on one driver call (`driverTimeout`).
 const DEFAULT_DRIVER_TIMEOUT: Duration = Duration::from_secs(60);
-/// Largest `driverTimeout` accepted.
+/// How much longer than `driverTimeout` a pool thread waits for a JS answer: the core
+/// fails the call at the timeout, this wait only frees the thread.
+const DRIVER_WAIT_GRACE: Duration = Duration::from_secs(1);
+/// Largest `driverTimeout` accepted (the core's maximum).
 const MAX_DRIVER_TIMEOUT_SECS: f64 = 86_400.0;
 /// Largest `driverThreads` accepted (each is an OS thread).
 const MAX_DRIVER_THREADS: u64 = 256;
@@ -454,6 +459,9 @@ fn stats_json(s: &floyd::runtime::ControlPlaneStats) -> Value {
         "driverStartFailures": s.driver_start_failures,
         "driverStops": s.driver_stops,
         "storeWrites": s.store_writes,
+        "driverTimeouts": s.driver_timeouts,
+        "driverLateResults": s.driver_late_results,
+        "driverThreadsReplaced": s.driver_threads_replaced,
     })
 }
 
@@ -608,6 +616,7 @@ impl ControlPlane {
                         ));
                     }
                     timeout = Duration::from_secs_f64(s);
+                    cfg.driver_timeout = timeout;
                 }
                 if let Some(d) = restart_backoff(prop(&o, "restartBackoff")?, "restartBackoff")? {
                     cfg.restart_backoff = d;
@@ -634,7 +643,7 @@ impl ControlPlane {
             };
             let js = Arc::new(JsDriver {
                 fns: Mutex::new(Some(Arc::new(fns))),
-                timeout,
+                timeout: timeout + DRIVER_WAIT_GRACE,
                 abort: Arc::new(Abort::new()),
             });
             let cp = floyd::ControlPlane::new(store.core(), js.clone(), cfg)?;
@@ -879,6 +888,51 @@ impl ControlPlane {
         })
     }
 
+    /// Reports that the running instance at `instanceKey` (`"namespace/name"`) exited on its
+    /// own (its process crashed), with `message` saying why: it turns not-ready, its
+    /// `restartCount` grows, and the node agent starts it again after the crash-loop
+    /// backoff. `NotFound` if the agent is not running that instance. `always` mode: use
+    /// `reportExitAsync`.
+    #[napi(catch_unwind, ts_args_type = "instanceKey: string, message: string")]
+    pub fn report_exit(
+        &self,
+        env: Env,
+        instance_key: Option<Unknown<'_>>,
+        message: Option<Unknown<'_>>,
+    ) -> napi::Result<()> {
+        guard(&env, || {
+            let key = string(instance_key, "instanceKey")?;
+            let message = string(message, "message")?;
+            self.write("reportExit", |cp| {
+                cp.report_exit(&key, &message)?;
+                Ok(Value::Null)
+            })?;
+            Ok(())
+        })
+    }
+
+    /// `reportExit` as a promise, run off the event loop.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "instanceKey: string, message: string",
+        ts_return_type = "Promise<void>"
+    )]
+    pub fn report_exit_async<'e>(
+        &self,
+        env: &'e Env,
+        instance_key: Option<Unknown<'_>>,
+        message: Option<Unknown<'_>>,
+    ) -> napi::Result<Unknown<'e>> {
+        guard_promise(env, || {
+            let key = string(instance_key, "instanceKey")?;
+            let message = string(message, "message")?;
+            self.write_async(env, move |cp| {
+                cp.report_exit(&key, &message)?;
+                Ok(Value::Null)
+            })
+        })
+    }
+
     /// The ready addresses of the Service at `serviceKey` (`"namespace/name"`), from the
     /// control plane's cache. `NotFound` if there is no such Service.
     #[napi(catch_unwind, ts_args_type = "serviceKey: string")]
@@ -914,7 +968,10 @@ impl ControlPlane {
     }
 
     /// Counters: `syncs`, `syncErrors`, `driverStarts`, `driverStartFailures`,
-    /// `driverStops`, `storeWrites`. Works after `stop()`.
+    /// `driverStops`, `storeWrites`, `driverTimeouts` (driver calls that took longer than
+    /// `driverTimeout`), `driverLateResults` (answers of timed-out calls that came anyway,
+    /// ignored), `driverThreadsReplaced` (pool threads replaced while stuck in a timed-out
+    /// call). Works after `stop()`.
     #[napi(catch_unwind, ts_return_type = "ControlPlaneStats")]
     pub fn stats(&self, env: Env) -> napi::Result<Value> {
         guard(&env, || Ok(stats_json(&self.inner.cp.stats())))

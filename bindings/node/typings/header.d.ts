@@ -167,6 +167,12 @@ export interface ControlPlaneStats {
   driverStartFailures: number
   driverStops: number
   storeWrites: number
+  /** Driver calls that took longer than `driverTimeout` (failed starts, retried stops). */
+  driverTimeouts: number
+  /** Answers of timed-out driver calls that came anyway (ignored). */
+  driverLateResults: number
+  /** Pool threads replaced while stuck in a timed-out driver call. */
+  driverThreadsReplaced: number
 }
 
 export interface InformerOptions {

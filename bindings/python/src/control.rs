@@ -1,6 +1,7 @@
 //! `floyd.ControlPlane` and the host driver written in Python. The control plane's calls
 //! (start/stop, scale, the Deployment calls `wait_for_rollout`, `rollback`, `pause`,
-//! `resume`, `promote`, and the endpoints' `endpoints`/`pick`) translate one to one;
+//! `resume`, `promote`, the endpoints' `endpoints`/`pick`, and `report_exit`) translate one
+//! to one;
 //! `wait_for_rollout` waits in slices so Ctrl-C and driver `BaseException`s get through.
 //!
 //! The driver is any Python object with `start(instance)` and `stop(instance)`. The core
@@ -22,6 +23,9 @@
 //!   thread waits for it in slices and gives up (cancelling it) once the control plane
 //!   stops. Without `loop` a coroutine is closed and the call fails.
 //! - Starts that reach the driver after `stop()` began fail at once without calling Python.
+//! - A call that takes longer than `driver_timeout` seconds (default 60) is failed by the
+//!   core, which also replaces the pool thread stuck in it; the Python call runs on, and its
+//!   result is ignored. `stop()` does not wait for such a call.
 //!
 //! `stop()` joins the control plane's threads (in-flight driver calls finish). It may not be
 //! called from inside a driver call (it would wait for itself): that raises `Invalid`. A
@@ -389,13 +393,15 @@ impl PyControlPlane {
     /// `burst_replicas` creations/deletions per sync, `driver_threads` concurrent driver
     /// calls, controller retry backoff from `retry_base` to `retry_max` seconds, crash-loop
     /// backoff after a failed start from `restart_backoff` doubling to
-    /// `restart_backoff_max` seconds (10 s and 300 s by default); `loop` is
+    /// `restart_backoff_max` seconds (10 s and 300 s by default), `driver_timeout` seconds
+    /// one driver call may take before it counts as failed (60 by default); `loop` is
     /// the asyncio loop that `async def` driver methods run on. `clock` must be None (the
     /// system clock).
     #[new]
     #[pyo3(signature = (store, driver, workers = None, burst_replicas = None, clock = None, *,
                         driver_threads = None, retry_base = None, retry_max = None,
-                        restart_backoff = None, restart_backoff_max = None, r#loop = None))]
+                        restart_backoff = None, restart_backoff_max = None,
+                        driver_timeout = None, r#loop = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -409,6 +415,7 @@ impl PyControlPlane {
         retry_max: Option<&Bound<'_, PyAny>>,
         restart_backoff: Option<&Bound<'_, PyAny>>,
         restart_backoff_max: Option<&Bound<'_, PyAny>>,
+        driver_timeout: Option<&Bound<'_, PyAny>>,
         r#loop: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyControlPlane> {
         guard(py, || {
@@ -478,6 +485,7 @@ impl PyControlPlane {
                     "restart_backoff_max",
                     d.restart_backoff_max,
                 )?,
+                driver_timeout: secs(driver_timeout, "driver_timeout", d.driver_timeout)?,
                 clock: d.clock,
             };
             let pydriver = Arc::new(PyDriver {
@@ -669,6 +677,25 @@ impl PyControlPlane {
         self.deployment_call(py, key, |cp, k| cp.promote(k))
     }
 
+    /// Reports that the running instance at `instance_key` (`"namespace/name"`) exited on its
+    /// own (its process crashed), with `message` saying why: it turns not-ready, its
+    /// `restartCount` grows, and the node agent starts it again after the crash-loop backoff.
+    /// NotFound if the agent is not running that instance.
+    fn report_exit(
+        &self,
+        py: Python<'_>,
+        instance_key: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        guard(py, || {
+            self.reraise()?;
+            let key = str_arg(instance_key, "instance_key")?.into_owned();
+            let message = str_arg(message, "message")?.into_owned();
+            let cp = &self.inner.cp;
+            py.detach(|| cp.report_exit(&key, &message)).py_err(py)
+        })
+    }
+
     /// The ready addresses of the Service at `service_key`; NotFound if there is none.
     fn endpoints(&self, py: Python<'_>, service_key: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
         guard(py, || {
@@ -699,8 +726,11 @@ impl PyControlPlane {
     }
 
     /// Counters: `{syncs, syncErrors, driverStarts, driverStartFailures, driverStops,
-    /// storeWrites, controllerQueue, agentQueue, runningInstances}` (the last three are
-    /// current depths and the number of instances started and not stopped).
+    /// storeWrites, controllerQueue, agentQueue, runningInstances, driverTimeouts,
+    /// driverLateResults, driverThreadsReplaced}` (`controllerQueue`, `agentQueue` and
+    /// `runningInstances` are current depths and the number of instances started and not
+    /// stopped; the last three count driver calls that timed out, results of timed-out calls
+    /// that came back anyway (ignored), and pool threads replaced while stuck in one).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         guard(py, || {
             self.reraise()?;
@@ -717,6 +747,9 @@ impl PyControlPlane {
             d.set_item("controllerQueue", ctl)?;
             d.set_item("agentQueue", agent)?;
             d.set_item("runningInstances", running)?;
+            d.set_item("driverTimeouts", s.driver_timeouts)?;
+            d.set_item("driverLateResults", s.driver_late_results)?;
+            d.set_item("driverThreadsReplaced", s.driver_threads_replaced)?;
             Ok(d)
         })
     }

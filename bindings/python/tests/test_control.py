@@ -514,6 +514,12 @@ class _NotCallable:
         ({"restart_backoff": -0.5}, "restart_backoff"),
         ({"restart_backoff_max": float("inf")}, "restart_backoff_max"),
         ({"restart_backoff_max": [1]}, "restart_backoff_max"),
+        ({"driver_timeout": 0}, "driver_timeout"),
+        ({"driver_timeout": -1.0}, "driver_timeout"),
+        ({"driver_timeout": float("nan")}, "driver_timeout"),
+        ({"driver_timeout": float("inf")}, "driver_timeout"),
+        ({"driver_timeout": 1e6}, "driver_timeout"),
+        ({"driver_timeout": "60"}, "driver_timeout"),
         ({"clock": object()}, "clock"),
         ({"loop": "loop"}, "loop"),
         ({"loop": object()}, "loop"),
@@ -575,6 +581,10 @@ def test_bad_replicas(store, cp_factory, replicas):
         (lambda cp: cp.endpoints("\ud800"), "service_key"),
         (lambda cp: cp.pick(7), "service_key"),
         (lambda cp: cp.pick(SVC, hint=5), "hint"),
+        (lambda cp: cp.report_exit(5, "crashed"), "instance_key"),
+        (lambda cp: cp.report_exit(None, "crashed"), "instance_key"),
+        (lambda cp: cp.report_exit("default/web-x", 3), "message"),
+        (lambda cp: cp.report_exit("default/web-x", None), "message"),
     ],
 )
 def test_bad_method_args(store, cp_factory, call, field):
@@ -582,6 +592,79 @@ def test_bad_method_args(store, cp_factory, call, field):
     with pytest.raises(floyd.Invalid) as ei:
         call(cp)
     assert ei.value.field == field
+
+
+def test_report_exit_restarts_the_instance_with_backoff(store, cp_factory):
+    d = Recorder()
+    cp = cp_factory(d, restart_backoff=0.05, restart_backoff_max=0.1)
+    cp.start()
+    store.create(replicaset(1))
+    eventually(lambda: len(instances(store)) == 1 and ready(instances(store)[0]))
+    [inst] = instances(store)
+    key = f"default/{inst['metadata']['name']}"
+    assert inst["status"]["restartCount"] == 0
+    assert cp.report_exit(key, "segfault") is None
+    # Restarted after the backoff: the same instance, started again, one restart more.
+    eventually(
+        lambda: (i := store.get("Instance", key))["status"]["restartCount"] == 1 and ready(i),
+        what="a restart",
+    )
+    with d.lock:
+        assert d.started == [inst["metadata"]["uid"]] * 2
+    assert cp.stats()["driverStarts"] == 2
+    assert len(instances(store)) == 1
+
+
+def test_report_exit_of_an_instance_not_running_is_notfound(store, cp_factory):
+    cp = cp_factory(Recorder())
+    with pytest.raises(floyd.NotFound):
+        cp.report_exit("default/nope", "gone")
+    with pytest.raises(TypeError):
+        cp.report_exit("default/nope")  # type: ignore[call-arg]
+    cp.stop()
+    with pytest.raises(floyd.ShutDown):
+        cp.report_exit("default/nope", "gone")
+
+
+def test_hung_start_fails_at_the_driver_timeout_and_its_late_result_is_ignored(store, cp_factory):
+    release = threading.Event()
+
+    class HangFirst(Recorder):
+        hung = None
+
+        def start(self, inst):
+            with self.lock:
+                first = self.hung is None
+                if first:
+                    self.hung = inst["metadata"]["name"]
+            if first:
+                release.wait(60)
+                return {"address": "late:1"}
+            return super().start(inst)
+
+    d = HangFirst()
+    # A long backoff: the timed-out start is not retried during the test.
+    cp = cp_factory(d, driver_threads=2, driver_timeout=0.5, restart_backoff=300.0)
+    cp.start()
+    try:
+        store.create(replicaset(2))
+        key = eventually(lambda: d.hung and f"default/{d.hung}", what="the hung start")
+
+        def status():
+            return (store.get("Instance", key) or {}).get("status", {})
+
+        eventually(lambda: status().get("conditions", [{}])[0].get("reason") == "StartTimedOut")
+        assert status()["restartCount"] == 1 and "did not finish within" in status()["message"]
+        # The other instance runs meanwhile; the stuck thread is replaced.
+        eventually(lambda: sum(ready(i) for i in instances(store)) == 1, what="the other one")
+        stats = cp.stats()
+        assert stats["driverTimeouts"] == 1 and stats["driverThreadsReplaced"] == 1
+    finally:
+        release.set()
+    eventually(lambda: cp.stats()["driverLateResults"] == 1, what="the late result")
+    assert status()["conditions"][0]["reason"] == "StartTimedOut"
+    assert "address" not in status() or status()["address"] is None
+    assert key not in cp.running_instances()
 
 
 def test_unknown_keyword_is_typeerror(store):

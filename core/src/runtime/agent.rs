@@ -4,6 +4,13 @@
 //! (10 s doubling to 5 min), and stops instances once their objects are deleted — including
 //! one whose start was still in flight. Driver calls run on the executor, never on the
 //! agent's worker. It never calls the driver for an instance that no longer exists.
+//!
+//! Every driver call has a deadline (`driver_timeout` after it is queued, on the injected
+//! clock). The agent re-checks an instance at its call's deadline: a start still out is a
+//! failed start (backoff applies), a stop still out is retried; the executor replaces the
+//! stuck thread. The agent waits for one call per instance at a time, and a result whose
+//! call is not that one is late and ignored — except that a late successful start of an
+//! instance that is gone by then is stopped again, so nothing is leaked.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +19,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::json;
 
-use super::Shared;
+use super::{Call, Shared, TimedOut};
 use crate::clock::rfc3339;
 use crate::error::Result;
 use crate::store::Object;
@@ -38,12 +45,23 @@ struct InstanceState {
     next_try: Option<Instant>,
     /// The object went away while a start was in flight: stop as soon as it returns.
     stop_requested: bool,
+    /// The driver call the agent waits for (while `Starting` or `Stopping`).
+    call: Option<Arc<Call>>,
+}
+
+impl InstanceState {
+    fn waits_for(&self, call: &Arc<Call>) -> bool {
+        self.call.as_ref().is_some_and(|c| Arc::ptr_eq(c, call))
+    }
 }
 
 /// Per-instance bookkeeping of the agent.
 #[derive(Default)]
 pub(crate) struct Agent {
     states: Mutex<HashMap<String, InstanceState>>,
+    /// Timed-out starts still inside the driver, with their instance: they may start it
+    /// yet, so Recreate counts them as running until they return.
+    hung_starts: Mutex<Vec<(Arc<Object>, Arc<Call>)>>,
 }
 
 /// `initial · 2^(failures−1)`, capped at `max`; zero before the first failure.
@@ -58,6 +76,24 @@ pub(crate) fn backoff_with(failures: u32, initial: Duration, max: Duration) -> D
 
 impl Shared {
     pub(crate) fn process_agent(self: &Arc<Self>, key: &str) {
+        // The call in flight first: past its deadline it has failed; otherwise look again at
+        // the deadline (the queue keeps only the earliest delay of a key, so re-arm here).
+        let call = self
+            .agent
+            .states
+            .lock()
+            .get(key)
+            .and_then(|st| st.call.clone());
+        if let Some(call) = call {
+            let now = self.now();
+            if now >= call.deadline {
+                self.call_timed_out(key, &call, None);
+                self.agent_queue.done(&key.to_string());
+                return;
+            }
+            self.agent_queue
+                .add_after(key.to_string(), call.deadline - now);
+        }
         let cur = self.cache.get("Instance", key);
         let mut states = self.agent.states.lock();
         // A different object under the same name: the old one is gone.
@@ -73,9 +109,11 @@ impl Shared {
                     }
                     Phase::Running | Phase::Backoff => {
                         st.phase = Phase::Stopping;
+                        let call = self.new_call();
+                        st.call = Some(call.clone());
                         let last = st.last.clone();
                         drop(states);
-                        self.submit_stop(key.to_string(), last);
+                        self.submit_stop(key.to_string(), last, call);
                         if replaced {
                             self.agent_queue.add(key.to_string());
                         }
@@ -100,6 +138,7 @@ impl Shared {
                 failures: obj.status["restartCount"].as_u64().unwrap_or(0) as u32,
                 next_try: None,
                 stop_requested: false,
+                call: None,
             }
         });
         st.last = obj.clone();
@@ -110,20 +149,35 @@ impl Shared {
             Phase::Backoff if due => true,
             _ => false,
         };
+        if let (Phase::Backoff, false, Some(t)) = (st.phase, due, st.next_try) {
+            // Look again when the backoff ends (an earlier delay of this key, such as a
+            // call's deadline, may have taken the place of the backoff's own).
+            self.agent_queue.add_after(key.to_string(), t - now);
+        }
         if start {
             st.phase = Phase::Starting;
+            st.stop_requested = false;
+            let call = self.new_call();
+            st.call = Some(call.clone());
             drop(states);
-            self.submit_start(key.to_string(), obj);
+            self.submit_start(key.to_string(), obj, call);
         } else {
             drop(states);
         }
         self.agent_queue.done(&key.to_string());
     }
 
-    fn submit_start(self: &Arc<Self>, key: String, obj: Arc<Object>) {
+    /// A driver call due `driver_timeout` from now.
+    fn new_call(&self) -> Arc<Call> {
+        Call::new(self.now() + self.cfg.driver_timeout)
+    }
+
+    fn submit_start(self: &Arc<Self>, key: String, obj: Arc<Object>, call: Arc<Call>) {
         let s = self.clone();
         let inst_key = obj.key();
+        let job_call = call.clone();
         let job = Box::new(move || {
+            let call = job_call;
             // The object may have gone while the call waited for a pool thread: never ask
             // the driver to start an instance that no longer exists.
             let exists = s
@@ -136,10 +190,15 @@ impl Shared {
                 let mut states = s.agent.states.lock();
                 if states
                     .get(&key)
-                    .is_some_and(|st| st.uid == obj.metadata.uid)
+                    .is_some_and(|st| st.uid == obj.metadata.uid && st.waits_for(&call))
                 {
                     states.remove(&key);
                 }
+                return;
+            }
+            // Waited past its deadline for a thread: failed without asking the driver.
+            if s.now() >= call.deadline {
+                s.call_timed_out(&key, &call, Some(TimedOut::NotBegun));
                 return;
             }
             let r = s
@@ -155,12 +214,21 @@ impl Shared {
                     }
                     _ => Ok(started),
                 });
-            s.start_finished(&key, &obj, r);
+            s.start_finished(&key, &obj, &call, r);
         });
-        if let Err(e) = self.executor.submit(job) {
+        self.agent_queue
+            .add_after(inst_key.clone(), self.cfg.driver_timeout);
+        if let Err(e) = self.executor.submit(job, call.clone()) {
             tracing::warn!(instance = %inst_key, error = %e, "could not queue a driver start");
-            if let Some(st) = self.agent.states.lock().get_mut(inst_key.as_str()) {
+            if let Some(st) = self
+                .agent
+                .states
+                .lock()
+                .get_mut(inst_key.as_str())
+                .filter(|st| st.waits_for(&call))
+            {
                 st.phase = Phase::Idle;
+                st.call = None;
             }
             self.agent_queue.add_rate_limited(inst_key);
         }
@@ -170,6 +238,7 @@ impl Shared {
         self: &Arc<Self>,
         key: &str,
         obj: &Arc<Object>,
+        call: &Arc<Call>,
         r: std::result::Result<super::Started, super::DriverError>,
     ) {
         let ok = r.is_ok();
@@ -179,10 +248,20 @@ impl Shared {
                 c.driver_start_failures += 1;
             }
         });
+        // Returned past its deadline, before the agent looked: it timed out all the same.
+        if self.now() >= call.deadline {
+            self.call_timed_out(key, call, Some(TimedOut::Finished));
+        }
         let mut states = self.agent.states.lock();
-        let Some(st) = states.get_mut(key).filter(|st| st.uid == obj.metadata.uid) else {
+        let Some(st) = states
+            .get_mut(key)
+            .filter(|st| st.uid == obj.metadata.uid && st.waits_for(call))
+        else {
+            drop(states);
+            self.late_result(key, obj, call, "start", ok);
             return;
         };
+        st.call = None;
         // Deleted while starting: stop it now so nothing is leaked.
         let gone = self
             .cache
@@ -190,8 +269,10 @@ impl Shared {
             .is_none_or(|c| c.metadata.uid != obj.metadata.uid);
         if st.stop_requested || gone {
             st.phase = Phase::Stopping;
+            let call = self.new_call();
+            st.call = Some(call.clone());
             drop(states);
-            self.submit_stop(key.to_string(), obj.clone());
+            self.submit_stop(key.to_string(), obj.clone(), call);
             return;
         }
         let now_wall = rfc3339(self.cfg.clock.wall());
@@ -207,24 +288,7 @@ impl Shared {
                     "restartCount": st.failures,
                 })
             }
-            Err(e) => {
-                st.failures += 1;
-                let backoff = backoff_with(
-                    st.failures,
-                    self.cfg.restart_backoff,
-                    self.cfg.restart_backoff_max,
-                );
-                st.phase = Phase::Backoff;
-                st.next_try = Some(self.now() + backoff);
-                self.agent_queue.add_after(key.to_string(), backoff);
-                json!({
-                    "phase": "Pending",
-                    "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now_wall,
-                                    "reason": "StartFailed", "message": e.0}],
-                    "restartCount": st.failures,
-                    "message": format!("start failed: {}", e.0),
-                })
-            }
+            Err(e) => self.start_failed(st, key, "StartFailed", &e.0),
         };
         drop(states);
         if let Err(e) = self.write_instance_status(key, &obj.metadata.uid, status) {
@@ -232,36 +296,188 @@ impl Shared {
         }
     }
 
-    fn submit_stop(self: &Arc<Self>, key: String, obj: Arc<Object>) {
+    fn submit_stop(self: &Arc<Self>, key: String, obj: Arc<Object>, call: Arc<Call>) {
         let s = self.clone();
-        let inst_key = obj.key();
+        let inst_key = key.clone();
+        let job_call = call.clone();
         let job = Box::new(move || {
+            let call = job_call;
+            if s.now() >= call.deadline {
+                s.call_timed_out(&key, &call, Some(TimedOut::NotBegun));
+                return;
+            }
             let r = s.driver.stop(&obj);
             s.count(|c| c.driver_stops += 1);
+            if s.now() >= call.deadline {
+                s.call_timed_out(&key, &call, Some(TimedOut::Finished));
+            }
             let mut states = s.agent.states.lock();
+            let Some(st) = states
+                .get_mut(&key)
+                .filter(|st| st.uid == obj.metadata.uid && st.waits_for(&call))
+            else {
+                drop(states);
+                s.late_result(&key, &obj, &call, "stop", r.is_ok());
+                return;
+            };
+            st.call = None;
             match r {
                 Ok(()) => {
-                    if states
-                        .get(&key)
-                        .is_some_and(|st| st.uid == obj.metadata.uid)
-                    {
-                        states.remove(&key);
-                    }
+                    states.remove(&key);
                     drop(states);
                     s.stopped(&obj);
                 }
                 Err(e) => {
                     tracing::warn!(instance = %key, error = %e, "stop failed; retrying");
-                    if let Some(st) = states.get_mut(&key).filter(|st| st.uid == obj.metadata.uid) {
-                        st.phase = Phase::Running;
-                    }
+                    st.phase = Phase::Running;
                     drop(states);
                     s.agent_queue.add_rate_limited(key.clone());
                 }
             }
         });
-        if self.executor.submit(job).is_err() {
+        self.agent_queue
+            .add_after(inst_key.clone(), self.cfg.driver_timeout);
+        if self.executor.submit(job, call.clone()).is_err() {
+            // Back to "needs a stop": the next look submits it again.
+            if let Some(st) = self
+                .agent
+                .states
+                .lock()
+                .get_mut(inst_key.as_str())
+                .filter(|st| st.waits_for(&call))
+            {
+                st.phase = Phase::Running;
+                st.call = None;
+            }
             self.agent_queue.add_rate_limited(inst_key);
+        }
+    }
+
+    /// A failed start: the restart count grows, the next try waits out the crash-loop
+    /// backoff. Returns the status to record.
+    fn start_failed(
+        &self,
+        st: &mut InstanceState,
+        key: &str,
+        reason: &str,
+        message: &str,
+    ) -> serde_json::Value {
+        st.failures += 1;
+        let backoff = backoff_with(
+            st.failures,
+            self.cfg.restart_backoff,
+            self.cfg.restart_backoff_max,
+        );
+        st.phase = Phase::Backoff;
+        st.next_try = Some(self.now() + backoff);
+        self.agent_queue.add_after(key.to_string(), backoff);
+        let now_wall = rfc3339(self.cfg.clock.wall());
+        json!({
+            "phase": "Pending",
+            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now_wall,
+                            "reason": reason, "message": message}],
+            "restartCount": st.failures,
+            "message": format!("start failed: {message}"),
+        })
+    }
+
+    /// The agent gives up on `call`, the call it waits for on `key` (nothing if it waits
+    /// for another): a start counts as failed, a stop is retried with backoff. `outcome` is
+    /// what the call's own thread saw (it has not begun, or has just returned); otherwise
+    /// the executor is told, and replaces the thread if the call is stuck in the driver.
+    fn call_timed_out(self: &Arc<Self>, key: &str, call: &Arc<Call>, outcome: Option<TimedOut>) {
+        let mut states = self.agent.states.lock();
+        let Some(st) = states.get_mut(key).filter(|st| st.waits_for(call)) else {
+            return;
+        };
+        st.call = None;
+        let outcome = match outcome {
+            Some(o) => {
+                call.mark_timed_out();
+                o
+            }
+            None => self.executor.time_out(call),
+        };
+        let replaced = outcome == TimedOut::Running { replaced: true };
+        self.count(|c| {
+            c.driver_timeouts += 1;
+            if replaced {
+                c.driver_threads_replaced += 1;
+            }
+        });
+        let secs = self.cfg.driver_timeout.as_secs_f64();
+        let what = match outcome {
+            TimedOut::NotBegun => "did not begin",
+            _ => "did not finish",
+        };
+        match st.phase {
+            Phase::Starting => {
+                tracing::warn!(instance = %key, call = "start", timeout_seconds = secs,
+                               thread_replaced = replaced, "driver call timed out");
+                if matches!(outcome, TimedOut::Running { .. }) {
+                    self.agent
+                        .hung_starts
+                        .lock()
+                        .push((st.last.clone(), call.clone()));
+                }
+                let msg = format!("driver start {what} within {secs}s");
+                let status = self.start_failed(st, key, "StartTimedOut", &msg);
+                let uid = st.uid.clone();
+                // Deleted meanwhile: the next look stops it (a hung start may yet run it).
+                if std::mem::take(&mut st.stop_requested) {
+                    self.agent_queue.add(key.to_string());
+                }
+                drop(states);
+                if let Err(e) = self.write_instance_status(key, &uid, status) {
+                    tracing::warn!(instance = %key, error = %e, "could not record instance status");
+                }
+            }
+            Phase::Stopping => {
+                tracing::warn!(instance = %key, call = "stop", timeout_seconds = secs,
+                               thread_replaced = replaced, "driver call timed out; retrying");
+                st.phase = Phase::Running;
+                drop(states);
+                self.agent_queue.add_rate_limited(key.to_string());
+            }
+            Phase::Idle | Phase::Running | Phase::Backoff => {}
+        }
+    }
+
+    /// The result of a call the agent no longer waits for (it timed out): ignored, except
+    /// that an instance a late start did run is stopped again if its object is gone.
+    fn late_result(
+        self: &Arc<Self>,
+        key: &str,
+        obj: &Arc<Object>,
+        call: &Arc<Call>,
+        what: &str,
+        ok: bool,
+    ) {
+        self.count(|c| c.driver_late_results += 1);
+        self.agent
+            .hung_starts
+            .lock()
+            .retain(|(_, c)| !Arc::ptr_eq(c, call));
+        tracing::info!(instance = %key, call = what, ok, "ignoring the late result of a timed-out driver call");
+        let gone = || {
+            self.store
+                .get("Instance", key)
+                .ok()
+                .flatten()
+                .is_none_or(|c| c.metadata.uid != obj.metadata.uid)
+        };
+        if what == "start" && ok && gone() {
+            let (s, obj) = (self.clone(), obj.clone());
+            let job = Box::new(move || {
+                if let Err(e) = s.driver.stop(&obj) {
+                    tracing::warn!(instance = %obj.key(), error = %e,
+                                   "could not stop an instance a late start ran");
+                }
+                s.count(|c| c.driver_stops += 1);
+            });
+            if let Err(e) = self.executor.submit(job, self.new_call()) {
+                tracing::warn!(instance = %key, error = %e, "could not queue a stop after a late start");
+            }
         }
     }
 
@@ -328,7 +544,16 @@ impl Shared {
     /// stopped by the agent — even if its object is already deleted. Recreate waits for
     /// these (K11: no new revision while an old instance is alive or stopping).
     pub(crate) fn agent_runs_any_of(&self, owner_uids: &[&str]) -> bool {
-        self.agent.states.lock().values().any(|st| {
+        let owned = |o: &Object| {
+            o.controller_ref()
+                .is_some_and(|r| owner_uids.contains(&r.uid.as_str()))
+        };
+        let hung = {
+            let mut hung = self.agent.hung_starts.lock();
+            hung.retain(|(_, c)| c.hung());
+            hung.iter().any(|(o, _)| owned(o))
+        };
+        hung || self.agent.states.lock().values().any(|st| {
             matches!(st.phase, Phase::Running | Phase::Starting | Phase::Stopping)
                 && st
                     .last

@@ -6,6 +6,10 @@
 //! workers, an agent worker and a bounded driver pool; the simulator instead calls
 //! [`ControlPlane::step`] from one thread with a manual executor and a fake clock, so a seed
 //! reproduces a run exactly.
+//!
+//! Every driver call carries a deadline (`driver_timeout` on the injected clock). The node
+//! agent gives up on a call at its deadline; the pool then replaces the thread stuck in it
+//! (at most [`MAX_REPLACEMENT_DRIVER_THREADS`] at a time), and `stop` does not wait for it.
 
 mod agent;
 pub mod cache;
@@ -19,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::controller::expectations::Expectations;
@@ -62,7 +66,10 @@ pub struct Started {
 }
 
 /// The host's hands: runs and stops instances (processes, containers, remote hosts). Calls
-/// may be slow or fail; they run on the driver pool, never on a controller worker.
+/// may be slow or fail; they run on the driver pool, never on a controller worker. A call
+/// that takes longer than `ControlPlaneConfig::driver_timeout` counts as failed (a start is
+/// retried with backoff, a stop is retried) and whatever it returns later is ignored, so
+/// `start` may be called again for an instance whose earlier start timed out.
 pub trait Driver: Send + Sync + 'static {
     /// Runs `instance` and returns once it runs. An error is a failed start (retried with
     /// backoff).
@@ -85,58 +92,240 @@ impl Driver for NoopDriver {
 }
 
 type Job = Box<dyn FnOnce() + Send>;
+/// A queued driver call: the work and its bookkeeping.
+type Queued = (Job, Arc<Call>);
+
+/// The most pool threads alive beyond `driver_threads` at once: one replaces each thread
+/// stuck in a driver call past the timeout, so a few hung calls cannot starve the pool. A
+/// replaced thread exits when its call finally returns. Past this many, a stuck thread is
+/// not replaced (the pool shrinks until a hung call returns).
+pub const MAX_REPLACEMENT_DRIVER_THREADS: usize = 64;
+/// Longest accepted `driver_timeout`.
+pub const MAX_DRIVER_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Default bound on one driver call.
+pub const DEFAULT_DRIVER_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallState {
+    /// Waiting for a pool thread.
+    Queued,
+    /// Running on a thread.
+    Running,
+    /// Returned (its result may have been ignored).
+    Finished,
+}
+
+/// One driver call on the executor: its deadline on the control plane's clock and where it
+/// is. The node agent keeps the call it waits for; a result whose call is no longer the one
+/// the agent waits for is late and ignored.
+#[derive(Debug)]
+pub(crate) struct Call {
+    /// Submission time plus `driver_timeout`, on the injected clock.
+    pub deadline: Instant,
+    state: Mutex<CallInner>,
+}
+
+#[derive(Debug)]
+struct CallInner {
+    state: CallState,
+    /// The agent gave up on it.
+    timed_out: bool,
+    /// A replacement thread was spawned for the thread running it.
+    replaced: bool,
+}
+
+/// What [`Executor::time_out`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TimedOut {
+    /// The call never reached the driver; it is skipped when a thread picks it up.
+    NotBegun,
+    /// The call is inside the driver; its thread was replaced (or not, at the maximum).
+    Running { replaced: bool },
+    /// The call had already returned.
+    Finished,
+}
+
+impl Call {
+    pub(crate) fn new(deadline: Instant) -> Arc<Call> {
+        Arc::new(Call {
+            deadline,
+            state: Mutex::new(CallInner {
+                state: CallState::Queued,
+                timed_out: false,
+                replaced: false,
+            }),
+        })
+    }
+
+    /// Queued → Running; false if the call timed out while queued (skip it).
+    fn begin(&self) -> bool {
+        let mut c = self.state.lock();
+        if c.timed_out {
+            c.state = CallState::Finished;
+            return false;
+        }
+        c.state = CallState::Running;
+        true
+    }
+
+    /// Running → Finished; true if this thread was replaced and should exit.
+    fn finish(&self) -> bool {
+        let mut c = self.state.lock();
+        c.state = CallState::Finished;
+        c.replaced
+    }
+
+    /// Marks the call given up on by its own thread (no replacement needed).
+    pub(crate) fn mark_timed_out(&self) {
+        self.state.lock().timed_out = true;
+    }
+
+    pub(crate) fn timed_out(&self) -> bool {
+        self.state.lock().timed_out
+    }
+
+    /// Whether the call is past its deadline and still inside the driver.
+    pub(crate) fn hung(&self) -> bool {
+        let c = self.state.lock();
+        c.timed_out && c.state == CallState::Running
+    }
+}
+
+/// A pool thread's slot: the call it runs, and whether it has exited.
+#[derive(Default)]
+struct Slot {
+    current: Mutex<Option<Arc<Call>>>,
+    exited: AtomicBool,
+}
+
+struct Worker {
+    handle: JoinHandle<()>,
+    slot: Arc<Slot>,
+}
+
+/// Bumped and broadcast whenever a pool thread finishes a call or exits (and on a fake
+/// clock's advance), for [`Executor::shutdown`].
+#[derive(Default)]
+struct Progress {
+    generation: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Progress {
+    fn bump(&self) {
+        *self.generation.lock() += 1;
+        self.changed.notify_all();
+    }
+}
+
+/// The thread pool behind [`Executor::Pool`].
+pub(crate) struct Pool {
+    tx: Mutex<Option<Sender<Queued>>>,
+    rx: Receiver<Queued>,
+    workers: Mutex<Vec<Worker>>,
+    next_id: crate::sync::AtomicU64,
+    /// Replacement threads alive beyond the configured size.
+    replacements: Mutex<usize>,
+    max_replacements: usize,
+    progress: Arc<Progress>,
+    clock: SharedClock,
+    /// Keeps the fake-clock waker alive.
+    _on_advance: Arc<dyn Fn() + Send + Sync>,
+}
 
 /// Runs driver calls: a bounded thread pool, or a manual queue the simulator drains.
-pub enum Executor {
-    Pool {
-        tx: Mutex<Option<Sender<Job>>>,
-        threads: Mutex<Vec<JoinHandle<()>>>,
-    },
-    Manual(Mutex<VecDeque<Job>>),
+pub(crate) enum Executor {
+    Pool(Arc<Pool>),
+    Manual(Mutex<VecDeque<Queued>>),
 }
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Executor::Pool { .. } => f.write_str("Executor::Pool"),
+            Executor::Pool(p) => write!(f, "Executor::Pool({} threads)", p.workers.lock().len()),
             Executor::Manual(q) => write!(f, "Executor::Manual({} pending)", q.lock().len()),
         }
     }
 }
 
-impl Executor {
-    pub fn pool(threads: usize) -> Result<Executor> {
-        let (tx, rx): (Sender<Job>, Receiver<Job>) = bounded(MAX_PENDING_DRIVER_CALLS);
-        let mut hs = vec![];
-        for i in 0..threads.max(1) {
-            let rx = rx.clone();
-            hs.push(
-                std::thread::Builder::new()
-                    .name(format!("floyd-driver-{i}"))
-                    .spawn(move || {
-                        while let Ok(job) = rx.recv() {
-                            // A panicking driver fails only its own call.
-                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+impl Pool {
+    fn spawn_worker(self: &Arc<Pool>) -> Result<()> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot::default());
+        let (pool, s) = (Arc::downgrade(self), slot.clone());
+        let rx = self.rx.clone();
+        let progress = self.progress.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("floyd-driver-{id}"))
+            .spawn(move || {
+                while let Ok((job, call)) = rx.recv() {
+                    if !call.begin() {
+                        continue;
+                    }
+                    *s.current.lock() = Some(call.clone());
+                    // Tells a waiting shutdown that this thread is now inside a call.
+                    progress.bump();
+                    // A panicking driver fails only its own call.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    *s.current.lock() = None;
+                    let replaced = call.finish();
+                    progress.bump();
+                    if replaced {
+                        // A replacement took this thread's place while it was stuck.
+                        if let Some(p) = pool.upgrade() {
+                            let mut r = p.replacements.lock();
+                            *r = r.saturating_sub(1);
                         }
-                    })
-                    .map_err(|e| Error::io("spawn a driver thread", e))?,
-            );
-        }
-        Ok(Executor::Pool {
+                        break;
+                    }
+                }
+                s.exited.store(true, Ordering::Release);
+                progress.bump();
+            })
+            .map_err(|e| Error::io("spawn a driver thread", e))?;
+        let mut workers = self.workers.lock();
+        // Replaced threads that have exited since are forgotten (their handles detach).
+        workers.retain(|w| !w.slot.exited.load(Ordering::Acquire));
+        workers.push(Worker { handle, slot });
+        Ok(())
+    }
+}
+
+impl Executor {
+    /// A pool of `threads` driver threads on `clock`, replacing at most `max_replacements`
+    /// threads stuck past their call's deadline at a time.
+    pub fn pool(threads: usize, max_replacements: usize, clock: SharedClock) -> Result<Executor> {
+        let (tx, rx) = bounded(MAX_PENDING_DRIVER_CALLS);
+        let progress = Arc::new(Progress::default());
+        let p = progress.clone();
+        let on_advance: Arc<dyn Fn() + Send + Sync> = Arc::new(move || p.bump());
+        clock.on_advance(Arc::downgrade(&on_advance));
+        let pool = Arc::new(Pool {
             tx: Mutex::new(Some(tx)),
-            threads: Mutex::new(hs),
-        })
+            rx,
+            workers: Mutex::new(Vec::new()),
+            next_id: crate::sync::AtomicU64::new(0),
+            replacements: Mutex::new(0),
+            max_replacements,
+            progress,
+            clock,
+            _on_advance: on_advance,
+        });
+        for _ in 0..threads.max(1) {
+            pool.spawn_worker()?;
+        }
+        Ok(Executor::Pool(pool))
     }
 
     pub fn manual() -> Executor {
         Executor::Manual(Mutex::new(VecDeque::new()))
     }
 
-    fn submit(&self, job: Job) -> Result<()> {
+    fn submit(&self, job: Job, call: Arc<Call>) -> Result<()> {
         match self {
-            Executor::Pool { tx, .. } => match tx.lock().as_ref() {
+            Executor::Pool(p) => match p.tx.lock().as_ref() {
                 None => Err(Error::ShutDown("the driver pool is stopped".into())),
-                Some(tx) => tx.try_send(job).map_err(|e| match e {
+                Some(tx) => tx.try_send((job, call)).map_err(|e| match e {
                     TrySendError::Full(_) => {
                         Error::Internal("too many pending driver calls".into())
                     }
@@ -146,8 +335,40 @@ impl Executor {
                 }),
             },
             Executor::Manual(q) => {
-                q.lock().push_back(job);
+                q.lock().push_back((job, call));
                 Ok(())
+            }
+        }
+    }
+
+    /// Gives up on `call` (its deadline passed): a queued call is skipped; the thread of a
+    /// running one is replaced, up to the pool's maximum of replacements, and exits once the
+    /// call returns.
+    pub(crate) fn time_out(&self, call: &Call) -> TimedOut {
+        let mut c = call.state.lock();
+        c.timed_out = true;
+        match c.state {
+            CallState::Queued => TimedOut::NotBegun,
+            CallState::Finished => TimedOut::Finished,
+            CallState::Running => {
+                let Executor::Pool(p) = self else {
+                    return TimedOut::Running { replaced: false };
+                };
+                let mut r = p.replacements.lock();
+                if *r >= p.max_replacements || p.tx.lock().is_none() {
+                    return TimedOut::Running { replaced: false };
+                }
+                match p.spawn_worker() {
+                    Ok(()) => {
+                        *r += 1;
+                        c.replaced = true;
+                        TimedOut::Running { replaced: true }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not replace a stuck driver thread");
+                        TimedOut::Running { replaced: false }
+                    }
+                }
             }
         }
     }
@@ -156,24 +377,60 @@ impl Executor {
     pub fn run_one(&self) -> bool {
         match self {
             Executor::Manual(q) => {
-                let job = q.lock().pop_front();
-                match job {
-                    Some(j) => {
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(j));
+                let next = q.lock().pop_front();
+                match next {
+                    Some((job, call)) => {
+                        if call.begin() {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            call.finish();
+                        }
                         true
                     }
                     None => false,
                 }
             }
-            Executor::Pool { .. } => false,
+            Executor::Pool(_) => false,
         }
     }
 
+    /// Stops taking calls and waits for the pool's threads: they run the calls still
+    /// queued, and each call in flight gets until its deadline (on the clock). A thread
+    /// stuck past its call's deadline is left behind, detached: it exits when the call
+    /// returns, and its result is ignored.
     fn shutdown(&self) {
-        if let Executor::Pool { tx, threads } = self {
-            tx.lock().take();
-            for h in threads.lock().drain(..) {
-                let _ = h.join();
+        let Executor::Pool(p) = self else { return };
+        p.tx.lock().take();
+        let workers = std::mem::take(&mut *p.workers.lock());
+        for w in workers {
+            loop {
+                let seen = *p.progress.generation.lock();
+                if w.slot.exited.load(Ordering::Acquire) {
+                    let _ = w.handle.join();
+                    break;
+                }
+                let current = w.slot.current.lock().clone();
+                let now = p.clock.now();
+                let wait = match &current {
+                    Some(c) if c.timed_out() || now >= c.deadline => {
+                        c.state.lock().timed_out = true;
+                        tracing::warn!(
+                            "a driver call is stuck past its deadline at stop; leaving its thread behind"
+                        );
+                        break;
+                    }
+                    Some(c) => p.clock.park_timeout(c.deadline),
+                    // Between calls: the thread takes the next one or exits, and says so.
+                    None => None,
+                };
+                let mut g = p.progress.generation.lock();
+                if *g == seen {
+                    match wait {
+                        Some(d) => {
+                            p.progress.changed.wait_for(&mut g, d);
+                        }
+                        None => p.progress.changed.wait(&mut g),
+                    }
+                }
             }
         }
     }
@@ -193,6 +450,10 @@ pub struct ControlPlaneConfig {
     /// (the kubelet's 10 s and 5 min by default).
     pub restart_backoff: Duration,
     pub restart_backoff_max: Duration,
+    /// Longest one `Driver::start` or `Driver::stop` call may take, measured on `clock` from
+    /// when the call is queued: a start past it is a failed start (restart backoff applies),
+    /// a stop past it is retried. Its result, if it ever comes, is ignored.
+    pub driver_timeout: Duration,
 }
 
 impl Default for ControlPlaneConfig {
@@ -206,6 +467,7 @@ impl Default for ControlPlaneConfig {
             retry_max: Duration::from_secs(1000),
             restart_backoff: RESTART_BACKOFF_INITIAL,
             restart_backoff_max: RESTART_BACKOFF_MAX,
+            driver_timeout: DEFAULT_DRIVER_TIMEOUT,
         }
     }
 }
@@ -239,6 +501,16 @@ impl ControlPlaneConfig {
                 "must be positive and at most retry_max",
             ));
         }
+        if self.driver_timeout.is_zero() || self.driver_timeout > MAX_DRIVER_TIMEOUT {
+            return Err(Error::invalid(
+                "driver_timeout",
+                format!(
+                    "must be more than 0 and at most {} s, got {} s",
+                    MAX_DRIVER_TIMEOUT.as_secs(),
+                    self.driver_timeout.as_secs_f64()
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -252,6 +524,12 @@ pub struct ControlPlaneStats {
     pub driver_start_failures: u64,
     pub driver_stops: u64,
     pub store_writes: u64,
+    /// Driver calls that did not finish within `driver_timeout`.
+    pub driver_timeouts: u64,
+    /// Results of timed-out calls that came back after all (ignored).
+    pub driver_late_results: u64,
+    /// Pool threads spawned to replace threads stuck in a timed-out call.
+    pub driver_threads_replaced: u64,
 }
 
 pub(crate) struct Shared {
@@ -296,7 +574,11 @@ impl ControlPlane {
         cfg: ControlPlaneConfig,
     ) -> Result<ControlPlane> {
         cfg.validate()?;
-        let exec = Executor::pool(cfg.driver_threads)?;
+        let exec = Executor::pool(
+            cfg.driver_threads,
+            MAX_REPLACEMENT_DRIVER_THREADS,
+            cfg.clock.clone(),
+        )?;
         ControlPlane::build(store, driver, cfg, exec)
     }
 
@@ -479,7 +761,9 @@ impl ControlPlane {
         self.shared.executor.run_one()
     }
 
-    /// Stops every thread; in-flight driver calls finish; nothing is leaked. Idempotent.
+    /// Stops every thread; in-flight driver calls finish, each within its `driver_timeout`
+    /// (on the configured clock): a thread stuck in a call past it is left behind, detached,
+    /// and exits when the call returns. Idempotent.
     pub fn stop(&self) -> Result<()> {
         if self.shared.stopped.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -658,5 +942,71 @@ impl Shared {
 
     fn count(&self, f: impl FnOnce(&mut ControlPlaneStats)) {
         f(&mut self.stats.lock());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam::channel::unbounded;
+
+    /// A job that says when it runs and then blocks until released.
+    fn blocking(entered: &Sender<&'static str>, name: &'static str) -> (Job, Sender<()>) {
+        let (release, wait) = bounded::<()>(1);
+        let entered = entered.clone();
+        let job: Job = Box::new(move || {
+            let _ = entered.send(name);
+            let _ = wait.recv();
+        });
+        (job, release)
+    }
+
+    #[test]
+    fn stuck_threads_are_replaced_up_to_the_maximum_and_timed_out_queued_calls_are_skipped() {
+        let clock = SystemClock::shared();
+        let exec = Executor::pool(1, 1, clock.clone()).unwrap();
+        let deadline = clock.now();
+        let (etx, erx) = unbounded();
+        let Executor::Pool(pool) = &exec else {
+            unreachable!()
+        };
+
+        let (a, release_a) = blocking(&etx, "a");
+        let call_a = Call::new(deadline);
+        exec.submit(a, call_a.clone()).unwrap();
+        assert_eq!(erx.recv().unwrap(), "a");
+        assert_eq!(exec.time_out(&call_a), TimedOut::Running { replaced: true });
+        assert!(call_a.hung());
+
+        // The replacement runs the next call; when that one is stuck too, the maximum (1)
+        // is reached and its thread is not replaced.
+        let (b, release_b) = blocking(&etx, "b");
+        let call_b = Call::new(deadline);
+        exec.submit(b, call_b.clone()).unwrap();
+        assert_eq!(erx.recv().unwrap(), "b");
+        assert_eq!(
+            exec.time_out(&call_b),
+            TimedOut::Running { replaced: false }
+        );
+
+        // A call that times out while queued never runs.
+        let (c, _release_c) = blocking(&etx, "c");
+        let call_c = Call::new(deadline);
+        exec.submit(c, call_c.clone()).unwrap();
+        assert_eq!(exec.time_out(&call_c), TimedOut::NotBegun);
+
+        // The replaced thread exits when its call returns; the other one carries on.
+        release_a.send(()).unwrap();
+        release_b.send(()).unwrap();
+        let (d, release_d) = blocking(&etx, "d");
+        let call_d = Call::new(clock.now() + Duration::from_secs(3600));
+        release_d.send(()).unwrap();
+        exec.submit(d, call_d.clone()).unwrap();
+        assert_eq!(erx.recv().unwrap(), "d");
+        exec.shutdown();
+        assert!(erx.try_recv().is_err(), "c must have been skipped");
+        // Shutdown waited for the thread running d (not timed out) to finish it.
+        assert_eq!(exec.time_out(&call_d), TimedOut::Finished);
+        assert!(pool.tx.lock().is_none());
     }
 }
