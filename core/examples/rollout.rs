@@ -80,7 +80,9 @@ fn follow(cp: &ControlPlane, store: &Store, what: &str) -> floyd::Result<()> {
             n("availableReplicas"),
             n("replicas") - n("updatedReplicas")
         );
-        if line != last {
+        // A status the controller wrote before it saw the change describes the old spec.
+        let observed = n("observedGeneration") >= d.metadata.generation;
+        if observed && line != last {
             println!("{line}");
             last = line;
         }
