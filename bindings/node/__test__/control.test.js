@@ -136,6 +136,9 @@ test('end to end: a ReplicaSet and a Service through an async JS driver', async 
   assert.equal(st.driverStartFailures, 0)
   assert.equal(st.driverStops, 3)
   assert.ok(st.syncs > 0 && st.storeWrites > 0)
+  assert.equal(st.runningInstances, 0)
+  assert.equal(typeof st.controllerQueue, 'number')
+  assert.equal(typeof st.agentQueue, 'number')
 
   assert.ok(cpThreads().length > 0 || process.platform !== 'linux')
   await cp.stop()

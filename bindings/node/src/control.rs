@@ -451,8 +451,13 @@ fn driver_fn<'e>(driver: &Object<'e>, name: &str) -> R<DriverFn> {
         .build()?)
 }
 
-fn stats_json(s: &floyd::runtime::ControlPlaneStats) -> Value {
+fn stats_json(cp: &floyd::ControlPlane) -> Value {
+    let s = cp.stats();
+    let (controller_queue, agent_queue) = cp.pending();
     json!({
+        "controllerQueue": controller_queue,
+        "agentQueue": agent_queue,
+        "runningInstances": cp.running_instances().len(),
         "syncs": s.syncs,
         "syncErrors": s.sync_errors,
         "driverStarts": s.driver_starts,
@@ -974,7 +979,7 @@ impl ControlPlane {
     /// call). Works after `stop()`.
     #[napi(catch_unwind, ts_return_type = "ControlPlaneStats")]
     pub fn stats(&self, env: Env) -> napi::Result<Value> {
-        guard(&env, || Ok(stats_json(&self.inner.cp.stats())))
+        guard(&env, || Ok(stats_json(&self.inner.cp)))
     }
 
     /// Keys of the instances the node agent has asked the driver to start (or is starting or

@@ -167,6 +167,12 @@ export interface ControlPlaneStats {
   driverStartFailures: number
   driverStops: number
   storeWrites: number
+  /** Keys waiting in the controllers' work queue now. */
+  controllerQueue: number
+  /** Keys waiting in the node agent's work queue now. */
+  agentQueue: number
+  /** Instances the node agent has started (or is starting or stopping) and not yet stopped. */
+  runningInstances: number
   /** Driver calls that took longer than `driverTimeout` (failed starts, retried stops). */
   driverTimeouts: number
   /** Answers of timed-out driver calls that came anyway (ignored). */
