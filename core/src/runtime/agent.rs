@@ -167,6 +167,22 @@ impl Shared {
         self.agent_queue.done(&key.to_string());
     }
 
+    /// The pool refused `call`: the instance goes back to `phase` (if it still waits for
+    /// this call) and is looked at again after the rate limiter's delay.
+    fn unsubmitted(&self, inst_key: String, call: &Arc<Call>, phase: Phase) {
+        if let Some(st) = self
+            .agent
+            .states
+            .lock()
+            .get_mut(inst_key.as_str())
+            .filter(|st| st.waits_for(call))
+        {
+            st.phase = phase;
+            st.call = None;
+        }
+        self.agent_queue.add_rate_limited(inst_key);
+    }
+
     /// A driver call due `driver_timeout` from now.
     fn new_call(&self) -> Arc<Call> {
         Call::new(self.now() + self.cfg.driver_timeout)
@@ -220,17 +236,7 @@ impl Shared {
             .add_after(inst_key.clone(), self.cfg.driver_timeout);
         if let Err(e) = self.executor.submit(job, call.clone()) {
             tracing::warn!(instance = %inst_key, error = %e, "could not queue a driver start");
-            if let Some(st) = self
-                .agent
-                .states
-                .lock()
-                .get_mut(inst_key.as_str())
-                .filter(|st| st.waits_for(&call))
-            {
-                st.phase = Phase::Idle;
-                st.call = None;
-            }
-            self.agent_queue.add_rate_limited(inst_key);
+            self.unsubmitted(inst_key, &call, Phase::Idle);
         }
     }
 
@@ -339,17 +345,7 @@ impl Shared {
             .add_after(inst_key.clone(), self.cfg.driver_timeout);
         if self.executor.submit(job, call.clone()).is_err() {
             // Back to "needs a stop": the next look submits it again.
-            if let Some(st) = self
-                .agent
-                .states
-                .lock()
-                .get_mut(inst_key.as_str())
-                .filter(|st| st.waits_for(&call))
-            {
-                st.phase = Phase::Running;
-                st.call = None;
-            }
-            self.agent_queue.add_rate_limited(inst_key);
+            self.unsubmitted(inst_key, &call, Phase::Running);
         }
     }
 
