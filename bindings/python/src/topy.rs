@@ -9,6 +9,7 @@
 //! own order (sorted for `BTreeMap` and `serde_json::Map`).
 
 use std::fmt;
+use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString};
@@ -275,6 +276,30 @@ impl<'py> ser::SerializeMap for MapSer<'py> {
     }
 }
 
+/// Struct field names as Python strings, made once: every object has a dozen of them, and
+/// a cached `str` skips the allocation, the UTF-8 decode and the hashing (CPython caches a
+/// string's hash in the object) on every conversion. Keyed by the name's address — serde's
+/// field names are `&'static str`, so one address is always one name. Bounded by the number
+/// of field names in the crate's types.
+static FIELD_NAMES: Mutex<Vec<((usize, usize), Py<PyString>)>> = Mutex::new(Vec::new());
+
+fn field_name<'py>(py: Python<'py>, key: &'static str) -> Bound<'py, PyString> {
+    // Address and length: a literal may share its bytes with a longer one.
+    let id = (key.as_ptr() as usize, key.len());
+    let names = || FIELD_NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, s)) = names().iter().find(|(k, _)| *k == id) {
+        return s.bind(py).clone();
+    }
+    // Made without the lock held: creating a Python object may run the garbage collector,
+    // and with it finalizers that convert objects too.
+    let s = PyString::intern(py, key);
+    let mut all = names();
+    if !all.iter().any(|(k, _)| *k == id) {
+        all.push((id, s.clone().unbind()));
+    }
+    s
+}
+
 impl<'py> ser::SerializeStruct for MapSer<'py> {
     type Ok = Bound<'py, PyAny>;
     type Error = SerError;
@@ -283,7 +308,8 @@ impl<'py> ser::SerializeStruct for MapSer<'py> {
         key: &'static str,
         value: &T,
     ) -> Result<(), SerError> {
-        self.dict.set_item(key, value.serialize(self.ser)?)?;
+        let value = value.serialize(self.ser)?;
+        self.dict.set_item(field_name(self.ser.py, key), value)?;
         Ok(())
     }
     fn end(self) -> R<'py> {
