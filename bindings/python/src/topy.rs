@@ -281,7 +281,10 @@ impl<'py> ser::SerializeMap for MapSer<'py> {
 /// string's hash in the object) on every conversion. Keyed by the name's address — serde's
 /// field names are `&'static str`, so one address is always one name. Bounded by the number
 /// of field names in the crate's types.
-static FIELD_NAMES: Mutex<Vec<((usize, usize), Py<PyString>)>> = Mutex::new(Vec::new());
+/// A field name's identity: the address and length of its `&'static str`.
+type NameId = (usize, usize);
+
+static FIELD_NAMES: Mutex<Vec<(NameId, Py<PyString>)>> = Mutex::new(Vec::new());
 
 fn field_name<'py>(py: Python<'py>, key: &'static str) -> Bound<'py, PyString> {
     // Address and length: a literal may share its bytes with a longer one.
