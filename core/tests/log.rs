@@ -289,6 +289,86 @@ fn sync_failure_poisons_the_log() {
 }
 
 #[test]
+fn failed_group_sync_releases_every_appender_and_no_sync_follows_it() {
+    // 16 `always` appenders; the 20th storage sync fails while groups are forming. Every
+    // appender returns (none is left parked); each acknowledged frame lies below the synced
+    // position, which never moves again (no sync is led after the failed one: a retried sync
+    // could report success for dropped data); every failure is `Io`.
+    let sim = SimStorage::new();
+    let (log, _) = Log::open(Arc::new(sim.clone()), cfg(Durability::Always)).unwrap();
+    let log = Arc::new(log);
+    sim.fail_sync_after(20);
+    let hs: Vec<_> = (0..16u32)
+        .map(|w| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut acked = vec![];
+                for s in 0..200 {
+                    match log.append(1, &payload(w, s)) {
+                        Ok(rv) => acked.push(rv),
+                        Err(e) => return (acked, Some(e.kind())),
+                    }
+                }
+                (acked, None)
+            })
+        })
+        .collect();
+    let results: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    let synced = log.synced_position();
+    for (acked, err) in &results {
+        assert!(
+            acked.iter().all(|&rv| rv < synced),
+            "acknowledged past the last good sync"
+        );
+        assert_eq!(
+            *err,
+            Some(ErrorKind::Io),
+            "every appender ends with the poison"
+        );
+    }
+    sim.fail_sync_after(u64::MAX);
+    assert_eq!(log.append(1, b"later").unwrap_err().kind(), ErrorKind::Io);
+    assert_eq!(log.sync().unwrap_err().kind(), ErrorKind::Io);
+    assert_eq!(
+        log.wait_durable(log.tail_position()).unwrap_err().kind(),
+        ErrorKind::Io
+    );
+    assert_eq!(
+        log.synced_position(),
+        synced,
+        "a sync ran after the failed one"
+    );
+    assert!(results.iter().map(|r| r.0.len()).sum::<usize>() > 0);
+}
+
+#[test]
+fn close_releases_always_appenders_with_shut_down() {
+    let sim = SimStorage::new();
+    let (log, _) = Log::open(Arc::new(sim.clone()), cfg(Durability::Always)).unwrap();
+    let log = Arc::new(log);
+    let started = Arc::new(std::sync::Barrier::new(9));
+    let hs: Vec<_> = (0..8u32)
+        .map(|w| {
+            let (log, started) = (log.clone(), started.clone());
+            std::thread::spawn(move || {
+                started.wait();
+                for s in 0.. {
+                    if let Err(e) = log.append(1, &payload(w, s)) {
+                        return e.kind();
+                    }
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    started.wait();
+    log.close().unwrap();
+    for h in hs {
+        assert_eq!(h.join().unwrap(), ErrorKind::ShutDown);
+    }
+}
+
+#[test]
 fn full_disk_at_rollover_is_an_io_error_not_a_hang() {
     let sim = SimStorage::new();
     let (log, _) = Log::open(Arc::new(sim.clone()), cfg(Durability::None)).unwrap();

@@ -11,6 +11,7 @@
 
 #![allow(unsafe_code)] // only `raw` and the storage shims use it; see their SAFETY notes
 
+pub mod commit;
 pub mod frame;
 pub mod raw;
 mod recovery;
@@ -29,6 +30,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::error::{Error, Result};
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+use commit::{GroupCommit, Waited};
 use frame::{SEGMENT_HEADER_LEN, SegmentHeader};
 use raw::{RawSegment, Read, Tail};
 pub use recovery::RecoveryReport;
@@ -178,13 +180,9 @@ struct SyncState {
     wseq: u64,
     woff: usize,
     published: u64,
-    synced: u64,
     /// `(published, since)`: when the watermark last moved, for the unblocker.
     stalled_since: Option<(u64, Instant)>,
     want_sync: bool,
-    /// An appender is syncing as the group-commit leader (with the lock released).
-    syncing: bool,
-    syncs: u64,
     unblocked: u64,
 }
 
@@ -201,9 +199,8 @@ pub(crate) struct Inner {
     state: Mutex<SyncState>,
     /// Wakes the background thread.
     work: Condvar,
-    /// Wakes appenders waiting for a sync.
-    synced_cv: Condvar,
-    synced_pos: AtomicU64,
+    /// The synced position and the appenders waiting for it (`always`, [`Log::sync`]).
+    commit: GroupCommit,
     readers_waiting: AtomicU32,
     new_data: Mutex<()>,
     new_data_cv: Condvar,
@@ -303,16 +300,12 @@ impl Log {
                 wseq: tail_seq,
                 woff: tail_off,
                 published: tail_pos,
-                synced: tail_pos,
                 stalled_since: None,
                 want_sync: false,
-                syncing: false,
-                syncs: 0,
                 unblocked: 0,
             }),
             work: Condvar::new(),
-            synced_cv: Condvar::new(),
-            synced_pos: AtomicU64::new(tail_pos),
+            commit: GroupCommit::new(tail_pos),
             readers_waiting: AtomicU32::new(0),
             new_data: Mutex::new(()),
             new_data_cv: Condvar::new(),
@@ -370,8 +363,8 @@ impl Log {
     pub fn sync(&self) -> Result<u64> {
         self.inner.check_open()?;
         let target = self.inner.tail_position();
-        self.inner.wait_synced(target, true)?;
-        Ok(self.inner.synced_pos.load(Ordering::Acquire))
+        self.inner.wait_synced(target)?;
+        Ok(self.inner.commit.synced())
     }
 
     /// A cursor at the first retained frame.
@@ -436,7 +429,7 @@ impl Log {
 
     /// Everything before this position is durable.
     pub fn synced_position(&self) -> u64 {
-        self.inner.synced_pos.load(Ordering::Acquire)
+        self.inner.commit.synced()
     }
 
     /// Removes whole segments that end at or before `before` (never the current one).
@@ -474,11 +467,11 @@ impl Log {
         LogStats {
             tail: self.inner.tail_position(),
             published,
-            synced: self.inner.synced_pos.load(Ordering::Acquire),
+            synced: self.inner.commit.synced(),
             oldest: self.oldest(),
             segments: segs.len() as u64,
             bytes: segs.values().map(|s| s.raw.size as u64).sum(),
-            syncs: st.syncs,
+            syncs: self.inner.commit.syncs(),
             unblocked_claims: st.unblocked,
             truncated_bytes: self.inner.truncated_bytes,
         }
@@ -497,8 +490,8 @@ impl Log {
         {
             let _st = self.inner.state.lock();
             self.inner.work.notify_all();
-            self.inner.synced_cv.notify_all();
         }
+        self.inner.commit.stop();
         self.inner.wake_readers();
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
@@ -510,6 +503,7 @@ impl Log {
     pub fn abandon(self) {
         self.inner.is_poisoned.store(true, Ordering::Release);
         *self.inner.poisoned.lock() = Some("abandoned".into());
+        self.inner.commit.fail();
         let _ = self.close();
     }
 
@@ -551,8 +545,7 @@ impl Inner {
         tracing::error!(%why, "log poisoned");
         *self.poisoned.lock() = Some(why);
         self.is_poisoned.store(true, Ordering::Release);
-        let _st = self.state.lock();
-        self.synced_cv.notify_all();
+        self.commit.fail();
     }
 
     fn tail_position(&self) -> u64 {
@@ -646,66 +639,45 @@ impl Inner {
         match self.cfg.durability {
             Durability::None => Ok(()),
             Durability::Batch { bytes, .. } => {
-                if end.saturating_sub(self.synced_pos.load(Ordering::Relaxed)) > bytes {
+                if end.saturating_sub(self.commit.synced()) > bytes {
                     let mut st = self.state.lock();
                     st.want_sync = true;
                     self.work.notify_one();
                 }
                 Ok(())
             }
-            Durability::Always => self.wait_synced(end, true),
+            Durability::Always => self.wait_synced(end),
         }
     }
 
-    /// Blocks until `synced ≥ end`, asking the background thread for a sync.
-    fn wait_synced(&self, end: u64, ask: bool) -> Result<()> {
-        if self.synced_pos.load(Ordering::Acquire) >= end {
-            return Ok(());
-        }
-        let mut st = self.state.lock();
-        loop {
-            self.check_poison()?;
-            if st.synced >= end {
-                return Ok(());
-            }
-            if self.closed.load(Ordering::Acquire) {
-                return Err(Error::ShutDown(
+    /// Blocks until everything before `end` is synced, leading a group commit when no sync
+    /// is running (see `commit`).
+    fn wait_synced(&self, end: u64) -> Result<()> {
+        match self.commit.wait(end, |from| self.sync_published(from)) {
+            Ok(Waited::Synced) => Ok(()),
+            Ok(Waited::Stopped) | Err(_) => {
+                self.check_poison()?;
+                Err(Error::ShutDown(
                     "the log closed before the append was synced".into(),
-                ));
+                ))
             }
-            if ask && !st.syncing {
-                // Group commit led by a waiting appender: it syncs everything published
-                // so far with the lock released, so every appender that publishes
-                // meanwhile joins the next group, and nobody waits for a thread hop.
-                st.syncing = true;
-                let published = self.advance_locked(&mut st);
-                let from = st.synced;
-                drop(st);
-                let r = if published > from {
-                    self.sync_range(from, published)
-                } else {
-                    Ok(())
-                };
-                st = self.state.lock();
-                st.syncing = false;
-                match r {
-                    Ok(()) => {
-                        if published > st.synced {
-                            st.synced = published;
-                            st.syncs += 1;
-                            self.synced_pos.store(published, Ordering::Release);
-                        }
-                    }
-                    Err(e) => {
-                        drop(st);
-                        self.poison(format!("sync failed: {e}"));
-                        st = self.state.lock();
-                    }
-                }
-                self.synced_cv.notify_all();
-                continue;
+        }
+    }
+
+    /// One group commit: syncs everything published after `from`; returns the new synced
+    /// position. A failure poisons the log before it returns (so the waiters it stops see
+    /// the poison).
+    fn sync_published(&self, from: u64) -> Result<u64> {
+        let published = self.advance_watermark();
+        if published <= from {
+            return Ok(from);
+        }
+        match self.sync_range(from, published) {
+            Ok(()) => Ok(published),
+            Err(e) => {
+                self.poison(format!("sync failed: {e}"));
+                Err(e)
             }
-            self.synced_cv.wait_for(&mut st, IDLE_TICK);
         }
     }
 
@@ -833,26 +805,23 @@ impl Inner {
                 st.published
             };
             if need_sync
-                && !st.syncing
-                && published > st.synced
+                && published > self.commit.synced()
                 && !self.is_poisoned.load(Ordering::Acquire)
             {
-                let from = st.synced;
-                match self.sync_range(from, published) {
-                    Ok(()) => {
-                        st.synced = published;
-                        st.syncs += 1;
-                        self.synced_pos.store(published, Ordering::Release);
-                    }
-                    Err(e) => {
-                        drop(st);
-                        self.poison(format!("sync failed: {e}"));
-                        st = self.state.lock();
-                    }
+                drop(st);
+                // Through group commit, so a sync an appender leads is never duplicated and
+                // appenders never wait behind this thread's lock. On close the final sync
+                // waits for a running leader and then covers whatever it left. A failure
+                // poisons the log inside `sync_published`.
+                while self
+                    .commit
+                    .try_sync(|from| self.sync_published(from))
+                    .is_none()
+                    && closed
+                {
+                    std::thread::yield_now();
                 }
-                self.synced_cv.notify_all();
-            } else if st.want_sync {
-                self.synced_cv.notify_all();
+                st = self.state.lock();
             }
             st.want_sync = false;
             if closed {
