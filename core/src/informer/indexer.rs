@@ -443,29 +443,82 @@ impl Indexer {
 
     /// Loads a list in bulk (into an empty cache, as the reflector's first list): one lock
     /// and one reservation per shard instead of a lock, a lookup and rehashes per object.
-    /// Shards are independent, so a large load builds them on two threads. A key already
-    /// cached is replaced, as [`Indexer::upsert`] would.
+    /// A key already cached is replaced, as [`Indexer::upsert`] would.
+    ///
+    /// Two passes. The first reads every object once, in the order given (the store lists
+    /// in memory order, so these reads are mostly sequential), and notes its shard and its
+    /// index values as small interned ids. The second builds each shard from those notes
+    /// without reading the objects again; shards are independent, so a large load builds
+    /// them on two threads.
     pub(crate) fn load(&self, entries: Vec<Entry>) {
         let idxs = self.indexes.load();
         let idxs: &[Named] = &idxs;
+        // Pass 1: shard and interned values of every entry.
+        let mut interners: Vec<HashMap<Box<str>, u32>> =
+            idxs.iter().map(|_| HashMap::new()).collect();
+        let mut names: Vec<Vec<Box<str>>> = idxs.iter().map(|_| vec![]).collect();
+        let mut ids: Vec<(u32, u32)> = Vec::with_capacity(entries.len() * idxs.len());
         let per = entries.len() / INDEXER_SHARDS + 1;
-        let mut parts: Vec<Vec<Entry>> = (0..INDEXER_SHARDS)
+        let mut parts: Vec<Vec<(Entry, u32, u32)>> = (0..INDEXER_SHARDS)
             .map(|_| Vec::with_capacity(per + per / 8))
             .collect();
         let parallel = entries.len() >= LOAD_PARALLEL_MIN
             && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
         for e in entries {
-            parts[self.shard_of(&e.0)].push(e);
+            let start = ids.len() as u32;
+            for (i, n) in idxs.iter().enumerate() {
+                n.func.vals(&e.1, &self.index_panics).for_each(|v| {
+                    let id = match interners[i].get(v) {
+                        Some(id) => *id,
+                        None => {
+                            let id = names[i].len() as u32;
+                            names[i].push(v.into());
+                            interners[i].insert(v.into(), id);
+                            id
+                        }
+                    };
+                    ids.push((i as u32, id));
+                });
+            }
+            let end = ids.len() as u32;
+            parts[self.shard_of(&e.0)].push((e, start, end));
         }
-        let build = |first: usize, parts: Vec<Vec<Entry>>| {
+        drop(interners);
+        // Pass 2: each shard from the notes.
+        let (ids, names) = (&ids, &names);
+        let build = |first: usize, parts: Vec<Vec<(Entry, u32, u32)>>| {
             for (s, part) in self.shards[first..].iter().zip(parts) {
                 let mut g = s.write();
-                g.items.reserve(part.len());
+                let sh = &mut *g;
+                sh.items.reserve(part.len());
                 if !idxs.is_empty() {
-                    g.vals.reserve(part.len());
+                    sh.vals.reserve(part.len());
                 }
-                for (k, o) in part {
-                    self.put(&mut g, idxs, &k.clone(), || k, o);
+                // This shard's copy of each interned value, made on first use.
+                let mut shared: Vec<Vec<Option<Arc<str>>>> =
+                    names.iter().map(|n| vec![None; n.len()]).collect();
+                for ((k, o), start, end) in part {
+                    if sh.items.contains_key(&*k) {
+                        self.put(sh, idxs, &k.clone(), || k, o);
+                        continue;
+                    }
+                    if start < end {
+                        let kv: KeyVals = ids[start as usize..end as usize]
+                            .iter()
+                            .map(|&(i, id)| {
+                                let map = &mut sh.indices[i as usize];
+                                let v = shared[i as usize][id as usize].get_or_insert_with(|| {
+                                    let name: &str = &names[i as usize][id as usize];
+                                    map.get_key_value(name)
+                                        .map_or_else(|| name.into(), |(v, _)| v.clone())
+                                });
+                                map.entry(v.clone()).or_default().insert(KeyRef(k.clone()));
+                                (i, v.clone())
+                            })
+                            .collect();
+                        sh.vals.insert(addr(&k), kv);
+                    }
+                    sh.items.insert(k, o);
                 }
             }
         };

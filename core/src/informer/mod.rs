@@ -698,6 +698,9 @@ impl Shared {
         let mut next_tick = started_at + check;
         let mut next_resync = self.clock.now() + period;
         loop {
+            // Read the generation before looking at `stop`: a stop (or removal) that lands
+            // after the check then still wakes the wait below instead of being missed.
+            let seen = self.signal.generation();
             if self.stopped.load(Ordering::Acquire) || h.removed.load(Ordering::Acquire) {
                 return;
             }
@@ -730,7 +733,6 @@ impl Shared {
                     }
                 }
             }
-            let seen = self.signal.generation();
             match self.ring.read(cursor) {
                 Read::Ready(n) => {
                     cursor += 1;
