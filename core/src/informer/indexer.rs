@@ -31,6 +31,9 @@ use crate::sync::{AtomicU64, Ordering};
 /// Shards of the cache: the writer and a scanning reader meet on one shard at a time.
 pub const INDEXER_SHARDS: usize = 16;
 
+/// Bulk loads at least this large build their shards on two threads ([`Indexer::load`]).
+pub const LOAD_PARALLEL_MIN: usize = 64 * 1024;
+
 /// A user index function: the values an object is indexed under (zero, one or many).
 pub type IndexFn = Arc<dyn Fn(&Object) -> Vec<String> + Send + Sync>;
 
@@ -98,37 +101,70 @@ impl IndexFunc {
         IndexFunc::Custom(Arc::new(f))
     }
 
-    /// For built-ins, whether `old` and `new` index under the same values, answered without
-    /// allocating; `None` when the values must be computed.
-    fn unchanged(&self, old: &Object, new: &Object) -> Option<bool> {
+    /// The values `obj` is indexed under. `panics` counts caught closure panics.
+    #[cfg(test)]
+    fn values(&self, obj: &Object, panics: &AtomicU64) -> Vec<String> {
+        let mut out = vec![];
+        self.vals(obj, panics).for_each(|v| out.push(v.to_string()));
+        out
+    }
+
+    /// The values `obj` is indexed under, borrowed from it for the built-ins that have at
+    /// most one value (no allocation on the apply path); `Many` is sorted and deduplicated.
+    fn vals<'a>(&self, obj: &'a Object, panics: &AtomicU64) -> Vals<'a> {
         match self {
-            IndexFunc::Namespace => Some(old.metadata.namespace == new.metadata.namespace),
-            IndexFunc::Label(k) => Some(old.metadata.labels.get(k) == new.metadata.labels.get(k)),
-            IndexFunc::Owner => {
-                Some(old.controller_ref().map(|r| &r.uid) == new.controller_ref().map(|r| &r.uid))
-            }
-            IndexFunc::Field(_) | IndexFunc::Custom(_) => None,
+            IndexFunc::Namespace => Vals::One(&obj.metadata.namespace),
+            IndexFunc::Label(k) => obj
+                .metadata
+                .labels
+                .get(k)
+                .map_or(Vals::Zero, |v| Vals::One(v)),
+            IndexFunc::Owner => obj
+                .controller_ref()
+                .map_or(Vals::Zero, |r| Vals::One(&r.uid)),
+            IndexFunc::Field(path) => Vals::many(field_values(obj, path)),
+            IndexFunc::Custom(f) => match catch_unwind(AssertUnwindSafe(|| f(obj))) {
+                Ok(v) => Vals::many(v),
+                Err(_) => {
+                    panics.fetch_add(1, Ordering::Relaxed);
+                    Vals::Zero
+                }
+            },
+        }
+    }
+}
+
+/// An object's values under one index.
+enum Vals<'a> {
+    Zero,
+    One(&'a str),
+    /// Sorted, no duplicates.
+    Many(Vec<String>),
+}
+
+impl Vals<'_> {
+    fn many(mut v: Vec<String>) -> Vals<'static> {
+        v.sort_unstable();
+        v.dedup();
+        Vals::Many(v)
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&str)) {
+        match self {
+            Vals::Zero => {}
+            Vals::One(v) => f(v),
+            Vals::Many(vs) => vs.iter().for_each(|v| f(v)),
         }
     }
 
-    /// The values `obj` is indexed under. `panics` counts caught closure panics.
-    fn values(&self, obj: &Object, panics: &AtomicU64) -> Vec<String> {
+    /// Whether these are exactly `cached` (which is sorted and deduplicated too).
+    fn same_as(&self, cached: &[(u32, Arc<str>)]) -> bool {
         match self {
-            IndexFunc::Namespace => vec![obj.metadata.namespace.clone()],
-            IndexFunc::Label(k) => obj.metadata.labels.get(k).cloned().into_iter().collect(),
-            IndexFunc::Owner => obj
-                .controller_ref()
-                .map(|r| r.uid.clone())
-                .into_iter()
-                .collect(),
-            IndexFunc::Field(path) => field_values(obj, path),
-            IndexFunc::Custom(f) => match catch_unwind(AssertUnwindSafe(|| f(obj))) {
-                Ok(v) => v,
-                Err(_) => {
-                    panics.fetch_add(1, Ordering::Relaxed);
-                    vec![]
-                }
-            },
+            Vals::Zero => cached.is_empty(),
+            Vals::One(v) => cached.len() == 1 && *cached[0].1 == **v,
+            Vals::Many(vs) => {
+                vs.len() == cached.len() && vs.iter().zip(cached).all(|(a, (_, b))| **a == **b)
+            }
         }
     }
 }
@@ -203,15 +239,70 @@ fn field_values(obj: &Object, path: &[String]) -> Vec<String> {
 /// A cached key with its object.
 pub(crate) type Entry = (Arc<str>, Arc<Object>);
 
+/// A cached key in an index set. Each cached key has exactly one allocation, shared by
+/// the shard's `items` and every index set it is in (an entry keeps its `Arc<str>` across
+/// updates and leaves every set before it leaves `items`), so sets hash and compare the
+/// address: no string hashing or comparison on the apply path.
+#[derive(Clone)]
+struct KeyRef(Arc<str>);
+
+impl std::hash::Hash for KeyRef {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_usize(addr(&self.0));
+    }
+}
+impl PartialEq for KeyRef {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &o.0)
+    }
+}
+impl Eq for KeyRef {}
+
+/// Looks a [`KeyRef`] up by the key's address without cloning the `Arc`.
+#[derive(Hash)]
+struct Addr(usize);
+impl hashbrown::Equivalent<KeyRef> for Addr {
+    fn equivalent(&self, k: &KeyRef) -> bool {
+        self.0 == addr(&k.0)
+    }
+}
+
+fn addr(k: &Arc<str>) -> usize {
+    Arc::as_ptr(k) as *const u8 as usize
+}
+
 /// One index's slice in one shard: value → keys.
-type IndexMap = HashMap<String, HashSet<Arc<str>>>;
+type IndexMap = HashMap<Arc<str>, HashSet<KeyRef>>;
+
+/// What one cached key is indexed under: `(index position, value)`, grouped by index in
+/// order, each group sorted and deduplicated. The values are the index maps' own keys
+/// (shared, not copied), so an update compares the new object's values against these and
+/// never reads the old object.
+type KeyVals = Box<[(u32, Arc<str>)]>;
 
 /// One shard of the cache.
 #[derive(Default)]
 pub(crate) struct Shard {
+    /// Kept as small as a plain map's (24-byte buckets) so `get` stays as fast as one.
     pub(crate) items: HashMap<Arc<str>, Arc<Object>>,
+    /// Index values per key, by the key's address (see [`KeyRef`]); keys indexed under
+    /// nothing have no entry. Written and removed together with `items`.
+    vals: HashMap<usize, KeyVals>,
     /// Parallel to [`Indexer`]'s index list.
     indices: Vec<IndexMap>,
+}
+
+/// The values of index `i` in an item's `vals`.
+fn group(vals: &[(u32, Arc<str>)], i: usize) -> &[(u32, Arc<str>)] {
+    let start = vals
+        .iter()
+        .position(|(j, _)| *j as usize >= i)
+        .unwrap_or(vals.len());
+    let len = vals[start..]
+        .iter()
+        .take_while(|(j, _)| *j as usize == i)
+        .count();
+    &vals[start..start + len]
 }
 
 struct Named {
@@ -251,20 +342,6 @@ impl std::fmt::Debug for Indexer {
     }
 }
 
-/// Whether two index value lists are the same set (the common one-value case is cheap).
-fn same_values(a: &[String], b: &[String]) -> bool {
-    if a.len() == 1 && b.len() == 1 {
-        return a[0] == b[0];
-    }
-    let mut a: Vec<&String> = a.iter().collect();
-    let mut b: Vec<&String> = b.iter().collect();
-    a.sort();
-    a.dedup();
-    b.sort();
-    b.dedup();
-    a == b
-}
-
 impl Indexer {
     pub fn new() -> Indexer {
         Indexer {
@@ -295,14 +372,26 @@ impl Indexer {
                 format!("indexer conflict: {name}"),
             ));
         }
+        let i = cur.len() as u32;
         for g in guards.iter_mut() {
-            let mut idx = IndexMap::new();
-            for (k, o) in &g.items {
-                for v in func.values(o, &self.index_panics) {
-                    idx.entry(v).or_default().insert(k.clone());
+            let Shard {
+                items,
+                vals,
+                indices,
+            } = &mut **g;
+            let mut map = IndexMap::new();
+            for (k, obj) in items.iter() {
+                let mut added = vec![];
+                func.vals(obj, &self.index_panics)
+                    .for_each(|v| added.push((i, insert_into(&mut map, v, k))));
+                if !added.is_empty() {
+                    let cur = vals.entry(addr(k)).or_default();
+                    let mut all = cur.to_vec();
+                    all.extend(added);
+                    *cur = all.into_boxed_slice();
                 }
             }
-            g.indices.push(idx);
+            indices.push(map);
         }
         let mut next: Vec<Named> = cur
             .iter()
@@ -338,72 +427,229 @@ impl Indexer {
     }
 
     /// Inserts or replaces `key`; `hook(old, key)` runs under the shard lock, after the
-    /// change. Replacing an existing key allocates nothing for the key.
+    /// change. Replacing an existing key allocates nothing for the key, and nothing for
+    /// index values that did not change.
     pub(crate) fn upsert_with<R>(
         &self,
         key: &str,
         obj: Arc<Object>,
-        hook: impl FnOnce(Option<&Arc<Object>>, &Arc<str>) -> R,
+        hook: impl FnOnce(Option<Arc<Object>>, &Arc<str>) -> R,
     ) -> R {
         let idxs = self.indexes.load();
         let mut g = self.shards[self.shard_of(key)].write();
-        let sh = &mut *g;
-        let (key, old) = match sh.items.get_key_value_mut(key) {
-            Some((k, v)) => (k.clone(), Some(std::mem::replace(v, obj.clone()))),
-            None => {
-                let k: Arc<str> = key.into();
-                sh.items.insert(k.clone(), obj.clone());
-                (k, None)
+        let (k, old) = self.put(&mut g, &idxs, key, || key.into(), obj);
+        hook(old, &k)
+    }
+
+    /// Loads a list in bulk (into an empty cache, as the reflector's first list): one lock
+    /// and one reservation per shard instead of a lock, a lookup and rehashes per object.
+    /// A key already cached is replaced, as [`Indexer::upsert`] would.
+    ///
+    /// Two passes. The first reads every object once, in the order given (the store lists
+    /// in memory order, so these reads are mostly sequential), and notes its shard and its
+    /// index values as small interned ids. The second builds each shard from those notes
+    /// without reading the objects again; shards are independent, so a large load builds
+    /// them on two threads.
+    pub(crate) fn load(&self, entries: Vec<Entry>) {
+        let idxs = self.indexes.load();
+        let idxs: &[Named] = &idxs;
+        // Pass 1: shard and interned values of every entry.
+        let mut interners: Vec<HashMap<Box<str>, u32>> =
+            idxs.iter().map(|_| HashMap::new()).collect();
+        let mut names: Vec<Vec<Box<str>>> = idxs.iter().map(|_| vec![]).collect();
+        let mut ids: Vec<(u32, u32)> = Vec::with_capacity(entries.len() * idxs.len());
+        let per = entries.len() / INDEXER_SHARDS + 1;
+        let mut parts: Vec<Vec<(Entry, u32, u32)>> = (0..INDEXER_SHARDS)
+            .map(|_| Vec::with_capacity(per + per / 8))
+            .collect();
+        let parallel = entries.len() >= LOAD_PARALLEL_MIN
+            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        for e in entries {
+            let start = ids.len() as u32;
+            for (i, n) in idxs.iter().enumerate() {
+                n.func.vals(&e.1, &self.index_panics).for_each(|v| {
+                    let id = match interners[i].get(v) {
+                        Some(id) => *id,
+                        None => {
+                            let id = names[i].len() as u32;
+                            names[i].push(v.into());
+                            interners[i].insert(v.into(), id);
+                            id
+                        }
+                    };
+                    ids.push((i as u32, id));
+                });
+            }
+            let end = ids.len() as u32;
+            parts[self.shard_of(&e.0)].push((e, start, end));
+        }
+        drop(interners);
+        // Pass 2: each shard from the notes.
+        let (ids, names) = (&ids, &names);
+        let build = |first: usize, parts: Vec<Vec<(Entry, u32, u32)>>| {
+            for (s, part) in self.shards[first..].iter().zip(parts) {
+                let mut g = s.write();
+                let sh = &mut *g;
+                sh.items.reserve(part.len());
+                if !idxs.is_empty() {
+                    sh.vals.reserve(part.len());
+                }
+                // This shard's copy of each interned value, made on first use.
+                let mut shared: Vec<Vec<Option<Arc<str>>>> =
+                    names.iter().map(|n| vec![None; n.len()]).collect();
+                for ((k, o), start, end) in part {
+                    if sh.items.contains_key(&*k) {
+                        self.put(sh, idxs, &k.clone(), || k, o);
+                        continue;
+                    }
+                    if start < end {
+                        let kv: KeyVals = ids[start as usize..end as usize]
+                            .iter()
+                            .map(|&(i, id)| {
+                                let map = &mut sh.indices[i as usize];
+                                let v = shared[i as usize][id as usize].get_or_insert_with(|| {
+                                    let name: &str = &names[i as usize][id as usize];
+                                    map.get_key_value(name)
+                                        .map_or_else(|| name.into(), |(v, _)| v.clone())
+                                });
+                                map.entry(v.clone()).or_default().insert(KeyRef(k.clone()));
+                                (i, v.clone())
+                            })
+                            .collect();
+                        sh.vals.insert(addr(&k), kv);
+                    }
+                    sh.items.insert(k, o);
+                }
             }
         };
-        for (i, n) in idxs.iter().enumerate() {
-            if let Some(o) = &old
-                && n.func.unchanged(o, &obj) == Some(true)
-            {
-                continue;
-            }
-            let new_v = n.func.values(&obj, &self.index_panics);
-            let old_v = old
-                .as_ref()
-                .map(|o| n.func.values(o, &self.index_panics))
-                .unwrap_or_default();
-            if old.is_some() && same_values(&old_v, &new_v) {
-                continue;
-            }
-            let map = &mut sh.indices[i];
-            for v in &old_v {
-                remove_from(map, v, &key);
-            }
-            for v in new_v {
-                map.entry(v).or_default().insert(key.clone());
-            }
+        if !parallel {
+            return build(0, parts);
         }
-        hook(old.as_ref(), &key)
+        let upper = parking_lot::Mutex::new(Some(parts.split_off(INDEXER_SHARDS / 2)));
+        let build_upper = || {
+            if let Some(p) = upper.lock().take() {
+                build(INDEXER_SHARDS / 2, p);
+            }
+        };
+        std::thread::scope(|sc| {
+            let other = std::thread::Builder::new()
+                .name("floyd-indexer-load".into())
+                .spawn_scoped(sc, build_upper);
+            if let Err(e) = &other {
+                tracing::debug!(error = %e, "no second thread; bulk load on one");
+            }
+            build(0, parts);
+            // Without a second thread (or if it has not started yet), this one does it.
+            build_upper();
+        });
+    }
+
+    /// Inserts or replaces `key` in a locked shard; returns the cached key and the object
+    /// it replaced.
+    fn put(
+        &self,
+        sh: &mut Shard,
+        idxs: &[Named],
+        key: &str,
+        new_key: impl FnOnce() -> Arc<str>,
+        obj: Arc<Object>,
+    ) -> (Arc<str>, Option<Arc<Object>>) {
+        let Shard {
+            items,
+            vals,
+            indices,
+        } = sh;
+        if let Some((k, cur)) = items.get_key_value_mut(key) {
+            let k = k.clone();
+            if !idxs.is_empty() {
+                let old = vals.get(&addr(&k)).map_or(&[][..], |v| &v[..]);
+                if let Some(new) = self.reindex(indices, idxs, &k, &obj, Some(old)) {
+                    if new.is_empty() {
+                        vals.remove(&addr(&k));
+                    } else {
+                        vals.insert(addr(&k), new);
+                    }
+                }
+            }
+            return (k, Some(std::mem::replace(cur, obj)));
+        }
+        let k = new_key();
+        if !idxs.is_empty()
+            && let Some(new) = self.reindex(indices, idxs, &k, &obj, None)
+            && !new.is_empty()
+        {
+            vals.insert(addr(&k), new);
+        }
+        items.insert(k.clone(), obj);
+        (k, None)
+    }
+
+    /// Moves `key` from its `old` index values (`None`: a new key) to `obj`'s; returns the
+    /// new values, or `None` when every index's values are unchanged (then nothing was
+    /// touched and nothing allocated).
+    fn reindex(
+        &self,
+        indices: &mut [IndexMap],
+        idxs: &[Named],
+        key: &Arc<str>,
+        obj: &Object,
+        old: Option<&[(u32, Arc<str>)]>,
+    ) -> Option<KeyVals> {
+        let mut out: Option<Vec<(u32, Arc<str>)>> = match old {
+            None => Some(Vec::with_capacity(idxs.len())),
+            Some(_) => None,
+        };
+        for (i, n) in idxs.iter().enumerate() {
+            let vals = n.func.vals(obj, &self.index_panics);
+            let prev = old.map_or(&[][..], |o| group(o, i));
+            if old.is_some() && vals.same_as(prev) {
+                if let Some(out) = &mut out {
+                    out.extend_from_slice(prev);
+                }
+                continue;
+            }
+            let out = out.get_or_insert_with(|| {
+                // The first index that changed: keep the groups before it as they were.
+                let before = old.unwrap_or_default();
+                let mut v = Vec::with_capacity(before.len() + 1);
+                v.extend(before.iter().filter(|(j, _)| (*j as usize) < i).cloned());
+                v
+            });
+            let map = &mut indices[i];
+            for (_, v) in prev {
+                remove_from(map, v, key);
+            }
+            vals.for_each(|v| out.push((i as u32, insert_into(map, v, key))));
+        }
+        out.map(Vec::into_boxed_slice)
     }
 
     /// Removes `key`; `hook(old)` runs under the shard lock when something was removed.
+    /// Needs no index function: the item carries the values it is indexed under.
     pub(crate) fn remove_with<R>(
         &self,
         key: &str,
-        hook: impl FnOnce(&Arc<Object>, &Arc<str>) -> R,
+        hook: impl FnOnce(Arc<Object>, &Arc<str>) -> R,
     ) -> Option<R> {
-        let idxs = self.indexes.load();
         let mut g = self.shards[self.shard_of(key)].write();
-        let sh = &mut *g;
-        let (k, old) = sh.items.remove_entry(key)?;
-        for (i, n) in idxs.iter().enumerate() {
-            for v in n.func.values(&old, &self.index_panics) {
-                remove_from(&mut sh.indices[i], &v, &k);
+        let Shard {
+            items,
+            vals,
+            indices,
+        } = &mut *g;
+        let (k, obj) = items.remove_entry(key)?;
+        // While `k` is alive: its address must not outlive it in `vals` or the sets.
+        if let Some(vs) = vals.remove(&addr(&k)) {
+            for (i, v) in vs.iter() {
+                remove_from(&mut indices[*i as usize], v, &k);
             }
         }
-        Some(hook(&old, &k))
+        Some(hook(obj, &k))
     }
 
     /// Inserts or replaces an object under its key; returns the previous one.
     pub fn upsert(&self, obj: Arc<Object>) -> Option<Arc<Object>> {
-        with_key(&obj, |key| {
-            self.upsert_with(key, obj.clone(), |old, _| old.cloned())
-        })
+        with_key_owned(obj, |key, obj| self.upsert_with(key, obj, |old, _| old))
     }
 
     /// Removes an object's key; returns the removed object.
@@ -413,7 +659,7 @@ impl Indexer {
 
     /// Removes a key; returns the removed object.
     pub fn remove(&self, key: &str) -> Option<Arc<Object>> {
-        self.remove_with(key, |o, _| o.clone())
+        self.remove_with(key, |o, _| o)
     }
 
     /// The object at `key` (`"namespace/name"`).
@@ -466,7 +712,7 @@ impl Indexer {
         for s in self.shards.iter() {
             let g = s.read();
             if let Some(keys) = g.indices.get(i).and_then(|m| m.get(value)) {
-                out.extend(keys.iter().filter_map(|k| g.items.get(k).cloned()));
+                out.extend(keys.iter().filter_map(|k| g.items.get(&*k.0).cloned()));
             }
         }
         Ok(out)
@@ -479,7 +725,7 @@ impl Indexer {
         for s in self.shards.iter() {
             let g = s.read();
             if let Some(keys) = g.indices.get(i).and_then(|m| m.get(value)) {
-                out.extend(keys.iter().map(|k| k.to_string()));
+                out.extend(keys.iter().map(|k| k.0.to_string()));
             }
         }
         out.sort();
@@ -493,7 +739,7 @@ impl Indexer {
         for s in self.shards.iter() {
             let g = s.read();
             if let Some(m) = g.indices.get(i) {
-                all.extend(m.keys().cloned());
+                all.extend(m.keys().map(|v| v.to_string()));
             }
         }
         let mut out: Vec<String> = all.into_iter().collect();
@@ -542,25 +788,54 @@ thread_local! {
 pub(crate) fn with_key<R>(obj: &Object, f: impl FnOnce(&str) -> R) -> R {
     KEY_BUF.with(|b| match b.try_borrow_mut() {
         Ok(mut s) => {
-            s.clear();
-            if !obj.metadata.namespace.is_empty() {
-                s.push_str(&obj.metadata.namespace);
-                s.push('/');
-            }
-            s.push_str(&obj.metadata.name);
+            build_key(&mut s, obj);
             f(&s)
         }
         Err(_) => f(&obj.key()),
     })
 }
 
-fn remove_from(map: &mut IndexMap, value: &str, key: &str) {
+/// [`with_key`] handing the object on to `f` (no reference count traffic for the borrow).
+pub(crate) fn with_key_owned<R>(obj: Arc<Object>, f: impl FnOnce(&str, Arc<Object>) -> R) -> R {
+    KEY_BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut s) => {
+            build_key(&mut s, &obj);
+            f(&s, obj)
+        }
+        Err(_) => f(&obj.key(), obj),
+    })
+}
+
+fn build_key(s: &mut String, obj: &Object) {
+    s.clear();
+    if !obj.metadata.namespace.is_empty() {
+        s.push_str(&obj.metadata.namespace);
+        s.push('/');
+    }
+    s.push_str(&obj.metadata.name);
+}
+
+fn remove_from(map: &mut IndexMap, value: &str, key: &Arc<str>) {
     if let Some(set) = map.get_mut(value) {
-        set.remove(key);
+        set.remove(&Addr(addr(key)));
         if set.is_empty() {
             map.remove(value);
         }
     }
+}
+
+/// Adds `key` under `value`; returns the map's own copy of `value` (allocated only the
+/// first time the value appears in this shard).
+fn insert_into(map: &mut IndexMap, value: &str, key: &Arc<str>) -> Arc<str> {
+    if let Some((v, set)) = map.get_key_value_mut(value) {
+        set.insert(KeyRef(key.clone()));
+        return v.clone();
+    }
+    let v: Arc<str> = value.into();
+    let mut set = HashSet::new();
+    set.insert(KeyRef(key.clone()));
+    map.insert(v.clone(), set);
+    v
 }
 
 #[cfg(test)]
@@ -614,7 +889,7 @@ mod tests {
         assert_eq!(vals("owner"), ["u1"]);
         assert!(IndexFunc::Owner.values(&o("b", "web", None), &p).is_empty());
         assert_eq!(vals("field:spec.node"), ["n1"]);
-        assert_eq!(vals("field:spec.ports"), ["80", "443"]);
+        assert_eq!(vals("field:spec.ports"), ["443", "80"], "a set, sorted");
         assert_eq!(vals("field:spec.ports.1"), ["443"]);
         assert_eq!(vals("field:status.phase"), ["Running"]);
         assert_eq!(vals("field:metadata.name"), ["a"]);
@@ -678,5 +953,117 @@ mod tests {
         assert_eq!(ix.index_keys("chars", "b").unwrap(), ["ns/ab", "ns/bad"]);
         assert_eq!(ix.index_keys("boom", "ok").unwrap(), ["ns/ab"]);
         assert_eq!(ix.index_panics(), 1);
+    }
+
+    /// Everything the indexes say, as sorted (index, value, key) triples.
+    fn index_state(ix: &Indexer) -> Vec<(String, String, String)> {
+        let mut out = vec![];
+        for name in ix.index_names() {
+            for v in ix.list_index_values(&name).unwrap() {
+                for k in ix.index_keys(&name, &v).unwrap() {
+                    out.push((name.clone(), v.clone(), k));
+                }
+            }
+        }
+        out
+    }
+
+    fn with_indexes(ix: &Indexer) {
+        ix.add_index("app", IndexFunc::parse("label:app").unwrap())
+            .unwrap();
+        ix.add_index("owner", IndexFunc::Owner).unwrap();
+        ix.add_index(
+            "chars",
+            IndexFunc::custom(|o| o.metadata.name.chars().map(|c| c.to_string()).collect()),
+        )
+        .unwrap();
+    }
+
+    /// The bulk load, the cached per-item values and the address-keyed sets against a
+    /// model recomputed from scratch: random loads, relabels, owner changes, deletes and a
+    /// late `add_index`, on one and on two threads (a load above `LOAD_PARALLEL_MIN`).
+    #[test]
+    fn bulk_load_and_incremental_updates_match_a_model() {
+        for (seed, n) in [(1u64, 300usize), (2, 500), (3, LOAD_PARALLEL_MIN + 10)] {
+            let mut r = seed;
+            let mut rnd = |m: u64| {
+                r = r
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (r >> 33) % m
+            };
+            let apps = ["web", "db", "api"];
+            let mk = |i: u64, app: &str, owner: Option<&str>| o(&format!("o{i}"), app, owner);
+            let entries: Vec<Entry> = (0..n as u64)
+                .map(|i| {
+                    let ob = mk(i, apps[(i % 3) as usize], (i % 2 == 0).then_some("u1"));
+                    (ob.key().into(), ob)
+                })
+                .collect();
+            let bulk = Indexer::new();
+            with_indexes(&bulk);
+            bulk.load(entries.clone());
+            let model = Indexer::new();
+            for (_, ob) in &entries {
+                model.upsert(ob.clone());
+            }
+            with_indexes(&model);
+            assert_eq!(bulk.keys(), model.keys(), "seed {seed}");
+            assert_eq!(index_state(&bulk), index_state(&model), "seed {seed}");
+            for step in 0..400 {
+                let i = rnd(n as u64 + 20);
+                let ob = mk(
+                    i,
+                    apps[rnd(3) as usize],
+                    [None, Some("u1"), Some("u2")][rnd(3) as usize],
+                );
+                if rnd(5) == 0 {
+                    assert_eq!(
+                        bulk.remove_object(&ob).is_some(),
+                        model.remove_object(&ob).is_some()
+                    );
+                } else {
+                    bulk.upsert(ob.clone());
+                    model.upsert(ob);
+                }
+                if step == 200 {
+                    for ix in [&bulk, &model] {
+                        ix.add_index("ns", IndexFunc::Namespace).unwrap();
+                    }
+                }
+            }
+            // The model rebuilt from its objects: what the indexes must say.
+            let fresh = Indexer::new();
+            for ob in model.list(None) {
+                fresh.upsert(ob);
+            }
+            with_indexes(&fresh);
+            fresh.add_index("ns", IndexFunc::Namespace).unwrap();
+            assert_eq!(index_state(&bulk), index_state(&fresh), "seed {seed}");
+            assert_eq!(index_state(&model), index_state(&fresh), "seed {seed}");
+            assert_eq!(bulk.len(), fresh.len());
+        }
+    }
+
+    #[test]
+    fn an_unchanged_update_keeps_its_index_entries_and_a_relabel_moves_them() {
+        let ix = Indexer::new();
+        ix.add_index("app", IndexFunc::parse("label:app").unwrap())
+            .unwrap();
+        ix.upsert(o("a", "web", None));
+        let mut same = (*o("a", "web", None)).clone();
+        same.metadata.resource_version = "9".into();
+        ix.upsert(Arc::new(same));
+        assert_eq!(ix.index_keys("app", "web").unwrap(), ["ns/a"]);
+        assert_eq!(ix.get("ns/a").unwrap().metadata.resource_version, "9");
+        ix.upsert(o("a", "db", None));
+        assert!(ix.index_keys("app", "web").unwrap().is_empty());
+        assert_eq!(ix.list_index_values("app").unwrap(), ["db"]);
+        // A key removed and re-added gets a new allocation; the sets must not keep the
+        // old one.
+        ix.remove("ns/a");
+        ix.upsert(o("a", "db", None));
+        assert_eq!(ix.index_keys("app", "db").unwrap(), ["ns/a"]);
+        assert_eq!(ix.by_index("app", "db").unwrap().len(), 1);
     }
 }

@@ -452,13 +452,50 @@ impl Shared {
     /// Applies a list as client-go's `Replace`: cached keys missing from the list are
     /// deleted with `final_state_unknown`, new keys added, changed versions updated; an
     /// object whose version did not change is not re-delivered.
-    fn replace(&self, objs: Vec<Arc<Object>>, t: &Option<Transform>) {
+    ///
+    /// A list into an empty cache (the first one) is loaded in bulk ([`Indexer::load`]).
+    /// The control lock is held across the load and its notifications, so no handler can
+    /// register in between and see a cut of a half-loaded cache. With handlers registered,
+    /// one add per object follows in key order, as before; with none (the common cold
+    /// start) a single [`Read::Listed`] marker stands for them: a handler registered later
+    /// starts from a cut taken after it, so nobody needs a note per object.
+    fn replace(&self, objs: Vec<(Arc<str>, Arc<Object>)>, t: &Option<Transform>) {
         let initial = !self.synced.load(Ordering::Acquire);
+        if self.indexer.is_empty() {
+            let objs = match t {
+                None => objs,
+                Some(_) => objs
+                    .into_iter()
+                    .map(|(k, o)| (k, self.transform(t, o)))
+                    .collect(),
+            };
+            let c = self.control.lock();
+            let mut notes = if c.handlers.is_empty() {
+                None
+            } else {
+                Some(objs.clone())
+            };
+            self.indexer.load(objs);
+            match &mut notes {
+                None => self.ring.push_listed(),
+                Some(notes) => {
+                    notes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    for (key, obj) in notes.drain(..) {
+                        self.ring.push(Note {
+                            kind: NoteKind::Add { initial },
+                            key,
+                            old: None,
+                            obj,
+                        });
+                    }
+                }
+            }
+            drop(c);
+            return;
+        }
         let (cached, ()) = self.indexer.snapshot_with(|| ());
-        let mut gone: Vec<Arc<str>> = if cached.is_empty() {
-            vec![]
-        } else {
-            let listed: hashbrown::HashSet<String> = objs.iter().map(|o| o.key()).collect();
+        let mut gone: Vec<Arc<str>> = {
+            let listed: hashbrown::HashSet<&str> = objs.iter().map(|(k, _)| &**k).collect();
             cached
                 .into_iter()
                 .filter(|(k, _)| !listed.contains(&**k))
@@ -474,15 +511,11 @@ impl Shared {
                     },
                     key: key.clone(),
                     old: None,
-                    obj: old.clone(),
+                    obj: old,
                 })
             });
         }
-        if initial {
-            self.indexer.reserve(objs.len());
-        }
-        for o in objs {
-            let key = o.key();
+        for (key, o) in objs {
             if let Some(cur) = self.indexer.get(&key)
                 && cur.metadata.resource_version == o.metadata.resource_version
             {
@@ -496,7 +529,7 @@ impl Shared {
                         Some(_) => NoteKind::Update,
                     },
                     key: key.clone(),
-                    old: old.cloned(),
+                    old,
                     obj: o,
                 })
             });
@@ -517,7 +550,7 @@ impl Shared {
                             Some(_) => NoteKind::Update,
                         },
                         key: key.clone(),
-                        old: old.cloned(),
+                        old,
                         obj: o,
                     })
                 });
@@ -532,7 +565,7 @@ impl Shared {
                         },
                         key: key.clone(),
                         old: None,
-                        obj: old.clone(),
+                        obj: old,
                     })
                 });
             }
@@ -557,7 +590,7 @@ impl Shared {
 
     /// One list followed by a watch until it fails or the informer stops (`Ok`).
     fn list_and_watch(&self, t: &Option<Transform>) -> Result<()> {
-        let (objs, rv) = self.store.list(
+        let (objs, rv) = self.store.list_entries(
             &self.kind,
             self.namespace.as_deref(),
             self.selector.as_ref(),
@@ -665,6 +698,9 @@ impl Shared {
         let mut next_tick = started_at + check;
         let mut next_resync = self.clock.now() + period;
         loop {
+            // Read the generation before looking at `stop`: a stop (or removal) that lands
+            // after the check then still wakes the wait below instead of being missed.
+            let seen = self.signal.generation();
             if self.stopped.load(Ordering::Acquire) || h.removed.load(Ordering::Acquire) {
                 return;
             }
@@ -697,7 +733,6 @@ impl Shared {
                     }
                 }
             }
-            let seen = self.signal.generation();
             match self.ring.read(cursor) {
                 Read::Ready(n) => {
                     cursor += 1;
@@ -721,6 +756,14 @@ impl Shared {
                     h.cursor.store(cursor, Ordering::Release);
                 }
                 Read::Overrun => {
+                    h.relists.fetch_add(1, Ordering::Relaxed);
+                    cursor = self.handler_relist(&h, &mut known);
+                    h.cursor.store(cursor, Ordering::Release);
+                }
+                Read::Listed => {
+                    // Only a handler that existed before the bulk load could be behind the
+                    // marker, and then the reflector published adds instead; kept correct
+                    // for any cursor all the same.
                     cursor = self.handler_relist(&h, &mut known);
                     h.cursor.store(cursor, Ordering::Release);
                 }
@@ -732,10 +775,9 @@ impl Shared {
         }
     }
 
-    /// A handler lapped by the ring catches up from one consistent cut of the cache;
-    /// returns its new cursor.
+    /// A handler lapped by the ring, or at a bulk-load marker, catches up from one
+    /// consistent cut of the cache; returns its new cursor.
     fn handler_relist(&self, h: &HandlerSlot, known: &mut HashMap<Arc<str>, Arc<Object>>) -> u64 {
-        h.relists.fetch_add(1, Ordering::Relaxed);
         let (mut cut, head) = self.indexer.snapshot_with(|| self.ring.head());
         cut.sort_by(|a, b| a.0.cmp(&b.0));
         let now: HashMap<Arc<str>, Arc<Object>> =

@@ -48,10 +48,14 @@ pub(crate) enum Read {
     Empty,
     /// The writer lapped this cursor: the note is gone.
     Overrun,
+    /// The cache was loaded in bulk here (a list into an empty cache): no note per object;
+    /// the reader catches up from a consistent cut of the cache, as after an overrun.
+    Listed,
 }
 
 struct Slot {
     seq: u64,
+    /// `None` at a published `seq`: a [`Ring::push_listed`] marker.
     note: Option<Note>,
 }
 
@@ -90,11 +94,20 @@ impl Ring {
 
     /// Publishes a note. Single writer (the reflector thread).
     pub(crate) fn push(&self, note: Note) {
+        self.publish(Some(note));
+    }
+
+    /// Publishes a bulk-load marker ([`Read::Listed`]) in place of one note per object.
+    pub(crate) fn push_listed(&self) {
+        self.publish(None);
+    }
+
+    fn publish(&self, note: Option<Note>) {
         let s = self.head.load(Ordering::Relaxed);
         {
             let mut g = self.slots[(s & self.mask) as usize].lock();
             g.seq = s;
-            g.note = Some(note);
+            g.note = note;
         }
         self.head.store(s + 1, Ordering::Release);
     }
@@ -109,8 +122,9 @@ impl Ring {
         }
         let g = self.slots[(seq & self.mask) as usize].lock();
         match &g.note {
-            Some(n) if g.seq == seq => Read::Ready(n.clone()),
-            _ => Read::Overrun,
+            _ if g.seq != seq => Read::Overrun,
+            Some(n) => Read::Ready(n.clone()),
+            None => Read::Listed,
         }
     }
 }
@@ -146,5 +160,8 @@ mod tests {
         assert!(matches!(r.read(1), Read::Ready(n) if &*n.key == "1"));
         assert!(matches!(r.read(4), Read::Ready(n) if &*n.key == "4"));
         assert!(matches!(r.read(5), Read::Empty));
+        r.push_listed();
+        assert!(matches!(r.read(5), Read::Listed));
+        assert!(matches!(r.read(1), Read::Overrun), "slot 1 was overwritten");
     }
 }

@@ -151,7 +151,8 @@ pub struct OpenReport {
     pub log: crate::log::RecoveryReport,
 }
 
-type Shard = RwLock<BTreeMap<String, Arc<Object>>>;
+/// Keys are `Arc<str>` so that informers listing the store share them instead of copying.
+type Shard = RwLock<BTreeMap<Arc<str>, Arc<Object>>>;
 
 struct KindIndex {
     shards: Vec<Shard>,
@@ -215,6 +216,16 @@ impl std::fmt::Debug for Store {
 
 /// The starting size of an event's payload buffer: most objects fit without regrowing.
 const PAYLOAD_CAPACITY: usize = 512;
+
+/// An object with its store key (`"namespace/name"`), shared.
+pub(crate) type KeyedObject = (Arc<str>, Arc<Object>);
+
+type ShardGuard<'a> = RwLockReadGuard<'a, BTreeMap<Arc<str>, Arc<Object>>>;
+
+fn in_list_scope(o: &Object, namespace: Option<&str>, selector: Option<&LabelSelector>) -> bool {
+    namespace.is_none_or(|ns| o.metadata.namespace == ns)
+        && selector.is_none_or(|s| s.matches(&o.metadata.labels))
+}
 
 fn encode(obj: &Object) -> Vec<u8> {
     encode_with_capacity(obj, PAYLOAD_CAPACITY)
@@ -397,14 +408,14 @@ impl Store {
         let end;
         let stored = {
             let mut g = shard.write();
-            if g.contains_key(&key) {
+            if g.contains_key(key.as_str()) {
                 return Err(Error::AlreadyExists(format!("{} {key}", obj.kind)));
             }
             let (rv, e) = self.inner.append_payload(EventType::Added, &payload)?;
             end = e;
             obj.metadata.resource_version = rv.to_string();
             let stored = Arc::new(obj);
-            g.insert(key, stored.clone());
+            g.insert(key.into(), stored.clone());
             self.inner.applied(rv, 1);
             stored
         };
@@ -435,25 +446,69 @@ impl Store {
         let Some(idx) = idx else {
             return Ok((vec![], self.inner.last_rv.load(Ordering::Acquire)));
         };
-        let guards: Vec<RwLockReadGuard<'_, BTreeMap<String, Arc<Object>>>> =
-            idx.shards.iter().map(|s| s.read()).collect();
+        let guards: Vec<ShardGuard<'_>> = idx.shards.iter().map(|s| s.read()).collect();
         // Every writer of this kind is outside its append-to-index window now, so the
         // index holds exactly this kind's writes up to `rv`.
         let rv = self.inner.last_rv.load(Ordering::Acquire);
-        let mut out = vec![];
-        for g in &guards {
-            for o in g.values() {
-                if namespace.is_some_and(|ns| o.metadata.namespace != ns) {
-                    continue;
-                }
-                if selector.is_some_and(|s| !s.matches(&o.metadata.labels)) {
-                    continue;
-                }
-                out.push(o.clone());
+        // Each shard is sorted by key already: merge them (no key is built or compared
+        // more than log2(SHARDS) times).
+        let runs: Vec<Vec<(&Arc<str>, &Arc<Object>)>> = guards
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .filter(|(_, o)| in_list_scope(o, namespace, selector))
+                    .collect()
+            })
+            .collect();
+        let mut out = Vec::with_capacity(runs.iter().map(Vec::len).sum());
+        let mut heads: std::collections::BinaryHeap<std::cmp::Reverse<(&str, usize)>> = runs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.first().map(|(k, _)| std::cmp::Reverse((&***k, i))))
+            .collect();
+        let mut pos = vec![0usize; runs.len()];
+        while let Some(std::cmp::Reverse((_, i))) = heads.pop() {
+            out.push(runs[i][pos[i]].1.clone());
+            pos[i] += 1;
+            if let Some((k, _)) = runs[i].get(pos[i]) {
+                heads.push(std::cmp::Reverse((&***k, i)));
             }
         }
+        drop(runs);
         drop(guards);
-        out.sort_by_cached_key(|a| a.key());
+        Ok((out, rv))
+    }
+
+    /// [`Store::list`] for informers: the same objects at the same version, with their
+    /// keys (shared, not copied), in no particular order.
+    pub(crate) fn list_entries(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<(Vec<KeyedObject>, u64)> {
+        self.inner.check_open()?;
+        let idx = self.inner.kinds.read().get(kind).cloned();
+        let Some(idx) = idx else {
+            return Ok((vec![], self.inner.last_rv.load(Ordering::Acquire)));
+        };
+        let guards: Vec<ShardGuard<'_>> = idx.shards.iter().map(|s| s.read()).collect();
+        let rv = self.inner.last_rv.load(Ordering::Acquire);
+        let mut refs: Vec<(&Arc<str>, &Arc<Object>)> =
+            Vec::with_capacity(guards.iter().map(|g| g.len()).sum());
+        for g in &guards {
+            refs.extend(g.iter());
+        }
+        // Visit the objects in memory order, not key-hash order: a cold list touches every
+        // object once, and in address order those touches are mostly sequential (objects
+        // written together sit together) instead of one cache and TLB miss each.
+        refs.sort_unstable_by_key(|(_, o)| Arc::as_ptr(o) as usize);
+        let out: Vec<KeyedObject> = refs
+            .into_iter()
+            .filter(|(_, o)| in_list_scope(o, namespace, selector))
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
+        drop(guards);
         Ok((out, rv))
     }
 
@@ -485,7 +540,7 @@ impl Store {
             let mut g = shard.write();
             // One lookup: the slot is replaced in place below.
             let slot = g
-                .get_mut(&key)
+                .get_mut(key.as_str())
                 .ok_or_else(|| Error::NotFound(format!("{} {key}", obj.kind)))?;
             let cur = slot.clone();
             let cur_rv = cur.resource_version()?.map_or(0, |v| v.0);
@@ -799,15 +854,20 @@ impl StoreInner {
     fn index_put(&self, obj: Arc<Object>) {
         let idx = self.kind(&obj.kind);
         let key = obj.key();
-        if idx.shard(&key).write().insert(key, obj).is_none() {
-            self.objects.fetch_add(1, Ordering::Relaxed);
+        let mut g = idx.shard(&key).write();
+        match g.get_mut(key.as_str()) {
+            Some(slot) => *slot = obj,
+            None => {
+                g.insert(key.into(), obj);
+                self.objects.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
     fn index_remove(&self, obj: &Object) {
         let idx = self.kind(&obj.kind);
         let key = obj.key();
-        if idx.shard(&key).write().remove(&key).is_some() {
+        if idx.shard(&key).write().remove(key.as_str()).is_some() {
             self.objects.fetch_sub(1, Ordering::Relaxed);
         }
     }
