@@ -603,7 +603,7 @@ impl Shared {
             self.synced.store(true, Ordering::Release);
         }
         self.signal.notify();
-        let mut w = self.store.watch(Some(&self.kind), rv, None)?;
+        let mut w = self.store.watch_after(Some(&self.kind), rv, None)?;
         loop {
             if self.stopped.load(Ordering::Acquire) {
                 return Ok(());

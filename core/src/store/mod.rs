@@ -648,9 +648,33 @@ impl Store {
         from_version: u64,
         timeout: Option<Duration>,
     ) -> Result<Watch> {
+        self.watch_from(kind, from_version, timeout, from_version == 0)
+    }
+
+    /// A watch of every event with `rv > after`, with no synthetic adds even for `after = 0`:
+    /// for a reflector that has just listed at `after`. (Through [`Store::watch`], a list at
+    /// version 0 — a store nothing was ever written to — followed by a watch "from 0" would
+    /// collapse every write made in between into the synthetic adds of what is left, and a
+    /// create, update and delete in that gap would never be seen.)
+    pub(crate) fn watch_after(
+        &self,
+        kind: Option<&str>,
+        after: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Watch> {
+        self.watch_from(kind, after, timeout, false)
+    }
+
+    fn watch_from(
+        &self,
+        kind: Option<&str>,
+        from_version: u64,
+        timeout: Option<Duration>,
+        synthetic_adds: bool,
+    ) -> Result<Watch> {
         self.inner.check_open()?;
         let mut pending = VecDeque::new();
-        let after = if from_version == 0 {
+        let after = if synthetic_adds {
             let (objs, rv) = match kind {
                 Some(k) => self.list(k, None, None)?,
                 None => self.list_all()?,
@@ -1029,5 +1053,47 @@ impl Iterator for Watch {
                 Some(Err(e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod watch_after_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cm(name: &str, a: i64) -> Object {
+        Object::from_json(
+            &json!({"kind": "ConfigMap", "metadata": {"name": name}, "spec": {"a": a}}),
+        )
+        .expect("valid object")
+    }
+
+    fn types(mut w: Watch) -> Vec<EventType> {
+        let mut out = vec![];
+        while let Some(ev) = w.try_next().expect("watch") {
+            out.push(ev.event_type);
+        }
+        out
+    }
+
+    /// A reflector lists, then watches from the list's version. On a store nothing was
+    /// written to, that version is 0; writes landing between the two must all be seen.
+    #[test]
+    fn a_watch_after_version_0_replays_every_write_instead_of_a_snapshot() {
+        let s = Store::memory();
+        let (objs, rv) = s.list("ConfigMap", None, None).expect("list");
+        assert!(objs.is_empty());
+        assert_eq!(rv, 0, "nothing was ever written");
+        let x = s.create(cm("x", 1)).expect("create");
+        let mut next = (*x).clone();
+        next.spec["a"] = json!(2);
+        s.update(next).expect("update");
+        s.delete("ConfigMap", "default/x", None).expect("delete");
+        assert_eq!(
+            types(s.watch_after(Some("ConfigMap"), rv, None).expect("watch")),
+            vec![EventType::Added, EventType::Modified, EventType::Deleted]
+        );
+        // The public watch "from 0" is a snapshot of what is left: here, nothing.
+        assert!(types(s.watch(Some("ConfigMap"), rv, None).expect("watch")).is_empty());
     }
 }
