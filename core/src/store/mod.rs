@@ -228,16 +228,11 @@ fn in_list_scope(o: &Object, namespace: Option<&str>, selector: Option<&LabelSel
 }
 
 fn encode(obj: &Object) -> Vec<u8> {
-    encode_with_capacity(obj, PAYLOAD_CAPACITY)
-}
-
-/// [`encode`] into a buffer of `capacity` bytes to start with (writers pass the size of the
-/// object's previous version, so the JSON is written once, without regrowing).
-fn encode_with_capacity(obj: &Object, capacity: usize) -> Vec<u8> {
     // The payload is `[kind length u8][kind][object JSON]`. Writers clear
     // `resourceVersion` before appending: the version is the frame's position and `decode`
-    // fills it in (a snapshot entry's is its entry version).
-    let mut out = Vec::with_capacity(capacity.max(1 + obj.kind.len() + 64));
+    // fills it in (a snapshot entry's is its entry version). The JSON is written straight
+    // into the payload buffer, which most objects fit without regrowing.
+    let mut out = Vec::with_capacity(PAYLOAD_CAPACITY);
     out.push(obj.kind.len() as u8);
     out.extend_from_slice(obj.kind.as_bytes());
     serde_json::to_writer(&mut out, obj).expect("objects always serialise");
@@ -246,8 +241,8 @@ fn encode_with_capacity(obj: &Object, capacity: usize) -> Vec<u8> {
 
 /// The encoded payload of `obj`, checked against the size limit (on the JSON part: the form
 /// the limit is defined on, measured on the bytes that are stored).
-fn encode_checked(obj: &Object, limits: &validate::Limits, capacity: usize) -> Result<Vec<u8>> {
-    let payload = encode_with_capacity(obj, capacity);
+fn encode_checked(obj: &Object, limits: &validate::Limits) -> Result<Vec<u8>> {
+    let payload = encode(obj);
     validate::validate_size(payload.len() - 1 - obj.kind.len(), limits)?;
     Ok(payload)
 }
@@ -401,7 +396,7 @@ impl Store {
         validate::validate_fields(&obj, &self.inner.cfg.limits)?;
         // Encoded before taking the shard's lock: a create's payload does not depend on
         // what is stored.
-        let payload = encode_checked(&obj, &self.inner.cfg.limits, PAYLOAD_CAPACITY)?;
+        let payload = encode_checked(&obj, &self.inner.cfg.limits)?;
         let idx = self.inner.kind(&obj.kind);
         let key = obj.key();
         let shard = idx.shard(&key);
@@ -577,7 +572,7 @@ impl Store {
             }
             validate::validate_fields(&next, &self.inner.cfg.limits)?;
             next.metadata.resource_version.clear();
-            let payload = encode_checked(&next, &self.inner.cfg.limits, PAYLOAD_CAPACITY)?;
+            let payload = encode_checked(&next, &self.inner.cfg.limits)?;
             let (rv, e) = self.inner.append_payload(EventType::Modified, &payload)?;
             end = e;
             next.metadata.resource_version = rv.to_string();
