@@ -20,9 +20,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 use parking_lot::{RwLock, RwLockReadGuard};
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
 use crate::store::{LabelSelector, Object};
@@ -277,14 +278,56 @@ type IndexMap = HashMap<Arc<str>, HashSet<KeyRef>>;
 /// What one cached key is indexed under: `(index position, value)`, grouped by index in
 /// order, each group sorted and deduplicated. The values are the index maps' own keys
 /// (shared, not copied), so an update compares the new object's values against these and
-/// never reads the old object.
-type KeyVals = Box<[(u32, Arc<str>)]>;
+/// never reads the old object. Up to two values live inline: most keys are in an index or
+/// two under one value each, and a bulk load of a million keys then allocates nothing per
+/// key for them.
+type KeyVals = SmallVec<[(u32, Arc<str>); 2]>;
+
+/// Cached objects by key. The caller hashes the key once ([`Indexer::locate`]) and that
+/// hash picks both the shard and the bucket, so no operation hashes a key twice. Buckets
+/// are 24 bytes, as a plain map's.
+#[derive(Default)]
+pub(crate) struct Items(HashTable<Entry>);
+
+impl Items {
+    fn get(&self, hash: u64, key: &str) -> Option<&Arc<Object>> {
+        self.0.find(hash, |(k, _)| **k == *key).map(|(_, o)| o)
+    }
+    /// [`Items::get`], cloned.
+    fn get_cloned(&self, hash: u64, key: &str) -> Option<Arc<Object>> {
+        self.0
+            .find(hash, |(k, _)| **k == *key)
+            .map(|(_, o)| o.clone())
+    }
+    fn get_mut(&mut self, hash: u64, key: &str) -> Option<&mut Entry> {
+        self.0.find_mut(hash, |(k, _)| **k == *key)
+    }
+    /// Inserts a key known to be absent.
+    fn insert_new(&mut self, hash: u64, e: Entry, hasher: &DefaultHashBuilder) {
+        self.0
+            .insert_unique(hash, e, |(k, _)| hasher.hash_one(&**k));
+    }
+    fn remove(&mut self, hash: u64, key: &str) -> Option<Entry> {
+        match self.0.find_entry(hash, |(k, _)| **k == *key) {
+            Ok(e) => Some(e.remove().0),
+            Err(_) => None,
+        }
+    }
+    fn reserve(&mut self, n: usize, hasher: &DefaultHashBuilder) {
+        self.0.reserve(n, |(k, _)| hasher.hash_one(&**k));
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.0.iter()
+    }
+}
 
 /// One shard of the cache.
 #[derive(Default)]
 pub(crate) struct Shard {
-    /// Kept as small as a plain map's (24-byte buckets) so `get` stays as fast as one.
-    pub(crate) items: HashMap<Arc<str>, Arc<Object>>,
+    pub(crate) items: Items,
     /// Index values per key, by the key's address (see [`KeyRef`]); keys indexed under
     /// nothing have no entry. Written and removed together with `items`.
     vals: HashMap<usize, KeyVals>,
@@ -354,8 +397,12 @@ impl Indexer {
         }
     }
 
-    fn shard_of(&self, key: &str) -> usize {
-        (self.hasher.hash_one(key) as usize) % INDEXER_SHARDS
+    /// `key`'s shard and hash. The shard comes from bits 40.. of the hash: hashbrown takes
+    /// bucket positions from the low bits and its tag from the top seven, so the keys of
+    /// one shard still spread over every bucket and tag.
+    fn locate(&self, key: &str) -> (usize, u64) {
+        let h = self.hasher.hash_one(key);
+        (((h >> 40) as usize) % INDEXER_SHARDS, h)
     }
 
     /// Registers an index and indexes every cached object. `Invalid` ("indexer conflict")
@@ -386,9 +433,7 @@ impl Indexer {
                     .for_each(|v| added.push((i, insert_into(&mut map, v, k))));
                 if !added.is_empty() {
                     let cur = vals.entry(addr(k)).or_default();
-                    let mut all = cur.to_vec();
-                    all.extend(added);
-                    *cur = all.into_boxed_slice();
+                    cur.extend(added);
                 }
             }
             indices.push(map);
@@ -436,8 +481,9 @@ impl Indexer {
         hook: impl FnOnce(Option<Arc<Object>>, &Arc<str>) -> R,
     ) -> R {
         let idxs = self.indexes.load();
-        let mut g = self.shards[self.shard_of(key)].write();
-        let (k, old) = self.put(&mut g, &idxs, key, || key.into(), obj);
+        let (s, h) = self.locate(key);
+        let mut g = self.shards[s].write();
+        let (k, old) = self.put(&mut g, &idxs, h, key, || key.into(), obj);
         hook(old, &k)
     }
 
@@ -459,7 +505,7 @@ impl Indexer {
         let mut names: Vec<Vec<Box<str>>> = idxs.iter().map(|_| vec![]).collect();
         let mut ids: Vec<(u32, u32)> = Vec::with_capacity(entries.len() * idxs.len());
         let per = entries.len() / INDEXER_SHARDS + 1;
-        let mut parts: Vec<Vec<(Entry, u32, u32)>> = (0..INDEXER_SHARDS)
+        let mut parts: Vec<Vec<(Entry, u64, u32, u32)>> = (0..INDEXER_SHARDS)
             .map(|_| Vec::with_capacity(per + per / 8))
             .collect();
         let parallel = entries.len() >= LOAD_PARALLEL_MIN
@@ -481,45 +527,64 @@ impl Indexer {
                 });
             }
             let end = ids.len() as u32;
-            parts[self.shard_of(&e.0)].push((e, start, end));
+            let (s, h) = self.locate(&e.0);
+            parts[s].push((e, h, start, end));
         }
         drop(interners);
         // Pass 2: each shard from the notes.
         let (ids, names) = (&ids, &names);
-        let build = |first: usize, parts: Vec<Vec<(Entry, u32, u32)>>| {
+        let build = |first: usize, parts: Vec<Vec<(Entry, u64, u32, u32)>>| {
             for (s, part) in self.shards[first..].iter().zip(parts) {
                 let mut g = s.write();
                 let sh = &mut *g;
-                sh.items.reserve(part.len());
+                sh.items.reserve(part.len(), &self.hasher);
                 if !idxs.is_empty() {
                     sh.vals.reserve(part.len());
                 }
                 // This shard's copy of each interned value, made on first use.
                 let mut shared: Vec<Vec<Option<Arc<str>>>> =
                     names.iter().map(|n| vec![None; n.len()]).collect();
-                for ((k, o), start, end) in part {
-                    if sh.items.contains_key(&*k) {
-                        self.put(sh, idxs, &k.clone(), || k, o);
+                // The index sets of the keys new to this shard, by interned value, sized
+                // exactly; merged into the shard's maps at the end (or before a cached key
+                // is replaced), so no value string is hashed or compared per key.
+                let mut counts: Vec<Vec<usize>> = names.iter().map(|n| vec![0; n.len()]).collect();
+                for (_, _, start, end) in &part {
+                    for &(i, id) in &ids[*start as usize..*end as usize] {
+                        counts[i as usize][id as usize] += 1;
+                    }
+                }
+                let mut staged: Vec<Vec<HashSet<KeyRef>>> = counts
+                    .iter()
+                    .map(|c| c.iter().map(|&n| HashSet::with_capacity(n)).collect())
+                    .collect();
+                drop(counts);
+                for ((k, o), h, start, end) in part {
+                    if sh.items.get(h, &k).is_some() {
+                        merge_staged(sh, &mut staged, &shared);
+                        self.put(sh, idxs, h, &k.clone(), || k, o);
                         continue;
                     }
                     if start < end {
+                        let indices = &sh.indices;
                         let kv: KeyVals = ids[start as usize..end as usize]
                             .iter()
                             .map(|&(i, id)| {
-                                let map = &mut sh.indices[i as usize];
-                                let v = shared[i as usize][id as usize].get_or_insert_with(|| {
-                                    let name: &str = &names[i as usize][id as usize];
-                                    map.get_key_value(name)
+                                let (i, id) = (i as usize, id as usize);
+                                let v = shared[i][id].get_or_insert_with(|| {
+                                    let name: &str = &names[i][id];
+                                    indices[i]
+                                        .get_key_value(name)
                                         .map_or_else(|| name.into(), |(v, _)| v.clone())
                                 });
-                                map.entry(v.clone()).or_default().insert(KeyRef(k.clone()));
-                                (i, v.clone())
+                                staged[i][id].insert(KeyRef(k.clone()));
+                                (i as u32, v.clone())
                             })
                             .collect();
                         sh.vals.insert(addr(&k), kv);
                     }
-                    sh.items.insert(k, o);
+                    sh.items.insert_new(h, (k, o), &self.hasher);
                 }
+                merge_staged(sh, &mut staged, &shared);
             }
         };
         if !parallel {
@@ -550,6 +615,7 @@ impl Indexer {
         &self,
         sh: &mut Shard,
         idxs: &[Named],
+        hash: u64,
         key: &str,
         new_key: impl FnOnce() -> Arc<str>,
         obj: Arc<Object>,
@@ -559,7 +625,7 @@ impl Indexer {
             vals,
             indices,
         } = sh;
-        if let Some((k, cur)) = items.get_key_value_mut(key) {
+        if let Some((k, cur)) = items.get_mut(hash, key) {
             let k = k.clone();
             if !idxs.is_empty() {
                 let old = vals.get(&addr(&k)).map_or(&[][..], |v| &v[..]);
@@ -580,7 +646,7 @@ impl Indexer {
         {
             vals.insert(addr(&k), new);
         }
-        items.insert(k.clone(), obj);
+        items.insert_new(hash, (k.clone(), obj), &self.hasher);
         (k, None)
     }
 
@@ -595,8 +661,8 @@ impl Indexer {
         obj: &Object,
         old: Option<&[(u32, Arc<str>)]>,
     ) -> Option<KeyVals> {
-        let mut out: Option<Vec<(u32, Arc<str>)>> = match old {
-            None => Some(Vec::with_capacity(idxs.len())),
+        let mut out: Option<KeyVals> = match old {
+            None => Some(KeyVals::with_capacity(idxs.len())),
             Some(_) => None,
         };
         for (i, n) in idxs.iter().enumerate() {
@@ -604,14 +670,14 @@ impl Indexer {
             let prev = old.map_or(&[][..], |o| group(o, i));
             if old.is_some() && vals.same_as(prev) {
                 if let Some(out) = &mut out {
-                    out.extend_from_slice(prev);
+                    out.extend(prev.iter().cloned());
                 }
                 continue;
             }
             let out = out.get_or_insert_with(|| {
                 // The first index that changed: keep the groups before it as they were.
                 let before = old.unwrap_or_default();
-                let mut v = Vec::with_capacity(before.len() + 1);
+                let mut v = KeyVals::with_capacity(before.len() + 1);
                 v.extend(before.iter().filter(|(j, _)| (*j as usize) < i).cloned());
                 v
             });
@@ -621,7 +687,7 @@ impl Indexer {
             }
             vals.for_each(|v| out.push((i as u32, insert_into(map, v, key))));
         }
-        out.map(Vec::into_boxed_slice)
+        out
     }
 
     /// Removes `key`; `hook(old)` runs under the shard lock when something was removed.
@@ -631,13 +697,14 @@ impl Indexer {
         key: &str,
         hook: impl FnOnce(Arc<Object>, &Arc<str>) -> R,
     ) -> Option<R> {
-        let mut g = self.shards[self.shard_of(key)].write();
+        let (s, h) = self.locate(key);
+        let mut g = self.shards[s].write();
         let Shard {
             items,
             vals,
             indices,
         } = &mut *g;
-        let (k, obj) = items.remove_entry(key)?;
+        let (k, obj) = items.remove(h, key)?;
         // While `k` is alive: its address must not outlive it in `vals` or the sets.
         if let Some(vs) = vals.remove(&addr(&k)) {
             for (i, v) in vs.iter() {
@@ -664,11 +731,8 @@ impl Indexer {
 
     /// The object at `key` (`"namespace/name"`).
     pub fn get(&self, key: &str) -> Option<Arc<Object>> {
-        self.shards[self.shard_of(key)]
-            .read()
-            .items
-            .get(key)
-            .cloned()
+        let (s, h) = self.locate(key);
+        self.shards[s].read().items.get_cloned(h, key)
     }
 
     /// Number of cached objects.
@@ -687,7 +751,8 @@ impl Indexer {
             let g = s.read();
             out.extend(
                 g.items
-                    .values()
+                    .iter()
+                    .map(|(_, o)| o)
                     .filter(|o| selector.is_none_or(|sel| sel.matches(&o.metadata.labels)))
                     .cloned(),
             );
@@ -699,7 +764,7 @@ impl Indexer {
     pub fn keys(&self) -> Vec<String> {
         let mut out: Vec<String> = vec![];
         for s in self.shards.iter() {
-            out.extend(s.read().items.keys().map(|k| k.to_string()));
+            out.extend(s.read().items.iter().map(|(k, _)| k.to_string()));
         }
         out.sort();
         out
@@ -712,7 +777,10 @@ impl Indexer {
         for s in self.shards.iter() {
             let g = s.read();
             if let Some(keys) = g.indices.get(i).and_then(|m| m.get(value)) {
-                out.extend(keys.iter().filter_map(|k| g.items.get(&*k.0).cloned()));
+                out.extend(
+                    keys.iter()
+                        .filter_map(|k| g.items.get(self.hasher.hash_one(&*k.0), &k.0).cloned()),
+                );
             }
         }
         Ok(out)
@@ -775,7 +843,7 @@ impl Indexer {
     pub fn reserve(&self, n: usize) {
         let per = n / INDEXER_SHARDS + 1;
         for s in self.shards.iter() {
-            s.write().items.reserve(per);
+            s.write().items.reserve(per, &self.hasher);
         }
     }
 }
@@ -813,6 +881,32 @@ fn build_key(s: &mut String, obj: &Object) {
         s.push('/');
     }
     s.push_str(&obj.metadata.name);
+}
+
+/// Moves the staged index sets of a bulk load ([`Indexer::load`]) into the shard's maps;
+/// `shared[i][id]` is the value of staged set `staged[i][id]` (set when it got its first key).
+fn merge_staged(
+    sh: &mut Shard,
+    staged: &mut [Vec<HashSet<KeyRef>>],
+    shared: &[Vec<Option<Arc<str>>>],
+) {
+    for (i, sets) in staged.iter_mut().enumerate() {
+        for (id, set) in sets.iter_mut().enumerate() {
+            if set.is_empty() {
+                continue;
+            }
+            let set = std::mem::take(set);
+            let Some(v) = shared[i][id].clone() else {
+                continue;
+            };
+            match sh.indices[i].get_mut(&*v) {
+                Some(cur) => cur.extend(set),
+                None => {
+                    sh.indices[i].insert(v, set);
+                }
+            }
+        }
+    }
 }
 
 fn remove_from(map: &mut IndexMap, value: &str, key: &Arc<str>) {
@@ -982,6 +1076,42 @@ mod tests {
     /// The bulk load, the cached per-item values and the address-keyed sets against a
     /// model recomputed from scratch: random loads, relabels, owner changes, deletes and a
     /// late `add_index`, on one and on two threads (a load above `LOAD_PARALLEL_MIN`).
+    #[test]
+    fn bulk_load_over_cached_and_repeated_keys_matches_upserts() {
+        // A load into a non-empty cache, repeating keys inside the list with other labels:
+        // the staged index sets are merged before each replacement, so every key ends up
+        // under exactly the values of its last entry.
+        let apps = ["web", "db", "api"];
+        let mut entries: Vec<Entry> = vec![];
+        for i in 0..200u64 {
+            let ob = o(&format!("o{i}"), apps[(i % 3) as usize], None);
+            entries.push((ob.key().into(), ob));
+            if i % 7 == 0 {
+                let again = o(
+                    &format!("o{}", i / 2),
+                    apps[((i + 1) % 3) as usize],
+                    Some("u9"),
+                );
+                entries.push((again.key().into(), again));
+            }
+        }
+        let bulk = Indexer::new();
+        let model = Indexer::new();
+        for ix in [&bulk, &model] {
+            with_indexes(ix);
+            for i in (0..300u64).step_by(5) {
+                ix.upsert(o(&format!("o{i}"), "old", Some("u0")));
+            }
+        }
+        bulk.load(entries.clone());
+        for (_, ob) in entries {
+            model.upsert(ob);
+        }
+        assert_eq!(bulk.keys(), model.keys());
+        assert_eq!(index_state(&bulk), index_state(&model));
+        assert!(bulk.index_keys("app", "old").unwrap().len() > 10);
+    }
+
     #[test]
     fn bulk_load_and_incremental_updates_match_a_model() {
         for (seed, n) in [(1u64, 300usize), (2, 500), (3, LOAD_PARALLEL_MIN + 10)] {
