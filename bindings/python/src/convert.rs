@@ -37,17 +37,11 @@ pub fn type_name(v: &Bound<'_, PyAny>) -> String {
 }
 
 fn py_str<'a>(py: Python<'_>, s: &'a Bound<'_, PyString>, field: &str) -> PyResult<Cow<'a, str>> {
-    py_str_at(py, s, || field.to_string())
+    s.to_cow().map_err(|_| not_unicode(py, field))
 }
 
-/// [`py_str`] naming the field only if the string is rejected.
-fn py_str_at<'a>(
-    py: Python<'_>,
-    s: &'a Bound<'_, PyString>,
-    field: impl FnOnce() -> String,
-) -> PyResult<Cow<'a, str>> {
-    s.to_cow()
-        .map_err(|_| invalid(py, &field(), "is not valid Unicode (lone surrogate?)"))
+fn not_unicode(py: Python<'_>, field: &str) -> PyErr {
+    invalid(py, field, "is not valid Unicode (lone surrogate?)")
 }
 
 enum Seg<'a> {
@@ -85,6 +79,25 @@ fn path(root: &str, segs: &[Seg]) -> String {
         }
     }
     out
+}
+
+/// Why a Python string cannot become JSON text.
+pub enum StrError {
+    /// Longer than the bytes left in the budget.
+    TooLarge,
+    /// Not valid Unicode (a lone surrogate).
+    NotUnicode,
+}
+
+/// The UTF-8 text of `s`, refused when it cannot fit in `budget` bytes. A string whose code
+/// points outnumber the budget is refused before it is copied (code points never outnumber
+/// UTF-8 bytes); the count is taken only from an exact `str`, because a subclass's `len()`
+/// would run its `__len__`, which is user code.
+pub fn str_text<'a>(s: &'a Bound<'_, PyString>, budget: usize) -> Result<Cow<'a, str>, StrError> {
+    if s.is_exact_instance_of::<PyString>() && s.len().unwrap_or(0) > budget {
+        return Err(StrError::TooLarge);
+    }
+    s.to_cow().map_err(|_| StrError::NotUnicode)
 }
 
 fn too_large(py: Python<'_>, root: &str) -> PyErr {
@@ -168,12 +181,13 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
             })?;
             done = Some(Value::Number(n));
         } else if let Ok(s) = current.cast::<PyString>() {
-            // Code points never outnumber UTF-8 bytes: a string longer than the budget is
-            // rejected before it is copied.
-            if s.len().unwrap_or(0) > budget {
-                return Err(too_large(py, root));
-            }
-            let s = py_str_at(py, s, || stack_path(root, &stack))?.into_owned();
+            let s = match str_text(s, budget) {
+                Ok(s) => s.into_owned(),
+                Err(StrError::TooLarge) => return Err(too_large(py, root)),
+                Err(StrError::NotUnicode) => {
+                    return Err(not_unicode(py, &stack_path(root, &stack)));
+                }
+            };
             cost = s.len() + 2;
             done = Some(Value::String(s));
         } else if let Ok(d) = current.cast::<PyDict>() {
@@ -197,7 +211,13 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
                         format!("keys must be str, got {}", type_name(&k)),
                     ));
                 };
-                let key = py_str_at(py, ks, || stack_path(root, &stack))?.into_owned();
+                let key = match str_text(ks, budget) {
+                    Ok(k) => k.into_owned(),
+                    Err(StrError::TooLarge) => return Err(too_large(py, root)),
+                    Err(StrError::NotUnicode) => {
+                        return Err(not_unicode(py, &stack_path(root, &stack)));
+                    }
+                };
                 budget = budget
                     .checked_sub(key.len() + 3)
                     .ok_or_else(|| too_large(py, root))?;
