@@ -92,7 +92,8 @@ pub enum StrError {
 /// The UTF-8 text of `s`, refused when it cannot fit in `budget` bytes. A string whose code
 /// points outnumber the budget is refused before it is copied (code points never outnumber
 /// UTF-8 bytes); the count is taken only from an exact `str`, because a subclass's `len()`
-/// would run its `__len__`, which is user code.
+/// would run its `__len__`, which is user code. Both conversions of objects (`py_to_json`
+/// and `frompy`) read strings through here, so they refuse the same ones.
 pub fn str_text<'a>(s: &'a Bound<'_, PyString>, budget: usize) -> Result<Cow<'a, str>, StrError> {
     if s.is_exact_instance_of::<PyString>() && s.len().unwrap_or(0) > budget {
         return Err(StrError::TooLarge);
@@ -361,17 +362,36 @@ fn json_to_py_at<'py>(py: Python<'py>, v: &Value, depth: usize) -> PyResult<Boun
 }
 
 /// A dict argument converted to an object, `Invalid` naming the field on any problem.
+///
+/// Converted directly ([`crate::frompy`]) when that succeeds; otherwise again through the
+/// JSON value tree ([`object_arg_via_json`]), which accepts the same objects but can say what
+/// is wrong with the others.
 pub fn object_arg(v: &Bound<'_, PyAny>) -> PyResult<floyd::Object> {
-    let py = v.py();
-    if v.cast::<PyDict>().is_err() {
-        return Err(invalid(
-            py,
-            "object",
-            format!("must be a dict, got {}", type_name(v)),
-        ));
+    let d = dict_arg(v)?;
+    match crate::frompy::object(d) {
+        Some(o) => Ok(o),
+        None => object_arg_via_json(v),
     }
+}
+
+/// [`object_arg`] through the JSON value tree: `py_to_json`, then
+/// `floyd::Object::from_json_value`.
+pub fn object_arg_via_json(v: &Bound<'_, PyAny>) -> PyResult<floyd::Object> {
+    let py = v.py();
+    dict_arg(v)?;
     let json = py_to_json(v, "object")?;
     floyd::Object::from_json_value(json).map_err(|e| crate::errors::to_py(py, e))
+}
+
+/// The object argument as a dict (a subclass is read as a plain dict).
+pub fn dict_arg<'a, 'py>(v: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyDict>> {
+    v.cast::<PyDict>().map_err(|_| {
+        invalid(
+            v.py(),
+            "object",
+            format!("must be a dict, got {}", type_name(v)),
+        )
+    })
 }
 
 /// A `str` argument.
