@@ -21,14 +21,15 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Mutex;
 
+use pyo3::PyTypeInfo;
 use pyo3::prelude::*;
 use pyo3::types::iter::BoundDictIterator;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, forward_to_deserialize_any};
 
+use crate::cache::{StaticCache, static_id};
 use crate::convert::{MAX_DEPTH, MAX_JSON_BYTES, StrError, str_text};
 
 /// `obj`, a dict, as an object with the API server's defaults applied (as
@@ -88,6 +89,74 @@ struct PyDe<'b, 'py> {
     v: Bound<'py, PyAny>,
     depth: usize,
     budget: &'b mut usize,
+}
+
+/// What a value is, among the types `py_to_json` accepts.
+enum Shape<'a, 'py> {
+    Str(&'a Bound<'py, PyString>),
+    Dict(&'a Bound<'py, PyDict>),
+    Int(&'a Bound<'py, PyInt>),
+    List(&'a Bound<'py, PyList>),
+    Bool(bool),
+    None,
+    Float(f64),
+    Tuple(&'a Bound<'py, PyTuple>),
+    Other,
+}
+
+/// `v` as `T` if its type is exactly `T` (a pointer comparison).
+fn exact<'a, 'py, T: PyTypeInfo>(v: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, T>> {
+    if v.is_exact_instance_of::<T>() {
+        v.cast_exact::<T>().ok()
+    } else {
+        None
+    }
+}
+
+/// `v` as `T` if its type is `T` or a subclass (a call into the interpreter).
+fn sub<'a, 'py, T: PyTypeInfo>(v: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, T>> {
+    if v.is_instance_of::<T>() {
+        v.cast::<T>().ok()
+    } else {
+        None
+    }
+}
+
+/// The shape of `v`: exact builtin types first, most frequent first, then subclasses. The
+/// types are disjoint (no class derives from two of them, and bool cannot be subclassed),
+/// so the order does not change the answer, only how soon it comes.
+fn shape<'a, 'py>(v: &'a Bound<'py, PyAny>) -> Shape<'a, 'py> {
+    if let Some(s) = exact::<PyString>(v) {
+        Shape::Str(s)
+    } else if let Some(d) = exact::<PyDict>(v) {
+        Shape::Dict(d)
+    } else if let Some(i) = exact::<PyInt>(v) {
+        Shape::Int(i)
+    } else if let Some(l) = exact::<PyList>(v) {
+        Shape::List(l)
+    } else if let Some(b) = exact::<PyBool>(v) {
+        Shape::Bool(b.is_true())
+    } else if v.is_none() {
+        Shape::None
+    } else if let Some(f) = exact::<PyFloat>(v) {
+        Shape::Float(f.value())
+    } else if let Some(t) = exact::<PyTuple>(v) {
+        Shape::Tuple(t)
+    } else if let Some(s) = sub::<PyString>(v) {
+        Shape::Str(s)
+    } else if let Some(d) = sub::<PyDict>(v) {
+        Shape::Dict(d)
+    } else if let Some(i) = sub::<PyInt>(v) {
+        Shape::Int(i)
+    } else if let Some(l) = sub::<PyList>(v) {
+        Shape::List(l)
+    } else if let Some(f) = sub::<PyFloat>(v) {
+        Shape::Float(f.value())
+    } else if let Some(t) = sub::<PyTuple>(v) {
+        Shape::Tuple(t)
+    } else {
+        Shape::Other
+    }
 }
 
 /// Opens a container of `len` items enclosed by `depth` others: `py_to_json`'s depth rule
@@ -150,50 +219,49 @@ impl<'de, 'py> de::Deserializer<'de> for PyDe<'_, 'py> {
     type Error = Refused;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> R<V::Value> {
-        // The types `py_to_json` accepts, most frequent first (they are disjoint: no class
-        // derives from two of them, and bool is tested before int).
         let PyDe { v, depth, budget } = self;
-        if let Ok(s) = v.cast::<PyString>() {
-            let text = str_text(s, *budget)?;
-            charge(budget, text.len() + 2)?;
-            match text {
-                Cow::Borrowed(t) => visitor.visit_str(t),
-                Cow::Owned(t) => visitor.visit_string(t),
-            }
-        } else if let Ok(d) = v.cast::<PyDict>() {
-            visit_dict(d, depth, budget, None, visitor)
-        } else if let Ok(b) = v.cast::<PyBool>() {
-            charge(budget, 5)?;
-            visitor.visit_bool(b.is_true())
-        } else if let Ok(i) = v.cast::<PyInt>() {
-            charge(budget, 8)?;
-            // As serde_json's `Value`: non-negative integers are unsigned.
-            if let Ok(n) = i.extract::<i64>() {
-                match u64::try_from(n) {
-                    Ok(u) => visitor.visit_u64(u),
-                    Err(_) => visitor.visit_i64(n),
+        match shape(&v) {
+            Shape::Str(s) => {
+                let text = str_text(s, *budget)?;
+                charge(budget, text.len() + 2)?;
+                match text {
+                    Cow::Borrowed(t) => visitor.visit_str(t),
+                    Cow::Owned(t) => visitor.visit_string(t),
                 }
-            } else if let Ok(n) = i.extract::<u64>() {
-                visitor.visit_u64(n)
-            } else {
-                Err(Refused)
             }
-        } else if v.is_none() {
-            charge(budget, 4)?;
-            visitor.visit_unit()
-        } else if let Ok(f) = v.cast::<PyFloat>() {
-            charge(budget, 8)?;
-            let x = f.value();
-            if !x.is_finite() {
-                return Err(Refused);
+            Shape::Dict(d) => visit_dict(d, depth, budget, None, visitor),
+            Shape::Int(i) => {
+                charge(budget, 8)?;
+                // As serde_json's `Value`: non-negative integers are unsigned.
+                if let Ok(n) = i.extract::<i64>() {
+                    match u64::try_from(n) {
+                        Ok(u) => visitor.visit_u64(u),
+                        Err(_) => visitor.visit_i64(n),
+                    }
+                } else if let Ok(n) = i.extract::<u64>() {
+                    visitor.visit_u64(n)
+                } else {
+                    Err(Refused)
+                }
             }
-            visitor.visit_f64(x)
-        } else if let Ok(l) = v.cast::<PyList>() {
-            visit_items(l.iter(), depth, budget, visitor)
-        } else if let Ok(t) = v.cast::<PyTuple>() {
-            visit_items(t.iter(), depth, budget, visitor)
-        } else {
-            Err(Refused)
+            Shape::List(l) => visit_items(l.iter(), depth, budget, visitor),
+            Shape::Bool(b) => {
+                charge(budget, 5)?;
+                visitor.visit_bool(b)
+            }
+            Shape::None => {
+                charge(budget, 4)?;
+                visitor.visit_unit()
+            }
+            Shape::Float(x) => {
+                charge(budget, 8)?;
+                if !x.is_finite() {
+                    return Err(Refused);
+                }
+                visitor.visit_f64(x)
+            }
+            Shape::Tuple(t) => visit_items(t.iter(), depth, budget, visitor),
+            Shape::Other => Err(Refused),
         }
     }
 
@@ -212,16 +280,13 @@ impl<'de, 'py> de::Deserializer<'de> for PyDe<'_, 'py> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> R<V::Value> {
-        match self.v.cast::<PyDict>() {
-            Ok(d) => {
-                let names = Names {
-                    fields,
-                    py: field_names(d.py(), fields),
-                };
-                visit_dict(d, self.depth, self.budget, Some(names), visitor)
+        match exact::<PyDict>(&self.v).or_else(|| sub::<PyDict>(&self.v)) {
+            Some(d) => {
+                let names = field_names(d.py(), fields).map(|py| Names { fields, py });
+                visit_dict(d, self.depth, self.budget, names, visitor)
             }
             // A list is read as the fields in order; anything else the visitor refuses.
-            Err(_) => self.deserialize_any(visitor),
+            None => self.deserialize_any(visitor),
         }
     }
 
@@ -250,38 +315,24 @@ impl<'de, 'py> de::Deserializer<'de> for PyDe<'_, 'py> {
 #[derive(Clone, Copy)]
 struct Names {
     fields: &'static [&'static str],
-    py: PyNames,
+    py: &'static [Py<PyString>],
 }
 
 /// Interned Python strings for serde's field-name lists, made once per struct type. A key
 /// written as a literal in Python source is interned, and so is every key of the dicts
 /// `topy` returns: such a key is recognised by its address, without encoding it. Keyed by
-/// the list's address and length (serde's `FIELDS` are `&'static`); bounded by the number
-/// of struct types an object has, so the leak is too.
-type FieldsId = (usize, usize);
-type PyNames = &'static [Py<PyString>];
+/// the list's address (serde's `FIELDS` are `&'static`).
+static FIELD_NAMES: StaticCache<Box<[Py<PyString>]>, 16> = StaticCache::new();
 
-static FIELD_NAMES: Mutex<Vec<(FieldsId, PyNames)>> = Mutex::new(Vec::new());
-
-fn field_names(py: Python<'_>, fields: &'static [&'static str]) -> PyNames {
-    let id = (fields.as_ptr() as usize, fields.len());
-    let all = || FIELD_NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, names)) = all().iter().find(|(k, _)| *k == id) {
-        return names;
-    }
-    // Made without the lock held: creating Python objects may run the garbage collector,
-    // and with it finalizers that convert objects too.
-    let made: Vec<Py<PyString>> = fields
-        .iter()
-        .map(|f| PyString::intern(py, f).unbind())
-        .collect();
-    let mut all = all();
-    if let Some((_, names)) = all.iter().find(|(k, _)| *k == id) {
-        return names;
-    }
-    let names: PyNames = Box::leak(made.into_boxed_slice());
-    all.push((id, names));
-    names
+fn field_names(py: Python<'_>, fields: &'static [&'static str]) -> Option<&'static [Py<PyString>]> {
+    FIELD_NAMES
+        .get_or_make(static_id(fields), || {
+            fields
+                .iter()
+                .map(|f| PyString::intern(py, f).unbind())
+                .collect()
+        })
+        .map(|names| &names[..])
 }
 
 struct DictAccess<'b, 'py> {
@@ -308,7 +359,9 @@ impl<'de> MapAccess<'de> for DictAccess<'_, '_> {
             charge(self.budget, field.len() + 3)?;
             return seed.deserialize(KeyDe(Cow::Borrowed(field))).map(Some);
         }
-        let ks = k.cast::<PyString>().map_err(|_| Refused)?;
+        let ks = exact::<PyString>(&k)
+            .or_else(|| sub::<PyString>(&k))
+            .ok_or(Refused)?;
         let text = str_text(ks, *self.budget)?;
         charge(self.budget, text.len() + 3)?;
         seed.deserialize(KeyDe(text)).map(Some)

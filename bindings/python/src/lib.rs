@@ -14,6 +14,7 @@
 
 #![deny(unsafe_code)]
 
+mod cache;
 mod control;
 mod convert;
 mod errors;
