@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
 
@@ -399,6 +400,20 @@ pub fn str_arg<'a>(v: &'a Bound<'_, PyAny>, field: &str) -> PyResult<Cow<'a, str
     let py = v.py();
     match v.cast::<PyString>() {
         Ok(s) => py_str(py, s, field),
+        Err(_) => Err(invalid(
+            py,
+            field,
+            format!("must be a str, got {}", type_name(v)),
+        )),
+    }
+}
+
+/// A `str` argument read in place: its UTF-8 bytes live in a Python `bytes` (or, on Python
+/// builds that allow it, in the `str` itself) instead of a Rust `String` made per call.
+pub fn str_ref_arg(v: &Bound<'_, PyAny>, field: &str) -> PyResult<PyBackedStr> {
+    let py = v.py();
+    match v.cast::<PyString>() {
+        Ok(s) => PyBackedStr::try_from(s.clone()).map_err(|_| not_unicode(py, field)),
         Err(_) => Err(invalid(
             py,
             field,

@@ -10,7 +10,9 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use crate::convert::{object_arg, opt_secs_arg, opt_str_arg, py_to_json, str_arg, u64_arg};
+use crate::convert::{
+    object_arg, opt_secs_arg, opt_str_arg, py_to_json, str_arg, str_ref_arg, u64_arg,
+};
 use crate::errors::{IntoPy, guard, invalid};
 use crate::wait::sliced;
 
@@ -149,8 +151,8 @@ impl PyStore {
         key: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         guard(py, || {
-            let kind = str_arg(kind, "kind")?;
-            let key = str_arg(key, "key")?;
+            let kind = str_ref_arg(kind, "kind")?;
+            let key = str_ref_arg(key, "key")?;
             match self.inner.get(&kind, &key).py_err(py)? {
                 Some(o) => Ok(Some(obj_to_py(py, &o)?)),
                 None => Ok(None),
@@ -170,7 +172,7 @@ impl PyStore {
         label_selector: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         guard(py, || {
-            let kind = str_arg(kind, "kind")?;
+            let kind = str_ref_arg(kind, "kind")?;
             let namespace = opt_str_arg(namespace, "namespace")?;
             let selector = selector_arg(label_selector)?;
             let (objs, rv) = self
