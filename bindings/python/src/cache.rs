@@ -22,13 +22,14 @@ pub fn static_id<T: ?Sized>(s: &'static T) -> StaticId {
     )
 }
 
-/// An open-addressing table of `N` write-once slots.
+/// An open-addressing table of `N` write-once slots (`N` a power of two).
 pub struct StaticCache<T, const N: usize> {
     slots: [OnceLock<(StaticId, T)>; N],
 }
 
 impl<T, const N: usize> StaticCache<T, N> {
     pub const fn new() -> Self {
+        assert!(N.is_power_of_two());
         StaticCache {
             slots: [const { OnceLock::new() }; N],
         }
@@ -38,12 +39,24 @@ impl<T, const N: usize> StaticCache<T, N> {
     /// table is full. `make` runs outside any lock (it may create Python objects, and with
     /// them run the garbage collector and finalizers that convert objects too); should two
     /// threads race for a slot, one value is kept and the other dropped.
+    #[inline]
     pub fn get_or_make(&self, id: StaticId, make: impl FnOnce() -> T) -> Option<&T> {
-        let start = id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(20) ^ id.1;
+        // Addresses of `&'static` data are at least 8 apart for distinct keys of one kind.
+        let start = (id.0 >> 3) ^ (id.0 >> 10) ^ id.1;
+        if let Some((k, v)) = self.slots[start & (N - 1)].get()
+            && *k == id
+        {
+            return Some(v);
+        }
+        self.probe(start, id, make)
+    }
+
+    #[cold]
+    fn probe(&self, start: usize, id: StaticId, make: impl FnOnce() -> T) -> Option<&T> {
         let mut make = Some(make);
         let mut made: Option<T> = None;
         for i in 0..N {
-            let slot = &self.slots[start.wrapping_add(i) % N];
+            let slot = &self.slots[start.wrapping_add(i) & (N - 1)];
             loop {
                 if let Some((k, v)) = slot.get() {
                     if *k == id {

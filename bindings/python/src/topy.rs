@@ -284,10 +284,17 @@ impl<'py> ser::SerializeMap for MapSer<'py> {
 /// recognises the keys of the dicts made here by their address.
 static FIELD_NAMES: StaticCache<Py<PyString>, 128> = StaticCache::new();
 
-fn field_name<'py>(py: Python<'py>, key: &'static str) -> Bound<'py, PyString> {
+/// Sets `dict[key] = value` with `key` from [`FIELD_NAMES`] (borrowed: no reference count
+/// taken and dropped per field).
+fn set_field<'py>(
+    dict: &Bound<'py, PyDict>,
+    key: &'static str,
+    value: Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = dict.py();
     match FIELD_NAMES.get_or_make(static_id(key), || PyString::intern(py, key).unbind()) {
-        Some(s) => s.bind(py).clone(),
-        None => PyString::intern(py, key),
+        Some(s) => dict.set_item(s.bind(py), value),
+        None => dict.set_item(PyString::intern(py, key), value),
     }
 }
 
@@ -300,7 +307,7 @@ impl<'py> ser::SerializeStruct for MapSer<'py> {
         value: &T,
     ) -> Result<(), SerError> {
         let value = value.serialize(self.ser)?;
-        self.dict.set_item(field_name(self.ser.py, key), value)?;
+        set_field(&self.dict, key, value)?;
         Ok(())
     }
     fn end(self) -> R<'py> {
