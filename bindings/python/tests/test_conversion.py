@@ -270,3 +270,24 @@ def test_a_str_subclass_length_is_not_trusted():
             return 10**12
 
     accepted(base(spec={"x": Liar("short")}))
+
+
+def test_keys_equal_in_text_but_not_in_python_fall_back_to_the_json_tree():
+    # A str subclass can make "name" and "name" two keys of one dict. Through the JSON tree
+    # the later one wins; the direct conversion refuses the duplicate field, and `create`'s
+    # conversion then answers as the tree does.
+    class Distinct(str):
+        def __hash__(self):
+            return 7
+
+        def __eq__(self, other):
+            return self is other
+
+    meta = {"name": "first", Distinct("name"): "second"}
+    obj = {"kind": "ConfigMap", "metadata": meta, "spec": {"k": 1, Distinct("k"): 2}}
+    assert _floyd._object_fast(obj) is None
+    assert _floyd._object_direct(obj) == _floyd._object_via_json(obj)
+    assert _floyd._object_direct(obj)["metadata"]["name"] == "second"
+    # In a free-form map both conversions keep the later value.
+    accepted(base(spec={"k": 1, Distinct("k"): 2}))
+    assert _floyd._object_fast(base(spec={"k": 1, Distinct("k"): 2}))["spec"] == {"k": 2}
