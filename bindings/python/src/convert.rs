@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
 
@@ -37,17 +38,11 @@ pub fn type_name(v: &Bound<'_, PyAny>) -> String {
 }
 
 fn py_str<'a>(py: Python<'_>, s: &'a Bound<'_, PyString>, field: &str) -> PyResult<Cow<'a, str>> {
-    py_str_at(py, s, || field.to_string())
+    s.to_cow().map_err(|_| not_unicode(py, field))
 }
 
-/// [`py_str`] naming the field only if the string is rejected.
-fn py_str_at<'a>(
-    py: Python<'_>,
-    s: &'a Bound<'_, PyString>,
-    field: impl FnOnce() -> String,
-) -> PyResult<Cow<'a, str>> {
-    s.to_cow()
-        .map_err(|_| invalid(py, &field(), "is not valid Unicode (lone surrogate?)"))
+fn not_unicode(py: Python<'_>, field: &str) -> PyErr {
+    invalid(py, field, "is not valid Unicode (lone surrogate?)")
 }
 
 enum Seg<'a> {
@@ -85,6 +80,26 @@ fn path(root: &str, segs: &[Seg]) -> String {
         }
     }
     out
+}
+
+/// Why a Python string cannot become JSON text.
+pub enum StrError {
+    /// Longer than the bytes left in the budget.
+    TooLarge,
+    /// Not valid Unicode (a lone surrogate).
+    NotUnicode,
+}
+
+/// The UTF-8 text of `s`, refused when it cannot fit in `budget` bytes. A string whose code
+/// points outnumber the budget is refused before it is copied (code points never outnumber
+/// UTF-8 bytes); the count is taken only from an exact `str`, because a subclass's `len()`
+/// would run its `__len__`, which is user code. Both conversions of objects (`py_to_json`
+/// and `frompy`) read strings through here, so they refuse the same ones.
+pub fn str_text<'a>(s: &'a Bound<'_, PyString>, budget: usize) -> Result<Cow<'a, str>, StrError> {
+    if s.is_exact_instance_of::<PyString>() && s.len().unwrap_or(0) > budget {
+        return Err(StrError::TooLarge);
+    }
+    s.to_cow().map_err(|_| StrError::NotUnicode)
 }
 
 fn too_large(py: Python<'_>, root: &str) -> PyErr {
@@ -168,12 +183,13 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
             })?;
             done = Some(Value::Number(n));
         } else if let Ok(s) = current.cast::<PyString>() {
-            // Code points never outnumber UTF-8 bytes: a string longer than the budget is
-            // rejected before it is copied.
-            if s.len().unwrap_or(0) > budget {
-                return Err(too_large(py, root));
-            }
-            let s = py_str_at(py, s, || stack_path(root, &stack))?.into_owned();
+            let s = match str_text(s, budget) {
+                Ok(s) => s.into_owned(),
+                Err(StrError::TooLarge) => return Err(too_large(py, root)),
+                Err(StrError::NotUnicode) => {
+                    return Err(not_unicode(py, &stack_path(root, &stack)));
+                }
+            };
             cost = s.len() + 2;
             done = Some(Value::String(s));
         } else if let Ok(d) = current.cast::<PyDict>() {
@@ -197,7 +213,13 @@ pub fn py_to_json(v: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
                         format!("keys must be str, got {}", type_name(&k)),
                     ));
                 };
-                let key = py_str_at(py, ks, || stack_path(root, &stack))?.into_owned();
+                let key = match str_text(ks, budget) {
+                    Ok(k) => k.into_owned(),
+                    Err(StrError::TooLarge) => return Err(too_large(py, root)),
+                    Err(StrError::NotUnicode) => {
+                        return Err(not_unicode(py, &stack_path(root, &stack)));
+                    }
+                };
                 budget = budget
                     .checked_sub(key.len() + 3)
                     .ok_or_else(|| too_large(py, root))?;
@@ -341,17 +363,36 @@ fn json_to_py_at<'py>(py: Python<'py>, v: &Value, depth: usize) -> PyResult<Boun
 }
 
 /// A dict argument converted to an object, `Invalid` naming the field on any problem.
+///
+/// Converted directly ([`crate::frompy`]) when that succeeds; otherwise again through the
+/// JSON value tree ([`object_arg_via_json`]), which accepts the same objects but can say what
+/// is wrong with the others.
 pub fn object_arg(v: &Bound<'_, PyAny>) -> PyResult<floyd::Object> {
-    let py = v.py();
-    if v.cast::<PyDict>().is_err() {
-        return Err(invalid(
-            py,
-            "object",
-            format!("must be a dict, got {}", type_name(v)),
-        ));
+    let d = dict_arg(v)?;
+    match crate::frompy::object(d) {
+        Some(o) => Ok(o),
+        None => object_arg_via_json(v),
     }
+}
+
+/// [`object_arg`] through the JSON value tree: `py_to_json`, then
+/// `floyd::Object::from_json_value`.
+pub fn object_arg_via_json(v: &Bound<'_, PyAny>) -> PyResult<floyd::Object> {
+    let py = v.py();
+    dict_arg(v)?;
     let json = py_to_json(v, "object")?;
     floyd::Object::from_json_value(json).map_err(|e| crate::errors::to_py(py, e))
+}
+
+/// The object argument as a dict (a subclass is read as a plain dict).
+pub fn dict_arg<'a, 'py>(v: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyDict>> {
+    v.cast::<PyDict>().map_err(|_| {
+        invalid(
+            v.py(),
+            "object",
+            format!("must be a dict, got {}", type_name(v)),
+        )
+    })
 }
 
 /// A `str` argument.
@@ -359,6 +400,20 @@ pub fn str_arg<'a>(v: &'a Bound<'_, PyAny>, field: &str) -> PyResult<Cow<'a, str
     let py = v.py();
     match v.cast::<PyString>() {
         Ok(s) => py_str(py, s, field),
+        Err(_) => Err(invalid(
+            py,
+            field,
+            format!("must be a str, got {}", type_name(v)),
+        )),
+    }
+}
+
+/// A `str` argument read in place: its UTF-8 bytes live in a Python `bytes` (or, on Python
+/// builds that allow it, in the `str` itself) instead of a Rust `String` made per call.
+pub fn str_ref_arg(v: &Bound<'_, PyAny>, field: &str) -> PyResult<PyBackedStr> {
+    let py = v.py();
+    match v.cast::<PyString>() {
+        Ok(s) => PyBackedStr::try_from(s.clone()).map_err(|_| not_unicode(py, field)),
         Err(_) => Err(invalid(
             py,
             field,

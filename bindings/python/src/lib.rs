@@ -14,9 +14,11 @@
 
 #![deny(unsafe_code)]
 
+mod cache;
 mod control;
 mod convert;
 mod errors;
+mod frompy;
 mod informer;
 mod queue;
 mod store;
@@ -72,21 +74,41 @@ fn _bench_store_round_trips(py: Python<'_>, n: u64) -> PyResult<f64> {
 }
 
 /// Test hook: `obj` (a dict) converted to an object and back to a dict through the JSON
-/// value tree — the reference the direct conversion of `get`/`create` is tested against.
+/// value tree both ways — the reference the direct conversions of `get`/`create` are tested
+/// against.
 #[pyfunction]
 fn _object_via_json<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     errors::guard(py, || {
-        let o = convert::object_arg(obj)?;
+        let o = convert::object_arg_via_json(obj)?;
         convert::json_to_py(py, &o.to_json())
     })
 }
 
-/// Test hook: the same through the direct conversion ([`topy`]).
+/// Test hook: the same as `create` converts, directly both ways ([`frompy`], falling back
+/// to the JSON tree for errors, and [`topy`]).
 #[pyfunction]
 fn _object_direct<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     errors::guard(py, || {
         let o = convert::object_arg(obj)?;
         store::obj_to_py(py, &o)
+    })
+}
+
+/// Test hook: only the direct conversion from Python ([`frompy`]), without the fallback:
+/// None where it refuses `obj` (the tests check it refuses exactly what `_object_via_json`
+/// raises on).
+#[pyfunction]
+fn _object_fast<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    errors::guard(py, || {
+        let Ok(d) = obj.cast::<pyo3::types::PyDict>() else {
+            return Ok(None);
+        };
+        frompy::object(d)
+            .map(|o| store::obj_to_py(py, &o))
+            .transpose()
     })
 }
 
@@ -105,6 +127,7 @@ fn _floyd(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_bench_store_round_trips, m)?)?;
     m.add_function(wrap_pyfunction!(_object_via_json, m)?)?;
     m.add_function(wrap_pyfunction!(_object_direct, m)?)?;
+    m.add_function(wrap_pyfunction!(_object_fast, m)?)?;
     m.add("FINAL_STATE_UNKNOWN", informer::FINAL_STATE_UNKNOWN)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_DATA_DIR", floyd::store::DEFAULT_DATA_DIR)?;

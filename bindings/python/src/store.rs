@@ -1,6 +1,6 @@
 //! `floyd.Store` and `floyd.Watch`: the store's calls translated one to one. Objects cross as
-//! dicts; every call that may block or touch the disk (open, writes — which fsync in
-//! `always` mode —, snapshot, watch waits) runs with the GIL released.
+//! dicts; every call that may block or touch the disk (open, writes to a store on disk —
+//! which fsync in `always` mode —, snapshot, watch waits) runs with the GIL released.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +10,9 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use crate::convert::{object_arg, opt_secs_arg, opt_str_arg, py_to_json, str_arg, u64_arg};
+use crate::convert::{
+    object_arg, opt_secs_arg, opt_str_arg, py_to_json, str_arg, str_ref_arg, u64_arg,
+};
 use crate::errors::{IntoPy, guard, invalid};
 use crate::wait::sliced;
 
@@ -72,6 +74,20 @@ impl PyStore {
     /// The core store this wraps (the control plane shares it).
     pub(crate) fn core(&self) -> &floyd::Store {
         &self.inner
+    }
+
+    /// Runs a write (create, update, delete). A store on disk writes with the GIL released:
+    /// its append may wait for an fsync (`always`) or create a segment file. A memory store
+    /// keeps the GIL: its log has no durability to wait for and no files, so a write is a
+    /// microsecond of work under the store's short locks — less than releasing and
+    /// re-taking the GIL costs, and a release would let any waiting thread take the GIL and
+    /// hold this call up behind it.
+    fn write<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&floyd::Store) -> T + Send) -> T {
+        if self.inner.path().is_none() {
+            f(&self.inner)
+        } else {
+            py.detach(|| f(&self.inner))
+        }
     }
 }
 
@@ -136,7 +152,7 @@ impl PyStore {
     fn create<'py>(&self, py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
             let o = object_arg(obj)?;
-            let stored = py.detach(|| self.inner.create(o)).py_err(py)?;
+            let stored = self.write(py, |s| s.create(o)).py_err(py)?;
             obj_to_py(py, &stored)
         })
     }
@@ -149,8 +165,8 @@ impl PyStore {
         key: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         guard(py, || {
-            let kind = str_arg(kind, "kind")?;
-            let key = str_arg(key, "key")?;
+            let kind = str_ref_arg(kind, "kind")?;
+            let key = str_ref_arg(key, "key")?;
             match self.inner.get(&kind, &key).py_err(py)? {
                 Some(o) => Ok(Some(obj_to_py(py, &o)?)),
                 None => Ok(None),
@@ -170,7 +186,7 @@ impl PyStore {
         label_selector: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         guard(py, || {
-            let kind = str_arg(kind, "kind")?;
+            let kind = str_ref_arg(kind, "kind")?;
             let namespace = opt_str_arg(namespace, "namespace")?;
             let selector = selector_arg(label_selector)?;
             let (objs, rv) = self
@@ -190,7 +206,7 @@ impl PyStore {
     fn update<'py>(&self, py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
             let o = object_arg(obj)?;
-            let stored = py.detach(|| self.inner.update(o)).py_err(py)?;
+            let stored = self.write(py, |s| s.update(o)).py_err(py)?;
             obj_to_py(py, &stored)
         })
     }
@@ -203,7 +219,7 @@ impl PyStore {
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
             let o = object_arg(obj)?;
-            let stored = py.detach(|| self.inner.update_status(o)).py_err(py)?;
+            let stored = self.write(py, |s| s.update_status(o)).py_err(py)?;
             obj_to_py(py, &stored)
         })
     }
@@ -234,9 +250,7 @@ impl PyStore {
                 ),
                 Some(v) => Some(u64_arg(v, "resource_version")?),
             };
-            let gone = py
-                .detach(|| self.inner.delete(&kind, &key, rv))
-                .py_err(py)?;
+            let gone = self.write(py, |s| s.delete(&kind, &key, rv)).py_err(py)?;
             obj_to_py(py, &gone)
         })
     }

@@ -9,11 +9,12 @@
 //! own order (sorted for `BTreeMap` and `serde_json::Map`).
 
 use std::fmt;
-use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString};
 use serde::ser::{self, Serialize};
+
+use crate::cache::{StaticCache, static_id};
 
 /// Serialises `value` into a Python object.
 pub fn to_py<'py, T: Serialize + ?Sized>(
@@ -279,28 +280,22 @@ impl<'py> ser::SerializeMap for MapSer<'py> {
 /// Struct field names as Python strings, made once: every object has a dozen of them, and
 /// a cached `str` skips the allocation, the UTF-8 decode and the hashing (CPython caches a
 /// string's hash in the object) on every conversion. Keyed by the name's address — serde's
-/// field names are `&'static str`, so one address is always one name. Bounded by the number
-/// of field names in the crate's types.
-/// A field name's identity: the address and length of its `&'static str`.
-type NameId = (usize, usize);
+/// field names are `&'static str`, so one address is always one name. Interned, so `frompy`
+/// recognises the keys of the dicts made here by their address.
+static FIELD_NAMES: StaticCache<Py<PyString>, 128> = StaticCache::new();
 
-static FIELD_NAMES: Mutex<Vec<(NameId, Py<PyString>)>> = Mutex::new(Vec::new());
-
-fn field_name<'py>(py: Python<'py>, key: &'static str) -> Bound<'py, PyString> {
-    // Address and length: a literal may share its bytes with a longer one.
-    let id = (key.as_ptr() as usize, key.len());
-    let names = || FIELD_NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, s)) = names().iter().find(|(k, _)| *k == id) {
-        return s.bind(py).clone();
+/// Sets `dict[key] = value` with `key` from [`FIELD_NAMES`] (borrowed: no reference count
+/// taken and dropped per field).
+fn set_field<'py>(
+    dict: &Bound<'py, PyDict>,
+    key: &'static str,
+    value: Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = dict.py();
+    match FIELD_NAMES.get_or_make(static_id(key), || PyString::intern(py, key).unbind()) {
+        Some(s) => dict.set_item(s.bind(py), value),
+        None => dict.set_item(PyString::intern(py, key), value),
     }
-    // Made without the lock held: creating a Python object may run the garbage collector,
-    // and with it finalizers that convert objects too.
-    let s = PyString::intern(py, key);
-    let mut all = names();
-    if !all.iter().any(|(k, _)| *k == id) {
-        all.push((id, s.clone().unbind()));
-    }
-    s
 }
 
 impl<'py> ser::SerializeStruct for MapSer<'py> {
@@ -312,7 +307,7 @@ impl<'py> ser::SerializeStruct for MapSer<'py> {
         value: &T,
     ) -> Result<(), SerError> {
         let value = value.serialize(self.ser)?;
-        self.dict.set_item(field_name(self.ser.py, key), value)?;
+        set_field(&self.dict, key, value)?;
         Ok(())
     }
     fn end(self) -> R<'py> {

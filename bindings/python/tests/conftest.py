@@ -52,3 +52,37 @@ def assert_isolated_ok(code, timeout=60):
     p = run_isolated(code, timeout)
     assert p.returncode == 0, f"rc={p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr[-4000:]}"
     return p.stdout
+
+
+def typed(v):
+    """`v` with every scalar tagged by its exact type, for comparisons where `True == 1`,
+    `1 == 1.0` and `0.0 == -0.0` must not pass. Dicts compare without regard to key order."""
+    if type(v) is dict:
+        return ("dict", {k: typed(x) for k, x in v.items()})
+    if type(v) is list:
+        return ("list", [typed(x) for x in v])
+    if type(v) is float:
+        return ("float", repr(v))
+    return (type(v).__name__, v)
+
+
+def assert_conversions_agree(obj):
+    """The direct conversion of a dict to an object (`_object_fast`) accepts exactly what the
+    conversion through the JSON value tree (`_object_via_json`) accepts and builds the same
+    object; where the tree refuses, what `create` uses (`_object_direct`) raises the tree's
+    very error. Returns "accepted" or "refused"."""
+    from floyd import _floyd
+
+    fast = _floyd._object_fast(obj)
+    try:
+        slow = _floyd._object_via_json(obj)
+    except floyd.Invalid as e:
+        assert fast is None, f"the direct conversion accepted what the JSON tree refuses: {e}"
+        with pytest.raises(floyd.Invalid) as ei:
+            _floyd._object_direct(obj)
+        assert (str(ei.value), ei.value.field) == (str(e), e.field)
+        return "refused"
+    assert fast is not None, "the direct conversion refused what the JSON tree accepts"
+    assert typed(fast) == typed(slow)
+    assert typed(_floyd._object_direct(obj)) == typed(slow)
+    return "accepted"

@@ -212,6 +212,19 @@ def test_dict_subclass_is_read_as_a_dict(store):
     assert o["metadata"]["name"] == "odd"
 
 
+def test_str_subclass_length_is_not_asked(store):
+    # Strings are measured by their UTF-8 bytes, never by a `__len__` that is user code.
+    calls = []
+
+    class Liar(str):
+        def __len__(self):
+            calls.append(1)
+            return 10**12
+
+    o = store.create(cm("liar", v=Liar("short"), **{"k": {Liar("key"): 1}}))
+    assert o["spec"] == {"v": "short", "k": {"key": 1}} and not calls
+
+
 def test_mapping_that_is_not_a_dict(store):
     import types
 

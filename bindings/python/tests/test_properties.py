@@ -3,12 +3,14 @@ valid" objects — the Kubernetes shape with every field sometimes wrong in type
 syntax or size — and arguments of the wrong type. The property: a call either returns a
 valid stored object or raises a `floyd.FloydError` subclass, and an `Invalid` names a
 field. Nothing else may escape (TypeError, OverflowError, SystemError, a PanicException)
-and nothing may crash the interpreter.
+and nothing may crash the interpreter. And the two conversions of a dict to an object
+(direct, and through the JSON value tree) agree on every generated object.
 
 FLOYD_PROPERTY_EXAMPLES sets the number of examples of the object property (default 10,000,
 as the plan asks per PR); the argument sweeps run a fifth of it.
 """
 
+import itertools
 import math
 import os
 
@@ -17,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import floyd
+from conftest import assert_conversions_agree
 
 EXAMPLES = int(os.environ.get("FLOYD_PROPERTY_EXAMPLES", "10000"))
 
@@ -150,6 +153,89 @@ almost_valid_object = st.fixed_dictionaries(
 top_level = mostly(almost_valid_object, anything)
 
 
+
+# For the conversion property: the same objects in the forms a dict can take that the
+# grammar above does not produce — structs given as lists of their fields (which serde
+# accepts), builtin subclasses, and keys that are not the interned literals.
+class SubDict(dict):
+    pass
+
+
+class SubList(list):
+    pass
+
+
+class SubStr(str):
+    pass
+
+
+class SubInt(int):
+    pass
+
+
+class SubFloat(float):
+    pass
+
+
+def fresh_keys(v):
+    """`v` with every dict key a new string object (as `json.loads` makes them)."""
+    if isinstance(v, dict):
+        return {("".join(list(k)) if isinstance(k, str) else k): fresh_keys(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [fresh_keys(x) for x in v]
+    return v
+
+
+def disguise(v, draw_bits):
+    """`v` with some containers and scalars replaced by builtin subclasses."""
+    pick = next(draw_bits)
+    if type(v) is dict:
+        d = {k: disguise(x, draw_bits) for k, x in v.items()}
+        return SubDict(d) if pick else d
+    if type(v) is list:
+        items = [disguise(x, draw_bits) for x in v]
+        return SubList(items) if pick else (tuple(items) if next(draw_bits) else items)
+    if not pick:
+        return v
+    if type(v) is str:
+        return SubStr(v)
+    if type(v) is int:
+        return SubInt(v)
+    if type(v) is float:
+        return SubFloat(v)
+    return v
+
+
+@st.composite
+def disguised(draw, objects):
+    v = draw(objects)
+    seed = draw(st.integers(min_value=0, max_value=2**64 - 1))
+    bits = (bool(seed >> (i % 64) & 1) for i in itertools.count())
+    return disguise(v, bits)
+
+
+meta_as_list = st.lists(
+    st.one_of(valid_name, st.none(), st.just(""), st.integers(min_value=0, max_value=3)), max_size=12
+)
+owner_as_list = st.lists(st.one_of(valid_name, st.booleans(), st.none()), min_size=2, max_size=6)
+struct_lists = st.fixed_dictionaries(
+    {"kind": st.sampled_from(["ConfigMap", "Node"])},
+    optional={
+        "metadata": st.one_of(
+            meta_as_list,
+            st.fixed_dictionaries({"name": valid_name, "ownerReferences": st.lists(owner_as_list, max_size=2)}),
+        ),
+        "spec": json_value,
+    },
+)
+conversion_input = st.one_of(
+    top_level,
+    top_level.map(fresh_keys),
+    disguised(top_level),
+    struct_lists,
+)
+
+
 def assert_floyd_error(e):
     assert isinstance(e, floyd.FloydError), f"{type(e).__name__} escaped: {e!r}"
     if isinstance(e, floyd.Invalid):
@@ -184,8 +270,12 @@ def shared_store():
 
 
 @SETTINGS
-@given(obj=top_level)
+@given(obj=conversion_input)
 def test_create_returns_a_stored_object_or_a_floyd_error(shared_store, obj):
+    # First the conversion create starts with: the direct one accepts it and builds the same
+    # object as the one through the JSON tree, or both refuse it with the tree's error. (One
+    # test for both properties: generating the objects is most of the time either takes.)
+    assert_conversions_agree(obj)
     try:
         got = shared_store.create(obj)
     except floyd.AlreadyExists:
