@@ -90,6 +90,53 @@ fn single_producer_round_trip_and_cursor_after() {
     assert_eq!(c.try_next().unwrap().unwrap().rv, rvs[11]);
 }
 
+fn prepared_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".prep")
+        })
+        .count()
+}
+
+/// Polls `f` for up to 10 s.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn the_next_segment_is_prepared_once_the_current_one_is_a_quarter_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open_dir(dir.path(), cfg(Durability::None)).unwrap();
+    log.append(1, &[0; 100]).unwrap();
+    // Several background ticks: a small log holds no second segment.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(prepared_files(dir.path()), 0);
+    while log.tail_position() < SEG / 4 + 64 {
+        log.append(1, &[1; 100]).unwrap();
+    }
+    assert!(eventually(|| prepared_files(dir.path()) == 1));
+    // The prepared segment becomes the next one; the one after is prepared in its turn.
+    let first = log.stats().segments;
+    while log.stats().segments == first || log.tail_position() % SEG < SEG / 4 + 64 {
+        log.append(1, &[2; 100]).unwrap();
+    }
+    assert!(eventually(|| prepared_files(dir.path()) == 1));
+    assert_eq!(log.stats().segments, first + 1);
+    let frames = read_all(&log);
+    assert!(frames.windows(2).all(|w| w[0].0 < w[1].0));
+}
+
 #[test]
 fn concurrent_producers_keep_per_writer_order_across_rollovers() {
     let dir = tempfile::tempdir().unwrap();

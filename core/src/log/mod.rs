@@ -46,6 +46,15 @@ pub const DEFAULT_BATCH_BYTES: u64 = 1 << 20;
 pub const DEFAULT_UNBLOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the background thread looks for stuck claims when nothing else wakes it.
 const IDLE_TICK: Duration = Duration::from_millis(50);
+/// The next segment is prepared once the current one is this full (1 / divisor): early
+/// enough that a fast appender rarely reaches the end first, late enough that a log which
+/// stays small never holds a second segment's disk space (or, in memory, its RAM).
+const PREPARE_AT_DIVISOR: u64 = 4;
+
+/// Where in a segment of `size` bytes the next one starts being prepared.
+fn prepare_threshold(size: u64) -> u64 {
+    size / PREPARE_AT_DIVISOR
+}
 
 /// When an append counts as acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -616,7 +625,15 @@ impl Inner {
                 let r = seg.raw.write_event(&claim, kind, payload);
                 guard.claim = None;
                 match r {
-                    Ok(rv) => return Ok(rv),
+                    Ok(rv) => {
+                        let t = prepare_threshold(size);
+                        if off < t && off + len as u64 >= t {
+                            // Once per segment: the background thread prepares the next.
+                            let _st = self.state.lock();
+                            self.work.notify_one();
+                        }
+                        return Ok(rv);
+                    }
                     Err(raw::Lost) => {
                         self.check_open()?;
                         continue;
@@ -854,8 +871,13 @@ impl Inner {
             } else {
                 st.stalled_since = None;
             }
-            let want = self.current.load().raw.seq + 1;
-            if !self.is_poisoned.load(Ordering::Acquire)
+            let current = self.current.load_full();
+            let want = current.raw.seq + 1;
+            let (tag, off) = self.tail.load();
+            let filling = tag != raw::seq_tag(current.raw.seq)
+                || off >= prepare_threshold(current.raw.size as u64);
+            if filling
+                && !self.is_poisoned.load(Ordering::Acquire)
                 && self.prepared.lock().as_ref().map(|p| p.raw.seq) != Some(want)
             {
                 drop(st);
