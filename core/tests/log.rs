@@ -115,20 +115,20 @@ fn eventually(mut f: impl FnMut() -> bool) -> bool {
 }
 
 #[test]
-fn the_next_segment_is_prepared_once_the_current_one_is_a_quarter_full() {
+fn the_next_segment_is_prepared_once_the_current_one_is_a_sixteenth_full() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open_dir(dir.path(), cfg(Durability::None)).unwrap();
     log.append(1, &[0; 100]).unwrap();
     // Several background ticks: a small log holds no second segment.
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(prepared_files(dir.path()), 0);
-    while log.tail_position() < SEG / 4 + 64 {
+    while log.tail_position() < SEG / 16 + 64 {
         log.append(1, &[1; 100]).unwrap();
     }
     assert!(eventually(|| prepared_files(dir.path()) == 1));
     // The prepared segment becomes the next one; the one after is prepared in its turn.
     let first = log.stats().segments;
-    while log.stats().segments == first || log.tail_position() % SEG < SEG / 4 + 64 {
+    while log.stats().segments == first || log.tail_position() % SEG < SEG / 16 + 64 {
         log.append(1, &[2; 100]).unwrap();
     }
     assert!(eventually(|| prepared_files(dir.path()) == 1));

@@ -46,10 +46,11 @@ pub const DEFAULT_BATCH_BYTES: u64 = 1 << 20;
 pub const DEFAULT_UNBLOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the background thread looks for stuck claims when nothing else wakes it.
 const IDLE_TICK: Duration = Duration::from_millis(50);
-/// The next segment is prepared once the current one is this full (1 / divisor): early
-/// enough that a fast appender rarely reaches the end first, late enough that a log which
-/// stays small never holds a second segment's disk space (or, in memory, its RAM).
-const PREPARE_AT_DIVISOR: u64 = 4;
+/// The next segment is prepared once the current one is this full (1 / divisor; 4 MiB of
+/// the default 64 MiB): early enough that preparing overlaps nearly the whole segment's
+/// filling, late enough that a log which stays small never holds a second segment's disk
+/// space (or, in memory, its RAM).
+const PREPARE_AT_DIVISOR: u64 = 16;
 
 /// Where in a segment of `size` bytes the next one starts being prepared.
 fn prepare_threshold(size: u64) -> u64 {
