@@ -293,12 +293,6 @@ impl Items {
     fn get(&self, hash: u64, key: &str) -> Option<&Arc<Object>> {
         self.0.find(hash, |(k, _)| **k == *key).map(|(_, o)| o)
     }
-    /// [`Items::get`], cloned.
-    fn get_cloned(&self, hash: u64, key: &str) -> Option<Arc<Object>> {
-        self.0
-            .find(hash, |(k, _)| **k == *key)
-            .map(|(_, o)| o.clone())
-    }
     fn get_mut(&mut self, hash: u64, key: &str) -> Option<&mut Entry> {
         self.0.find_mut(hash, |(k, _)| **k == *key)
     }
@@ -732,7 +726,7 @@ impl Indexer {
     /// The object at `key` (`"namespace/name"`).
     pub fn get(&self, key: &str) -> Option<Arc<Object>> {
         let (s, h) = self.locate(key);
-        self.shards[s].read().items.get_cloned(h, key)
+        self.shards[s].read().items.get(h, key).cloned()
     }
 
     /// Number of cached objects.

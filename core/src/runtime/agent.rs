@@ -349,6 +349,20 @@ impl Shared {
         }
     }
 
+    /// One more failure of `st`: it waits out the crash-loop backoff, which is returned
+    /// (the caller queues the retry after it).
+    fn enter_backoff(&self, st: &mut InstanceState) -> Duration {
+        st.failures += 1;
+        let backoff = backoff_with(
+            st.failures,
+            self.cfg.restart_backoff,
+            self.cfg.restart_backoff_max,
+        );
+        st.phase = Phase::Backoff;
+        st.next_try = Some(self.now() + backoff);
+        backoff
+    }
+
     /// A failed start: the restart count grows, the next try waits out the crash-loop
     /// backoff. Returns the status to record.
     fn start_failed(
@@ -358,14 +372,7 @@ impl Shared {
         reason: &str,
         message: &str,
     ) -> serde_json::Value {
-        st.failures += 1;
-        let backoff = backoff_with(
-            st.failures,
-            self.cfg.restart_backoff,
-            self.cfg.restart_backoff_max,
-        );
-        st.phase = Phase::Backoff;
-        st.next_try = Some(self.now() + backoff);
+        let backoff = self.enter_backoff(st);
         self.agent_queue.add_after(key.to_string(), backoff);
         let now_wall = rfc3339(self.cfg.clock.wall());
         json!({
@@ -510,14 +517,7 @@ impl Shared {
                 "running instance {key}"
             )));
         };
-        st.failures += 1;
-        let backoff = backoff_with(
-            st.failures,
-            self.cfg.restart_backoff,
-            self.cfg.restart_backoff_max,
-        );
-        st.phase = Phase::Backoff;
-        st.next_try = Some(self.now() + backoff);
+        let backoff = self.enter_backoff(st);
         let uid = st.uid.clone();
         let failures = st.failures;
         drop(states);
