@@ -283,38 +283,101 @@ type IndexMap = HashMap<Arc<str>, HashSet<KeyRef>>;
 /// key for them.
 type KeyVals = SmallVec<[(u32, Arc<str>); 2]>;
 
-/// Cached objects by key. The caller hashes the key once ([`Indexer::locate`]) and that
-/// hash picks both the shard and the bucket, so no operation hashes a key twice. Buckets
-/// are 24 bytes, as a plain map's.
+/// A cached key, its object, and where its index values are in the shard's [`ValSlab`].
+/// 32 bytes: holding the values themselves would triple the bucket, and a random `get`
+/// (which never reads them) would pay for the larger table in cache and TLB misses.
+struct Slot {
+    key: Arc<str>,
+    obj: Arc<Object>,
+    vals: u32,
+}
+
+/// [`Slot::vals`] of a key indexed under nothing.
+const NO_VALS: u32 = u32::MAX;
+
+/// The index values of one shard's keys, by position. An update finds a key's old values
+/// with one access by the position in its slot: no hashing, no second table to probe.
 #[derive(Default)]
-pub(crate) struct Items(HashTable<Entry>);
+struct ValSlab {
+    vals: Vec<KeyVals>,
+    free: Vec<u32>,
+}
+
+impl ValSlab {
+    fn get(&self, at: u32) -> &[(u32, Arc<str>)] {
+        if at == NO_VALS {
+            &[]
+        } else {
+            &self.vals[at as usize]
+        }
+    }
+
+    /// Stores `v` as the values at `at` (taking or freeing a position as needed); returns
+    /// the position to keep in the slot.
+    fn set(&mut self, at: u32, v: KeyVals) -> u32 {
+        if at != NO_VALS {
+            if v.is_empty() {
+                self.take(at);
+                return NO_VALS;
+            }
+            self.vals[at as usize] = v;
+            return at;
+        }
+        if v.is_empty() {
+            return NO_VALS;
+        }
+        if let Some(p) = self.free.pop() {
+            self.vals[p as usize] = v;
+            return p;
+        }
+        let p = u32::try_from(self.vals.len())
+            .ok()
+            .filter(|&p| p != NO_VALS)
+            .expect("fewer than 2^32 - 1 indexed keys in one shard");
+        self.vals.push(v);
+        p
+    }
+
+    /// Removes and returns the values at `at`.
+    fn take(&mut self, at: u32) -> KeyVals {
+        if at == NO_VALS {
+            return KeyVals::new();
+        }
+        self.free.push(at);
+        std::mem::take(&mut self.vals[at as usize])
+    }
+}
+
+/// Cached objects by key. The caller hashes the key once ([`Indexer::locate`]) and that
+/// hash picks both the shard and the bucket, so no operation hashes a key twice.
+#[derive(Default)]
+pub(crate) struct Items(HashTable<Slot>);
 
 impl Items {
     fn get(&self, hash: u64, key: &str) -> Option<&Arc<Object>> {
-        self.0.find(hash, |(k, _)| **k == *key).map(|(_, o)| o)
+        self.0.find(hash, |s| *s.key == *key).map(|s| &s.obj)
     }
-    fn get_mut(&mut self, hash: u64, key: &str) -> Option<&mut Entry> {
-        self.0.find_mut(hash, |(k, _)| **k == *key)
+    fn get_mut(&mut self, hash: u64, key: &str) -> Option<&mut Slot> {
+        self.0.find_mut(hash, |s| *s.key == *key)
     }
     /// Inserts a key known to be absent.
-    fn insert_new(&mut self, hash: u64, e: Entry, hasher: &DefaultHashBuilder) {
-        self.0
-            .insert_unique(hash, e, |(k, _)| hasher.hash_one(&**k));
+    fn insert_new(&mut self, hash: u64, s: Slot, hasher: &DefaultHashBuilder) {
+        self.0.insert_unique(hash, s, |s| hasher.hash_one(&*s.key));
     }
-    fn remove(&mut self, hash: u64, key: &str) -> Option<Entry> {
-        match self.0.find_entry(hash, |(k, _)| **k == *key) {
+    fn remove(&mut self, hash: u64, key: &str) -> Option<Slot> {
+        match self.0.find_entry(hash, |s| *s.key == *key) {
             Ok(e) => Some(e.remove().0),
             Err(_) => None,
         }
     }
     fn reserve(&mut self, n: usize, hasher: &DefaultHashBuilder) {
-        self.0.reserve(n, |(k, _)| hasher.hash_one(&**k));
+        self.0.reserve(n, |s| hasher.hash_one(&*s.key));
     }
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.0.iter()
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<Object>)> {
+        self.0.iter().map(|s| (&s.key, &s.obj))
     }
 }
 
@@ -322,11 +385,14 @@ impl Items {
 #[derive(Default)]
 pub(crate) struct Shard {
     pub(crate) items: Items,
-    /// Index values per key, by the key's address (see [`KeyRef`]); keys indexed under
-    /// nothing have no entry. Written and removed together with `items`.
-    vals: HashMap<usize, KeyVals>,
-    /// Parallel to [`Indexer`]'s index list.
+    /// Index values of the keys in `items`, changed together with them.
+    slab: ValSlab,
+    /// Parallel to `idxs`.
     indices: Vec<IndexMap>,
+    /// The registered indexes: the same list in every shard, replaced under every shard's
+    /// write lock. A writer reads it under the lock it holds anyway, with no atomic
+    /// operation of its own (an `ArcSwap` load cost a tenth of an update).
+    idxs: Arc<Vec<Named>>,
 }
 
 /// The values of index `i` in an item's `vals`.
@@ -350,7 +416,9 @@ struct Named {
 /// The indexed cache. Cheap reads, one writer at a time per shard.
 pub struct Indexer {
     shards: Box<[RwLock<Shard>]>,
-    /// The registered indexes; changed only while every shard is write-locked.
+    /// The registered indexes, for readers that take no shard lock (names, positions, the
+    /// bulk load's first pass); changed only while every shard is write-locked, together
+    /// with each shard's copy.
     indexes: ArcSwap<Vec<Named>>,
     hasher: DefaultHashBuilder,
     index_panics: AtomicU64,
@@ -417,18 +485,16 @@ impl Indexer {
         for g in guards.iter_mut() {
             let Shard {
                 items,
-                vals,
+                slab,
                 indices,
+                ..
             } = &mut **g;
             let mut map = IndexMap::new();
-            for (k, obj) in items.iter() {
-                let mut added = vec![];
-                func.vals(obj, &self.index_panics)
-                    .for_each(|v| added.push((i, insert_into(&mut map, v, k))));
-                if !added.is_empty() {
-                    let cur = vals.entry(addr(k)).or_default();
-                    cur.extend(added);
-                }
+            for slot in items.0.iter_mut() {
+                let mut kv: KeyVals = slab.get(slot.vals).iter().cloned().collect();
+                func.vals(&slot.obj, &self.index_panics)
+                    .for_each(|v| kv.push((i, insert_into(&mut map, v, &slot.key))));
+                slot.vals = slab.set(slot.vals, kv);
             }
             indices.push(map);
         }
@@ -443,7 +509,11 @@ impl Indexer {
             name: name.to_string(),
             func,
         });
-        self.indexes.store(Arc::new(next));
+        let next = Arc::new(next);
+        for g in guards.iter_mut() {
+            g.idxs = next.clone();
+        }
+        self.indexes.store(next);
         Ok(())
     }
 
@@ -474,10 +544,9 @@ impl Indexer {
         obj: Arc<Object>,
         hook: impl FnOnce(Option<Arc<Object>>, &Arc<str>) -> R,
     ) -> R {
-        let idxs = self.indexes.load();
         let (s, h) = self.locate(key);
         let mut g = self.shards[s].write();
-        let (k, old) = self.put(&mut g, &idxs, h, key, || key.into(), obj);
+        let (k, old) = self.put(&mut g, h, key, || key.into(), obj);
         hook(old, &k)
     }
 
@@ -491,8 +560,8 @@ impl Indexer {
     /// without reading the objects again; shards are independent, so a large load builds
     /// them on two threads.
     pub(crate) fn load(&self, entries: Vec<Entry>) {
-        let idxs = self.indexes.load();
-        let idxs: &[Named] = &idxs;
+        let listed = self.indexes.load_full();
+        let idxs: &[Named] = &listed;
         // Pass 1: shard and interned values of every entry.
         let mut interners: Vec<HashMap<Box<str>, u32>> =
             idxs.iter().map(|_| HashMap::new()).collect();
@@ -525,15 +594,27 @@ impl Indexer {
             parts[s].push((e, h, start, end));
         }
         drop(interners);
+        #[cfg(test)]
+        if let Some(hook) = BETWEEN_LOAD_PASSES.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
         // Pass 2: each shard from the notes.
         let (ids, names) = (&ids, &names);
         let build = |first: usize, parts: Vec<Vec<(Entry, u64, u32, u32)>>| {
             for (s, part) in self.shards[first..].iter().zip(parts) {
                 let mut g = s.write();
                 let sh = &mut *g;
+                if !Arc::ptr_eq(&sh.idxs, &listed) {
+                    // An index was added after pass 1 read the list: the notes lack it, so
+                    // this shard takes its entries one by one.
+                    for ((k, o), h, _, _) in part {
+                        self.put(sh, h, &k.clone(), || k, o);
+                    }
+                    continue;
+                }
                 sh.items.reserve(part.len(), &self.hasher);
                 if !idxs.is_empty() {
-                    sh.vals.reserve(part.len());
+                    sh.slab.vals.reserve(part.len());
                 }
                 // This shard's copy of each interned value, made on first use.
                 let mut shared: Vec<Vec<Option<Arc<str>>>> =
@@ -555,12 +636,13 @@ impl Indexer {
                 for ((k, o), h, start, end) in part {
                     if sh.items.get(h, &k).is_some() {
                         merge_staged(sh, &mut staged, &shared);
-                        self.put(sh, idxs, h, &k.clone(), || k, o);
+                        self.put(sh, h, &k.clone(), || k, o);
                         continue;
                     }
+                    let mut kv = KeyVals::new();
                     if start < end {
                         let indices = &sh.indices;
-                        let kv: KeyVals = ids[start as usize..end as usize]
+                        kv = ids[start as usize..end as usize]
                             .iter()
                             .map(|&(i, id)| {
                                 let (i, id) = (i as usize, id as usize);
@@ -574,9 +656,13 @@ impl Indexer {
                                 (i as u32, v.clone())
                             })
                             .collect();
-                        sh.vals.insert(addr(&k), kv);
                     }
-                    sh.items.insert_new(h, (k, o), &self.hasher);
+                    let slot = Slot {
+                        key: k,
+                        obj: o,
+                        vals: sh.slab.set(NO_VALS, kv),
+                    };
+                    sh.items.insert_new(h, slot, &self.hasher);
                 }
                 merge_staged(sh, &mut staged, &shared);
             }
@@ -608,7 +694,6 @@ impl Indexer {
     fn put(
         &self,
         sh: &mut Shard,
-        idxs: &[Named],
         hash: u64,
         key: &str,
         new_key: impl FnOnce() -> Arc<str>,
@@ -616,31 +701,39 @@ impl Indexer {
     ) -> (Arc<str>, Option<Arc<Object>>) {
         let Shard {
             items,
-            vals,
+            slab,
             indices,
+            idxs,
         } = sh;
-        if let Some((k, cur)) = items.get_mut(hash, key) {
-            let k = k.clone();
-            if !idxs.is_empty() {
-                let old = vals.get(&addr(&k)).map_or(&[][..], |v| &v[..]);
-                if let Some(new) = self.reindex(indices, idxs, &k, &obj, Some(old)) {
-                    if new.is_empty() {
-                        vals.remove(&addr(&k));
-                    } else {
-                        vals.insert(addr(&k), new);
-                    }
-                }
+        if let Some(slot) = items.get_mut(hash, key) {
+            // Start loading the replaced object's reference count now: the caller drops
+            // it soon, and the line (cold: the object was cached long ago) then arrives
+            // while the index work below runs instead of after it.
+            std::hint::black_box(Arc::strong_count(&slot.obj));
+            if !idxs.is_empty()
+                && let Some(new) =
+                    self.reindex(indices, idxs, &slot.key, &obj, Some(slab.get(slot.vals)))
+            {
+                slot.vals = slab.set(slot.vals, new);
             }
-            return (k, Some(std::mem::replace(cur, obj)));
+            return (
+                slot.key.clone(),
+                Some(std::mem::replace(&mut slot.obj, obj)),
+            );
         }
         let k = new_key();
+        let mut vals = KeyVals::new();
         if !idxs.is_empty()
             && let Some(new) = self.reindex(indices, idxs, &k, &obj, None)
-            && !new.is_empty()
         {
-            vals.insert(addr(&k), new);
+            vals = new;
         }
-        items.insert_new(hash, (k.clone(), obj), &self.hasher);
+        let slot = Slot {
+            key: k.clone(),
+            obj,
+            vals: slab.set(NO_VALS, vals),
+        };
+        items.insert_new(hash, slot, &self.hasher);
         (k, None)
     }
 
@@ -695,15 +788,17 @@ impl Indexer {
         let mut g = self.shards[s].write();
         let Shard {
             items,
-            vals,
+            slab,
             indices,
+            ..
         } = &mut *g;
-        let (k, obj) = items.remove(h, key)?;
-        // While `k` is alive: its address must not outlive it in `vals` or the sets.
-        if let Some(vs) = vals.remove(&addr(&k)) {
-            for (i, v) in vs.iter() {
-                remove_from(&mut indices[*i as usize], v, &k);
-            }
+        let Slot { key: k, obj, vals } = items.remove(h, key)?;
+        let vals = slab.take(vals);
+        // As in `put`: start loading the count the caller's drop will change.
+        std::hint::black_box(Arc::strong_count(&obj));
+        // While `k` is alive: its address must not outlive it in the sets.
+        for (i, v) in vals.iter() {
+            remove_from(&mut indices[*i as usize], v, &k);
         }
         Some(hook(obj, &k))
     }
@@ -866,6 +961,13 @@ pub(crate) fn with_key_owned<R>(obj: Arc<Object>, f: impl FnOnce(&str, Arc<Objec
         }
         Err(_) => f(&obj.key(), obj),
     })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: runs once between the two passes of [`Indexer::load`].
+    static BETWEEN_LOAD_PASSES: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn build_key(s: &mut String, obj: &Object) {
@@ -1104,6 +1206,43 @@ mod tests {
         assert_eq!(bulk.keys(), model.keys());
         assert_eq!(index_state(&bulk), index_state(&model));
         assert!(bulk.index_keys("app", "old").unwrap().len() > 10);
+    }
+
+    #[test]
+    fn an_index_added_during_a_bulk_load_indexes_the_loaded_keys() {
+        // `add_index` between the passes: the first pass's notes lack the new index, so
+        // the second must notice and index those keys under it all the same.
+        let ix = Arc::new(Indexer::new());
+        ix.add_index("app", IndexFunc::parse("label:app").unwrap())
+            .unwrap();
+        let late = ix.clone();
+        BETWEEN_LOAD_PASSES.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                late.add_index("owner", IndexFunc::Owner).unwrap();
+            }))
+        });
+        let entries: Vec<Entry> = (0..50u64)
+            .map(|i| {
+                let ob = o(&format!("o{i}"), "web", Some("u1"));
+                (ob.key().into(), ob)
+            })
+            .collect();
+        ix.load(entries);
+        assert!(
+            BETWEEN_LOAD_PASSES.with(|h| h.borrow().is_none()),
+            "hook ran"
+        );
+        assert_eq!(ix.index_keys("owner", "u1").unwrap().len(), 50);
+        assert_eq!(ix.index_keys("app", "web").unwrap().len(), 50);
+        let model = Indexer::new();
+        model
+            .add_index("app", IndexFunc::parse("label:app").unwrap())
+            .unwrap();
+        model.add_index("owner", IndexFunc::Owner).unwrap();
+        for k in ix.keys() {
+            model.upsert(ix.get(&k).unwrap());
+        }
+        assert_eq!(index_state(&ix), index_state(&model));
     }
 
     #[test]
