@@ -132,6 +132,98 @@ fn update_conflicts_generation_and_status() {
     );
 }
 
+/// A spec `levels` objects deep.
+fn deep(levels: usize) -> serde_json::Value {
+    (0..levels).fold(json!(1), |v, _| json!({ "a": v }))
+}
+
+#[test]
+fn update_validates_every_changed_part() {
+    let s = Store::memory();
+    let a = s
+        .create(obj("Deployment", "web", json!({"replicas": 1})))
+        .unwrap();
+    let invalid = |o: Object| {
+        let e = s.update(o).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+        e.field().map(str::to_string)
+    };
+    let mut o = (*a).clone();
+    o.metadata.labels.insert("bad key!".into(), "x".into());
+    assert_eq!(
+        invalid(o).as_deref(),
+        Some(r#"metadata.labels["bad key!"]"#)
+    );
+    let mut o = (*a).clone();
+    o.metadata.labels.insert("app".into(), "-dash".into());
+    assert_eq!(invalid(o).as_deref(), Some(r#"metadata.labels["app"]"#));
+    let mut o = (*a).clone();
+    o.metadata
+        .annotations
+        .insert("no spaces".into(), "x".into());
+    assert_eq!(
+        invalid(o).as_deref(),
+        Some(r#"metadata.annotations["no spaces"]"#)
+    );
+    let mut o = (*a).clone();
+    o.metadata.owner_references = serde_json::from_value(json!([
+        {"kind": "ReplicaSet", "name": "a", "uid": "u1", "controller": true},
+        {"kind": "ReplicaSet", "name": "b", "uid": "u2", "controller": true},
+    ]))
+    .unwrap();
+    assert_eq!(
+        invalid(o).as_deref(),
+        Some("metadata.ownerReferences[1].controller")
+    );
+    let mut o = (*a).clone();
+    o.metadata.owner_references = serde_json::from_value(json!([
+        {"kind": "ReplicaSet", "name": "me", "uid": a.metadata.uid.clone()},
+    ]))
+    .unwrap();
+    assert_eq!(
+        invalid(o).as_deref(),
+        Some("metadata.ownerReferences[0].uid")
+    );
+    let mut o = (*a).clone();
+    o.spec = deep(100);
+    assert_eq!(invalid(o).as_deref(), Some("spec"));
+    let mut o = (*a).clone();
+    o.status = deep(100);
+    let e = s.update_status(o).unwrap_err();
+    assert_eq!(e.field(), Some("status"));
+    // Nothing above was written.
+    assert_eq!(rv(&s.get("Deployment", &a.key()).unwrap().unwrap()), rv(&a));
+}
+
+#[test]
+fn an_update_is_not_rejected_for_a_limit_tightened_after_the_part_was_stored() {
+    // Kubernetes' validation ratcheting: a part the update leaves alone is not checked
+    // again, so a store reopened with a smaller depth limit still takes label changes to
+    // an object whose spec is deeper than the new limit, and refuses a changed deep spec.
+    let dir = tempfile::tempdir().unwrap();
+    let a = {
+        let (s, _) = Store::open(dir.path(), cfg()).unwrap();
+        s.create(obj("Deployment", "web", deep(10))).unwrap()
+    };
+    let mut tight = cfg();
+    tight.limits.max_depth = 5;
+    let (s, _) = Store::open(dir.path(), tight).unwrap();
+    let mut o = (*a).clone();
+    o.metadata.labels.insert("tier".into(), "front".into());
+    let b = s.update(o).unwrap();
+    assert_eq!(b.metadata.labels["tier"], "front");
+    let mut o = (*b).clone();
+    o.spec = deep(9);
+    assert_eq!(s.update(o).unwrap_err().field(), Some("spec"));
+    // A new object is held to the new limit.
+    assert_eq!(
+        s.create(obj("Deployment", "other", deep(10)))
+            .unwrap_err()
+            .field(),
+        Some("spec")
+    );
+}
+
 #[test]
 fn delete_with_preconditions() {
     let s = Store::memory();

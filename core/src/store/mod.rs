@@ -570,7 +570,7 @@ impl Store {
             if !spec_changed && next == *cur {
                 return Ok(cur);
             }
-            validate::validate_fields(&next, &self.inner.cfg.limits)?;
+            validate::validate_changed_fields(&next, &cur, &self.inner.cfg.limits)?;
             next.metadata.resource_version.clear();
             let payload = encode_checked(&next, &self.inner.cfg.limits)?;
             let (rv, e) = self.inner.append_payload(EventType::Modified, &payload)?;

@@ -280,7 +280,13 @@ impl Object {
         if self.metadata.namespace.is_empty() {
             self.metadata.name.clone()
         } else {
-            format!("{}/{}", self.metadata.namespace, self.metadata.name)
+            // Not `format!`: its machinery cost more than the copy, on every write.
+            let (ns, name) = (&self.metadata.namespace, &self.metadata.name);
+            let mut k = String::with_capacity(ns.len() + 1 + name.len());
+            k.push_str(ns);
+            k.push('/');
+            k.push_str(name);
+            k
         }
     }
 

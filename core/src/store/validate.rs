@@ -58,6 +58,73 @@ pub fn validate_object(obj: &Object, limits: &Limits) -> Result<()> {
 /// Every check of [`validate_object`] except the size limit: the store checks the size on
 /// the bytes it encodes anyway ([`validate_size`]) instead of serialising twice.
 pub fn validate_fields(obj: &Object, limits: &Limits) -> Result<()> {
+    validate_fields_since(obj, None, limits)
+}
+
+/// [`validate_fields`] for a new version of a stored object: a part equal to the stored
+/// version's (`prev`, which passed these checks when it was written) is not checked
+/// again. Same errors as [`validate_fields`] for every part that changed. If the limits
+/// were tightened since `prev` was written (a store reopened with a smaller depth limit),
+/// an unchanged part is not rejected for it: Kubernetes' validation ratcheting does the
+/// same, so an update that does not touch a field never fails on that field.
+pub fn validate_changed_fields(obj: &Object, prev: &Object, limits: &Limits) -> Result<()> {
+    validate_fields_since(obj, Some(prev), limits)
+}
+
+fn validate_fields_since(obj: &Object, prev: Option<&Object>, limits: &Limits) -> Result<()> {
+    let m = &obj.metadata;
+    let p = prev.map(|p| &p.metadata);
+    let identity_unchanged = prev.is_some_and(|prev| {
+        let pm = &prev.metadata;
+        obj.kind == prev.kind
+            && m.name == pm.name
+            && m.namespace == pm.namespace
+            && m.generate_name == pm.generate_name
+            && m.uid == pm.uid
+            && m.creation_timestamp == pm.creation_timestamp
+            && m.deletion_timestamp == pm.deletion_timestamp
+    });
+    if !identity_unchanged {
+        validate_identity(obj)?;
+    }
+    if !m.resource_version.is_empty() {
+        ResourceVersion::parse_field("metadata.resourceVersion", &m.resource_version)?;
+    }
+    if m.generation < 0 {
+        return Err(Error::invalid(
+            "metadata.generation",
+            "must be greater than or equal to 0",
+        ));
+    }
+    if !identity_unchanged {
+        validate_timestamps(obj)?;
+    }
+    if p.is_none_or(|p| p.labels != m.labels) {
+        for (k, v) in &m.labels {
+            let field = || format!("metadata.labels[{k:?}]");
+            named(validate_label_key("", k), field)?;
+            named(validate_label_value("", v), field)?;
+        }
+    }
+    if p.is_none_or(|p| p.annotations != m.annotations) {
+        validate_annotations(obj)?;
+    }
+    // The self-ownership rule reads the uid: unchanged references of an unchanged
+    // identity passed it already.
+    if !identity_unchanged || p.is_none_or(|p| p.owner_references != m.owner_references) {
+        validate_owner_references(obj)?;
+    }
+    if prev.is_none_or(|p| p.spec != obj.spec) {
+        validate_depth("spec", &obj.spec, limits.max_depth)?;
+    }
+    if prev.is_none_or(|p| p.status != obj.status) {
+        validate_depth("status", &obj.status, limits.max_depth)?;
+    }
+    Ok(())
+}
+
+/// Kind, name, generated name, namespace and uid.
+fn validate_identity(obj: &Object) -> Result<()> {
     validate_kind("kind", &obj.kind)?;
     let m = &obj.metadata;
     if m.name.is_empty() {
@@ -90,26 +157,22 @@ pub fn validate_fields(obj: &Object, limits: &Limits) -> Result<()> {
     if !m.uid.is_empty() {
         validate_uid("metadata.uid", &m.uid)?;
     }
-    if !m.resource_version.is_empty() {
-        ResourceVersion::parse_field("metadata.resourceVersion", &m.resource_version)?;
-    }
-    if m.generation < 0 {
-        return Err(Error::invalid(
-            "metadata.generation",
-            "must be greater than or equal to 0",
-        ));
-    }
+    Ok(())
+}
+
+fn validate_timestamps(obj: &Object) -> Result<()> {
+    let m = &obj.metadata;
     if let Some(t) = &m.creation_timestamp {
         validate_timestamp("metadata.creationTimestamp", t)?;
     }
     if let Some(t) = &m.deletion_timestamp {
         validate_timestamp("metadata.deletionTimestamp", t)?;
     }
-    for (k, v) in &m.labels {
-        let field = || format!("metadata.labels[{k:?}]");
-        named(validate_label_key("", k), field)?;
-        named(validate_label_value("", v), field)?;
-    }
+    Ok(())
+}
+
+fn validate_annotations(obj: &Object) -> Result<()> {
+    let m = &obj.metadata;
     let mut annotation_bytes = 0usize;
     for (k, v) in &m.annotations {
         named(validate_label_key("", k), || {
@@ -123,6 +186,11 @@ pub fn validate_fields(obj: &Object, limits: &Limits) -> Result<()> {
             format!("total size {annotation_bytes} bytes exceeds {MAX_ANNOTATIONS_BYTES}"),
         ));
     }
+    Ok(())
+}
+
+fn validate_owner_references(obj: &Object) -> Result<()> {
+    let m = &obj.metadata;
     let mut controllers = 0;
     for (i, r) in m.owner_references.iter().enumerate() {
         let base = || format!("metadata.ownerReferences[{i}]");
@@ -150,8 +218,7 @@ pub fn validate_fields(obj: &Object, limits: &Limits) -> Result<()> {
             }
         }
     }
-    validate_depth("spec", &obj.spec, limits.max_depth)?;
-    validate_depth("status", &obj.status, limits.max_depth)
+    Ok(())
 }
 
 /// The size limit, given the length of the object's compact JSON form.
