@@ -65,7 +65,7 @@ pub fn validate_fields(obj: &Object, limits: &Limits) -> Result<()> {
 /// version's (`prev`, which passed these checks when it was written) is not checked
 /// again. Same errors as [`validate_fields`] for every part that changed. If the limits
 /// were tightened since `prev` was written (a store reopened with a smaller depth limit),
-/// an unchanged part is not rejected for it: Kubernetes' validation ratcheting does the
+/// an unchanged part is not rejected for it: Kubernetes' CRD validation ratcheting does the
 /// same, so an update that does not touch a field never fails on that field.
 pub fn validate_changed_fields(obj: &Object, prev: &Object, limits: &Limits) -> Result<()> {
     validate_fields_since(obj, Some(prev), limits)
