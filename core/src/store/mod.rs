@@ -247,6 +247,28 @@ fn encode_checked(obj: &Object, limits: &validate::Limits) -> Result<Vec<u8>> {
     Ok(payload)
 }
 
+/// `a` and `b` as a uid's text, `8-4-4-4-12` hex digits: written digit by digit (`format!`
+/// cost a tenth of a create).
+fn uid_text(a: u64, b: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(36);
+    for (v, digits) in [
+        (a >> 32, 8),
+        ((a >> 16) & 0xFFFF, 4),
+        (a & 0xFFFF, 4),
+        (b >> 48, 4),
+        (b & 0xFFFF_FFFF_FFFF, 12),
+    ] {
+        if !s.is_empty() {
+            s.push('-');
+        }
+        for i in (0..digits).rev() {
+            s.push(HEX[((v >> (4 * i)) & 0xF) as usize] as char);
+        }
+    }
+    s
+}
+
 fn payload_kind(p: &[u8]) -> Option<&str> {
     let n = *p.first()? as usize;
     std::str::from_utf8(p.get(1..1 + n)?).ok()
@@ -933,14 +955,7 @@ impl StoreInner {
         let b = self.next_random();
         let b = (b & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
         let a = (a & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
-        format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xFFFF,
-            a & 0xFFFF,
-            b >> 48,
-            b & 0xFFFF_FFFF_FFFF
-        )
+        uid_text(a, b)
     }
 
     /// Five characters from Kubernetes' alphabet for generated names (no vowels, no
@@ -1090,5 +1105,34 @@ mod watch_after_tests {
         );
         // The public watch "from 0" is a snapshot of what is left: here, nothing.
         assert!(types(s.watch(Some("ConfigMap"), rv, None).expect("watch")).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod uid_tests {
+    use super::uid_text;
+
+    #[test]
+    fn uid_text_matches_the_general_format() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..10_000 {
+            let (a, b) = (next(), next());
+            let slow = format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                a >> 32,
+                (a >> 16) & 0xFFFF,
+                a & 0xFFFF,
+                b >> 48,
+                b & 0xFFFF_FFFF_FFFF
+            );
+            assert_eq!(uid_text(a, b), slow);
+        }
+        assert_eq!(uid_text(0, 0), "00000000-0000-0000-0000-000000000000");
     }
 }
