@@ -13,6 +13,7 @@
 //! exactly the writes up to the version it returns. Durability waits happen after the shard
 //! lock is released, so a slow `fsync` never serialises writers of one shard.
 
+mod json;
 pub mod object;
 pub mod selector;
 pub mod validate;
@@ -230,12 +231,13 @@ fn in_list_scope(o: &Object, namespace: Option<&str>, selector: Option<&LabelSel
 fn encode(obj: &Object) -> Vec<u8> {
     // The payload is `[kind length u8][kind][object JSON]`. Writers clear
     // `resourceVersion` before appending: the version is the frame's position and `decode`
-    // fills it in (a snapshot entry's is its entry version). The JSON is written straight
-    // into the payload buffer, which most objects fit without regrowing.
+    // fills it in (a snapshot entry's is its entry version). The JSON (serde_json's bytes,
+    // by the store's own writer: `json`) goes straight into the payload buffer, which most
+    // objects fit without regrowing.
     let mut out = Vec::with_capacity(PAYLOAD_CAPACITY);
     out.push(obj.kind.len() as u8);
     out.extend_from_slice(obj.kind.as_bytes());
-    serde_json::to_writer(&mut out, obj).expect("objects always serialise");
+    json::write_object(&mut out, obj);
     out
 }
 
