@@ -18,7 +18,7 @@ pub mod object;
 pub mod selector;
 pub mod validate;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque, btree_map};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -427,14 +427,18 @@ impl Store {
         let end;
         let stored = {
             let mut g = shard.write();
-            if g.contains_key(key.as_str()) {
-                return Err(Error::AlreadyExists(format!("{} {key}", obj.kind)));
-            }
+            // One search of the shard: the vacant entry is filled after the append.
+            let slot = match g.entry(Arc::from(key)) {
+                btree_map::Entry::Occupied(e) => {
+                    return Err(Error::AlreadyExists(format!("{} {}", obj.kind, e.key())));
+                }
+                btree_map::Entry::Vacant(v) => v,
+            };
             let (rv, e) = self.inner.append_payload(EventType::Added, &payload)?;
             end = e;
             obj.metadata.resource_version = rv.to_string();
             let stored = Arc::new(obj);
-            g.insert(key.into(), stored.clone());
+            slot.insert(stored.clone());
             self.inner.applied(rv, 1);
             stored
         };
