@@ -598,7 +598,22 @@ impl Store {
             if !spec_changed && next == *cur {
                 return Ok(cur);
             }
-            validate::validate_changed_fields(&next, &cur, &self.inner.cfg.limits)?;
+            // What was copied from `cur` above, or compared already, is not again.
+            let known = if status_only {
+                // Only the status can differ, and `next != cur`: it does.
+                validate::Known {
+                    spec_changed: Some(false),
+                    status_changed: Some(true),
+                    metadata_same: true,
+                }
+            } else {
+                validate::Known {
+                    spec_changed: Some(spec_changed),
+                    status_changed: Some(false),
+                    metadata_same: false,
+                }
+            };
+            validate::validate_changed_fields_known(&next, &cur, known, &self.inner.cfg.limits)?;
             next.metadata.resource_version.clear();
             let payload = encode_checked(&next, &self.inner.cfg.limits)?;
             let (rv, e) = self.inner.append_payload(EventType::Modified, &payload)?;

@@ -58,7 +58,18 @@ pub fn validate_object(obj: &Object, limits: &Limits) -> Result<()> {
 /// Every check of [`validate_object`] except the size limit: the store checks the size on
 /// the bytes it encodes anyway ([`validate_size`]) instead of serialising twice.
 pub fn validate_fields(obj: &Object, limits: &Limits) -> Result<()> {
-    validate_fields_since(obj, None, limits)
+    validate_fields_since(obj, None, Known::default(), limits)
+}
+
+/// What a caller already knows about a new version against the stored one (it copied
+/// parts over, or compared them already), so validation neither compares nor checks those
+/// parts again. `Some(changed)` for spec and status; `None` when not known.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Known {
+    pub spec_changed: Option<bool>,
+    pub status_changed: Option<bool>,
+    /// Every metadata field but the resource version and generation is the stored one's.
+    pub metadata_same: bool,
 }
 
 /// [`validate_fields`] for a new version of a stored object: a part equal to the stored
@@ -68,22 +79,44 @@ pub fn validate_fields(obj: &Object, limits: &Limits) -> Result<()> {
 /// an unchanged part is not rejected for it: Kubernetes' CRD validation ratcheting does the
 /// same, so an update that does not touch a field never fails on that field.
 pub fn validate_changed_fields(obj: &Object, prev: &Object, limits: &Limits) -> Result<()> {
-    validate_fields_since(obj, Some(prev), limits)
+    validate_fields_since(obj, Some(prev), Known::default(), limits)
 }
 
-fn validate_fields_since(obj: &Object, prev: Option<&Object>, limits: &Limits) -> Result<()> {
+/// [`validate_changed_fields`] with what the caller knows (see [`Known`]).
+pub(crate) fn validate_changed_fields_known(
+    obj: &Object,
+    prev: &Object,
+    known: Known,
+    limits: &Limits,
+) -> Result<()> {
+    validate_fields_since(obj, Some(prev), known, limits)
+}
+
+fn validate_fields_since(
+    obj: &Object,
+    prev: Option<&Object>,
+    known: Known,
+    limits: &Limits,
+) -> Result<()> {
     let m = &obj.metadata;
+    // With `metadata_same`, every metadata comparison below is known to come out equal.
+    let (prev, known) = match prev {
+        Some(p) => (Some(p), known),
+        None => (None, Known::default()),
+    };
     let p = prev.map(|p| &p.metadata);
-    let identity_unchanged = prev.is_some_and(|prev| {
-        let pm = &prev.metadata;
-        obj.kind == prev.kind
-            && m.name == pm.name
-            && m.namespace == pm.namespace
-            && m.generate_name == pm.generate_name
-            && m.uid == pm.uid
-            && m.creation_timestamp == pm.creation_timestamp
-            && m.deletion_timestamp == pm.deletion_timestamp
-    });
+    let same_meta = prev.is_some() && known.metadata_same;
+    let identity_unchanged = same_meta
+        || prev.is_some_and(|prev| {
+            let pm = &prev.metadata;
+            obj.kind == prev.kind
+                && m.name == pm.name
+                && m.namespace == pm.namespace
+                && m.generate_name == pm.generate_name
+                && m.uid == pm.uid
+                && m.creation_timestamp == pm.creation_timestamp
+                && m.deletion_timestamp == pm.deletion_timestamp
+        });
     if !identity_unchanged {
         validate_identity(obj)?;
     }
@@ -99,25 +132,33 @@ fn validate_fields_since(obj: &Object, prev: Option<&Object>, limits: &Limits) -
     if !identity_unchanged {
         validate_timestamps(obj)?;
     }
-    if p.is_none_or(|p| p.labels != m.labels) {
+    if !same_meta && p.is_none_or(|p| p.labels != m.labels) {
         for (k, v) in &m.labels {
             let field = || format!("metadata.labels[{k:?}]");
             named(validate_label_key("", k), field)?;
             named(validate_label_value("", v), field)?;
         }
     }
-    if p.is_none_or(|p| p.annotations != m.annotations) {
+    if !same_meta && p.is_none_or(|p| p.annotations != m.annotations) {
         validate_annotations(obj)?;
     }
     // The self-ownership rule reads the uid: unchanged references of an unchanged
     // identity passed it already.
-    if !identity_unchanged || p.is_none_or(|p| p.owner_references != m.owner_references) {
+    if !same_meta
+        && (!identity_unchanged || p.is_none_or(|p| p.owner_references != m.owner_references))
+    {
         validate_owner_references(obj)?;
     }
-    if prev.is_none_or(|p| p.spec != obj.spec) {
+    let spec_changed = known
+        .spec_changed
+        .unwrap_or_else(|| prev.is_none_or(|p| p.spec != obj.spec));
+    if spec_changed {
         validate_depth("spec", &obj.spec, limits.max_depth)?;
     }
-    if prev.is_none_or(|p| p.status != obj.status) {
+    let status_changed = known
+        .status_changed
+        .unwrap_or_else(|| prev.is_none_or(|p| p.status != obj.status));
+    if status_changed {
         validate_depth("status", &obj.status, limits.max_depth)?;
     }
     Ok(())
