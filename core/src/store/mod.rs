@@ -18,7 +18,7 @@ pub mod object;
 pub mod selector;
 pub mod validate;
 
-use std::collections::{BTreeMap, HashMap, VecDeque, btree_map};
+use std::collections::{BTreeMap, VecDeque, btree_map};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -189,7 +189,8 @@ impl Hasher for FxLike {
 pub(crate) struct StoreInner {
     log: Log,
     dir: Option<PathBuf>,
-    kinds: RwLock<HashMap<String, Arc<KindIndex>>>,
+    /// hashbrown's hasher, not SipHash: every operation looks its kind up here.
+    kinds: RwLock<hashbrown::HashMap<String, Arc<KindIndex>>>,
     /// Highest rv applied to the index.
     last_rv: AtomicU64,
     objects: AtomicU64,
@@ -864,7 +865,7 @@ impl StoreInner {
         StoreInner {
             log,
             dir,
-            kinds: RwLock::new(HashMap::new()),
+            kinds: RwLock::new(hashbrown::HashMap::new()),
             last_rv: AtomicU64::new(0),
             objects: AtomicU64::new(0),
             events: AtomicU64::new(0),
