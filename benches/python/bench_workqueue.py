@@ -76,8 +76,15 @@ class PyWorkQueue:
             self._cond.notify_all()
 
 
-def best(f):
-    return min(f() for _ in range(RUNS))
+def best(*fs):
+    """The fastest of RUNS timings of each of `fs`, which take turns round by round: a slow
+    spell of the shared machine then hits every contender alike instead of the one that
+    happened to run during it."""
+    times = [float("inf")] * len(fs)
+    for _ in range(RUNS):
+        for i, f in enumerate(fs):
+            times[i] = min(times[i], f())
+    return times
 
 
 def cycles_single(q, n):
@@ -137,8 +144,10 @@ def line(name, x, op, target, figure, baseline):
 def main():
     print(f"# python {sys.version.split()[0]}, floyd {floyd.__version__}, n={N}, best of {RUNS}")
 
-    f = best(lambda: cycles_single(floyd.WorkQueue(), N))
-    p = best(lambda: cycles_single(PyWorkQueue(), N))
+    f, p = best(
+        lambda: cycles_single(floyd.WorkQueue(), N),
+        lambda: cycles_single(PyWorkQueue(), N),
+    )
     line(
         "python_workqueue_cycles_vs_pure_python",
         p / f,
@@ -149,8 +158,10 @@ def main():
     )
 
     nt = max(N // 4, 1000)
-    f = best(lambda: cycles_threads(floyd.WorkQueue, nt))
-    p = best(lambda: cycles_threads(PyWorkQueue, nt))
+    f, p = best(
+        lambda: cycles_threads(floyd.WorkQueue, nt),
+        lambda: cycles_threads(PyWorkQueue, nt),
+    )
     line(
         "python_workqueue_threads_vs_pure_python",
         p / f,
@@ -161,8 +172,10 @@ def main():
     )
 
     ns = max(N // 10, 1000)
-    py_s = best(lambda: store_round_trips(ns))
-    rust_s = best(lambda: _floyd._bench_store_round_trips(ns))
+    py_s, rust_s = best(
+        lambda: store_round_trips(ns),
+        lambda: _floyd._bench_store_round_trips(ns),
+    )
     overhead_us = max(py_s - rust_s, 0.0) / (2 * ns) * 1e6
     line(
         "python_store_call_overhead_us",
