@@ -121,14 +121,23 @@ fn owner_reference(out: &mut Vec<u8>, r: &OwnerReference) {
 }
 
 fn string_map(out: &mut Vec<u8>, m: &std::collections::BTreeMap<String, String>) {
+    map(out, m.iter(), |out, v| string(out, v));
+}
+
+/// A JSON object of `entries`, each value written by `write`.
+fn map<'a, V: 'a>(
+    out: &mut Vec<u8>,
+    entries: impl Iterator<Item = (&'a String, V)>,
+    mut write: impl FnMut(&mut Vec<u8>, V),
+) {
     out.push(b'{');
-    for (i, (k, v)) in m.iter().enumerate() {
+    for (i, (k, v)) in entries.enumerate() {
         if i > 0 {
             out.push(b',');
         }
         string(out, k);
         out.push(b':');
-        string(out, v);
+        write(out, v);
     }
     out.push(b'}');
 }
@@ -151,18 +160,7 @@ fn value(out: &mut Vec<u8>, v: &Value) {
             }
             out.push(b']');
         }
-        Value::Object(m) => {
-            out.push(b'{');
-            for (i, (k, x)) in m.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                string(out, k);
-                out.push(b':');
-                value(out, x);
-            }
-            out.push(b'}');
-        }
+        Value::Object(m) => map(out, m.iter(), value),
     }
 }
 
