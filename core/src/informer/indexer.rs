@@ -19,7 +19,6 @@ use std::hash::BuildHasher;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 use parking_lot::{RwLock, RwLockReadGuard};
 use serde_json::Value;
@@ -391,7 +390,7 @@ pub(crate) struct Shard {
     indices: Vec<IndexMap>,
     /// The registered indexes: the same list in every shard, replaced under every shard's
     /// write lock. A writer reads it under the lock it holds anyway, with no atomic
-    /// operation of its own (an `ArcSwap` load cost a tenth of an update).
+    /// operation of its own (a shared `ArcSwap` load per write cost a tenth of an update).
     idxs: Arc<Vec<Named>>,
 }
 
@@ -416,10 +415,6 @@ struct Named {
 /// The indexed cache. Cheap reads, one writer at a time per shard.
 pub struct Indexer {
     shards: Box<[RwLock<Shard>]>,
-    /// The registered indexes, for readers that take no shard lock (names, positions, the
-    /// bulk load's first pass); changed only while every shard is write-locked, together
-    /// with each shard's copy.
-    indexes: ArcSwap<Vec<Named>>,
     hasher: DefaultHashBuilder,
     index_panics: AtomicU64,
 }
@@ -437,8 +432,7 @@ impl std::fmt::Debug for Indexer {
             .field(
                 "indexes",
                 &self
-                    .indexes
-                    .load()
+                    .index_list()
                     .iter()
                     .map(|n| (&n.name, &n.func))
                     .collect::<Vec<_>>(),
@@ -453,7 +447,6 @@ impl Indexer {
             shards: (0..INDEXER_SHARDS)
                 .map(|_| RwLock::new(Shard::default()))
                 .collect(),
-            indexes: ArcSwap::from_pointee(vec![]),
             hasher: DefaultHashBuilder::default(),
             index_panics: AtomicU64::new(0),
         }
@@ -474,7 +467,7 @@ impl Indexer {
             return Err(Error::invalid("index name", "must not be empty"));
         }
         let mut guards: Vec<_> = self.shards.iter().map(|s| s.write()).collect();
-        let cur = self.indexes.load_full();
+        let cur = guards[0].idxs.clone();
         if cur.iter().any(|n| n.name == name) {
             return Err(Error::invalid(
                 "index name",
@@ -513,18 +506,21 @@ impl Indexer {
         for g in guards.iter_mut() {
             g.idxs = next.clone();
         }
-        self.indexes.store(next);
         Ok(())
+    }
+
+    /// The registered indexes (every shard holds the same list).
+    fn index_list(&self) -> Arc<Vec<Named>> {
+        self.shards[0].read().idxs.clone()
     }
 
     /// Names of the registered indexes.
     pub fn index_names(&self) -> Vec<String> {
-        self.indexes.load().iter().map(|n| n.name.clone()).collect()
+        self.index_list().iter().map(|n| n.name.clone()).collect()
     }
 
     fn index_pos(&self, name: &str) -> Result<usize> {
-        self.indexes
-            .load()
+        self.index_list()
             .iter()
             .position(|n| n.name == name)
             .ok_or_else(|| {
@@ -560,7 +556,7 @@ impl Indexer {
     /// without reading the objects again; shards are independent, so a large load builds
     /// them on two threads.
     pub(crate) fn load(&self, entries: Vec<Entry>) {
-        let listed = self.indexes.load_full();
+        let listed = self.index_list();
         let idxs: &[Named] = &listed;
         // Pass 1: shard and interned values of every entry.
         let mut interners: Vec<HashMap<Box<str>, u32>> =

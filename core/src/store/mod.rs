@@ -614,7 +614,7 @@ impl Store {
                     metadata_same: false,
                 }
             };
-            validate::validate_changed_fields_known(&next, &cur, known, &self.inner.cfg.limits)?;
+            validate::validate_changed_fields(&next, &cur, known, &self.inner.cfg.limits)?;
             next.metadata.resource_version.clear();
             let payload = encode_checked(&next, &self.inner.cfg.limits)?;
             let (rv, e) = self.inner.append_payload(EventType::Modified, &payload)?;

@@ -73,17 +73,13 @@ pub(crate) struct Known {
 }
 
 /// [`validate_fields`] for a new version of a stored object: a part equal to the stored
-/// version's (`prev`, which passed these checks when it was written) is not checked
-/// again. Same errors as [`validate_fields`] for every part that changed. If the limits
-/// were tightened since `prev` was written (a store reopened with a smaller depth limit),
-/// an unchanged part is not rejected for it: Kubernetes' CRD validation ratcheting does the
-/// same, so an update that does not touch a field never fails on that field.
-pub fn validate_changed_fields(obj: &Object, prev: &Object, limits: &Limits) -> Result<()> {
-    validate_fields_since(obj, Some(prev), Known::default(), limits)
-}
-
-/// [`validate_changed_fields`] with what the caller knows (see [`Known`]).
-pub(crate) fn validate_changed_fields_known(
+/// version's (`prev`, which passed these checks when it was written), or known to be (see
+/// [`Known`]), is not checked again. Same errors as [`validate_fields`] for every part that
+/// changed. If the limits were tightened since `prev` was written (a store reopened with a
+/// smaller depth limit), an unchanged part is not rejected for it: Kubernetes' CRD
+/// validation ratcheting does the same, so an update that does not touch a field never
+/// fails on that field.
+pub(crate) fn validate_changed_fields(
     obj: &Object,
     prev: &Object,
     known: Known,
@@ -99,12 +95,8 @@ fn validate_fields_since(
     limits: &Limits,
 ) -> Result<()> {
     let m = &obj.metadata;
-    // With `metadata_same`, every metadata comparison below is known to come out equal.
-    let (prev, known) = match prev {
-        Some(p) => (Some(p), known),
-        None => (None, Known::default()),
-    };
     let p = prev.map(|p| &p.metadata);
+    // With `metadata_same`, every metadata comparison below is known to come out equal.
     let same_meta = prev.is_some() && known.metadata_same;
     let identity_unchanged = same_meta
         || prev.is_some_and(|prev| {
