@@ -443,9 +443,18 @@ impl std::fmt::Debug for Indexer {
 
 impl Indexer {
     pub fn new() -> Indexer {
+        // One list shared by every shard: a bulk load tells "an index was added since I
+        // read the list" from "same list" by pointer, so separate empty lists would send
+        // every shard but the first down the one-by-one path.
+        let idxs: Arc<Vec<Named>> = Arc::default();
         Indexer {
             shards: (0..INDEXER_SHARDS)
-                .map(|_| RwLock::new(Shard::default()))
+                .map(|_| {
+                    RwLock::new(Shard {
+                        idxs: idxs.clone(),
+                        ..Shard::default()
+                    })
+                })
                 .collect(),
             hasher: DefaultHashBuilder::default(),
             index_panics: AtomicU64::new(0),
@@ -603,6 +612,9 @@ impl Indexer {
                 if !Arc::ptr_eq(&sh.idxs, &listed) {
                     // An index was added after pass 1 read the list: the notes lack it, so
                     // this shard takes its entries one by one.
+                    #[cfg(test)]
+                    LOAD_FALLBACKS.with(|c| c.set(c.get() + 1));
+                    sh.items.reserve(part.len(), &self.hasher);
                     for ((k, o), h, _, _) in part {
                         self.put(sh, h, &k.clone(), || k, o);
                     }
@@ -964,6 +976,8 @@ thread_local! {
     /// Test hook: runs once between the two passes of [`Indexer::load`].
     static BETWEEN_LOAD_PASSES: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
         const { std::cell::RefCell::new(None) };
+    /// Test counter: shards a bulk load built one entry at a time (on any thread).
+    static LOAD_FALLBACKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn build_key(s: &mut String, obj: &Object) {
@@ -1223,10 +1237,15 @@ mod tests {
                 (ob.key().into(), ob)
             })
             .collect();
+        LOAD_FALLBACKS.with(|c| c.set(0));
         ix.load(entries);
         assert!(
             BETWEEN_LOAD_PASSES.with(|h| h.borrow().is_none()),
             "hook ran"
+        );
+        assert!(
+            LOAD_FALLBACKS.with(|c| c.get()) > 0,
+            "the late index was noticed"
         );
         assert_eq!(ix.index_keys("owner", "u1").unwrap().len(), 50);
         assert_eq!(ix.index_keys("app", "web").unwrap().len(), 50);
@@ -1239,6 +1258,29 @@ mod tests {
             model.upsert(ix.get(&k).unwrap());
         }
         assert_eq!(index_state(&ix), index_state(&model));
+    }
+
+    #[test]
+    fn a_bulk_load_builds_every_shard_in_bulk_with_or_without_indexes() {
+        // Without a concurrent `add_index`, no shard may take the one-by-one path (which
+        // grows each table step by step): a fresh indexer's shards share one index list.
+        for with_index in [false, true] {
+            let ix = Indexer::new();
+            if with_index {
+                ix.add_index("app", IndexFunc::parse("label:app").unwrap())
+                    .unwrap();
+            }
+            let entries: Vec<Entry> = (0..2000u64)
+                .map(|i| {
+                    let ob = o(&format!("o{i}"), "web", None);
+                    (ob.key().into(), ob)
+                })
+                .collect();
+            LOAD_FALLBACKS.with(|c| c.set(0));
+            ix.load(entries);
+            assert_eq!(LOAD_FALLBACKS.with(|c| c.get()), 0, "index: {with_index}");
+            assert_eq!(ix.len(), 2000);
+        }
     }
 
     #[test]
