@@ -561,51 +561,53 @@ impl Indexer {
     ///
     /// Two passes. The first reads every object once, in the order given (the store lists
     /// in memory order, so these reads are mostly sequential), and notes its shard and its
-    /// index values as small interned ids. The second builds each shard from those notes
-    /// without reading the objects again; shards are independent, so a large load builds
-    /// them on two threads.
-    pub(crate) fn load(&self, entries: Vec<Entry>) {
+    /// index values as small interned ids; a large load notes its two halves on two
+    /// threads. The second builds each shard from those notes without reading the objects
+    /// again; shards are independent, so a large load builds them on two threads too.
+    pub(crate) fn load(&self, mut entries: Vec<Entry>) {
         let listed = self.index_list();
         let idxs: &[Named] = &listed;
-        // Pass 1: shard and interned values of every entry.
-        let mut interners: Vec<HashMap<Box<str>, u32>> =
-            idxs.iter().map(|_| HashMap::new()).collect();
-        let mut names: Vec<Vec<Box<str>>> = idxs.iter().map(|_| vec![]).collect();
-        let mut ids: Vec<(u32, u32)> = Vec::with_capacity(entries.len() * idxs.len());
-        let per = entries.len() / INDEXER_SHARDS + 1;
-        let mut parts: Vec<Vec<(Entry, u64, u32, u32)>> = (0..INDEXER_SHARDS)
-            .map(|_| Vec::with_capacity(per + per / 8))
-            .collect();
         let parallel = entries.len() >= LOAD_PARALLEL_MIN
             && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
-        for e in entries {
-            let start = ids.len() as u32;
-            for (i, n) in idxs.iter().enumerate() {
-                n.func.vals(&e.1, &self.index_panics).for_each(|v| {
-                    let id = match interners[i].get(v) {
-                        Some(id) => *id,
-                        None => {
-                            let id = names[i].len() as u32;
-                            names[i].push(v.into());
-                            interners[i].insert(v.into(), id);
-                            id
-                        }
-                    };
-                    ids.push((i as u32, id));
-                });
-            }
-            let end = ids.len() as u32;
-            let (s, h) = self.locate(&e.0);
-            parts[s].push((e, h, start, end));
-        }
-        drop(interners);
+        // Pass 1: shard and interned values of every entry; a large list in two halves on
+        // two threads (reading the objects is a chain of cache misses per object, and two
+        // cores wait on twice as many), the second half's ids then renumbered into the
+        // first's.
+        let Notes {
+            ids,
+            names,
+            mut parts,
+        } = if parallel {
+            let upper = parking_lot::Mutex::new(Some(entries.split_off(entries.len() / 2)));
+            let take_upper = || upper.lock().take().map(|u| self.notes(idxs, u));
+            std::thread::scope(|sc| {
+                let other = std::thread::Builder::new()
+                    .name("floyd-indexer-load".into())
+                    .spawn_scoped(sc, take_upper);
+                let notes = self.notes(idxs, entries);
+                let done = match other {
+                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no second thread; bulk load on one");
+                        None
+                    }
+                };
+                // Without a second thread, this one takes the upper half too.
+                match done.or_else(take_upper) {
+                    Some(u) => notes.append(u),
+                    None => notes,
+                }
+            })
+        } else {
+            self.notes(idxs, entries)
+        };
         #[cfg(test)]
         if let Some(hook) = BETWEEN_LOAD_PASSES.with(|h| h.borrow_mut().take()) {
             hook();
         }
         // Pass 2: each shard from the notes.
         let (ids, names) = (&ids, &names);
-        let build = |first: usize, parts: Vec<Vec<(Entry, u64, u32, u32)>>| {
+        let build = |first: usize, parts: Vec<Vec<Note>>| {
             for (s, part) in self.shards[first..].iter().zip(parts) {
                 let mut g = s.write();
                 let sh = &mut *g;
@@ -695,6 +697,40 @@ impl Indexer {
             // Without a second thread (or if it has not started yet), this one does it.
             build_upper();
         });
+    }
+
+    /// Pass 1 of [`Indexer::load`] over `entries`: each one's shard and hash, and its
+    /// index values as ids interned per index.
+    fn notes(&self, idxs: &[Named], entries: Vec<Entry>) -> Notes {
+        let mut interners: Vec<HashMap<Box<str>, u32>> =
+            idxs.iter().map(|_| HashMap::new()).collect();
+        let mut names: Vec<Vec<Box<str>>> = idxs.iter().map(|_| vec![]).collect();
+        let mut ids: Vec<(u32, u32)> = Vec::with_capacity(entries.len() * idxs.len());
+        let per = entries.len() / INDEXER_SHARDS + 1;
+        let mut parts: Vec<Vec<Note>> = (0..INDEXER_SHARDS)
+            .map(|_| Vec::with_capacity(per + per / 8))
+            .collect();
+        for e in entries {
+            let start = ids.len() as u32;
+            for (i, n) in idxs.iter().enumerate() {
+                n.func.vals(&e.1, &self.index_panics).for_each(|v| {
+                    let id = match interners[i].get(v) {
+                        Some(id) => *id,
+                        None => {
+                            let id = names[i].len() as u32;
+                            names[i].push(v.into());
+                            interners[i].insert(v.into(), id);
+                            id
+                        }
+                    };
+                    ids.push((i as u32, id));
+                });
+            }
+            let end = ids.len() as u32;
+            let (s, h) = self.locate(&e.0);
+            parts[s].push((e, h, start, end));
+        }
+        Notes { ids, names, parts }
     }
 
     /// Inserts or replaces `key` in a locked shard; returns the cached key and the object
@@ -987,6 +1023,65 @@ fn build_key(s: &mut String, obj: &Object) {
         s.push('/');
     }
     s.push_str(&obj.metadata.name);
+}
+
+/// One entry of a bulk load after pass 1: the entry, its key's hash, and the range of its
+/// `(index, value id)` pairs in [`Notes::ids`].
+type Note = (Entry, u64, u32, u32);
+
+/// What pass 1 of a bulk load learnt: per shard, its entries in the order given.
+struct Notes {
+    ids: Vec<(u32, u32)>,
+    /// Per index, the value of each id.
+    names: Vec<Vec<Box<str>>>,
+    parts: Vec<Vec<Note>>,
+}
+
+impl Notes {
+    /// These notes followed by `later`'s (whose ids are renumbered into these).
+    fn append(mut self, later: Notes) -> Notes {
+        let renumber: Vec<Vec<u32>> = later
+            .names
+            .into_iter()
+            .zip(&mut self.names)
+            .map(|(theirs, ours)| {
+                let mut known: HashMap<&str, u32> = HashMap::with_capacity(ours.len());
+                for (id, n) in ours.iter().enumerate() {
+                    known.insert(n, id as u32);
+                }
+                let mut fresh: Vec<Box<str>> = vec![];
+                let first_fresh = ours.len();
+                let map = theirs
+                    .into_iter()
+                    .map(|n| match known.get(&*n) {
+                        Some(&id) => id,
+                        None => {
+                            fresh.push(n);
+                            (first_fresh + fresh.len() - 1) as u32
+                        }
+                    })
+                    .collect();
+                drop(known);
+                ours.extend(fresh);
+                map
+            })
+            .collect();
+        let shift = self.ids.len() as u32;
+        self.ids.extend(
+            later
+                .ids
+                .iter()
+                .map(|&(i, id)| (i, renumber[i as usize][id as usize])),
+        );
+        for (ours, theirs) in self.parts.iter_mut().zip(later.parts) {
+            ours.extend(
+                theirs
+                    .into_iter()
+                    .map(|(e, h, start, end)| (e, h, start + shift, end + shift)),
+            );
+        }
+        self
+    }
 }
 
 /// Moves the staged index sets of a bulk load ([`Indexer::load`]) into the shard's maps;
@@ -1293,11 +1388,14 @@ mod tests {
                     .wrapping_add(1442695040888963407);
                 (r >> 33) % m
             };
-            let apps = ["web", "db", "api"];
+            let apps = ["web", "db", "api", "cache", "queue"];
             let mk = |i: u64, app: &str, owner: Option<&str>| o(&format!("o{i}"), app, owner);
+            // The second half has values of its own and meets a shared one first (a large
+            // load notes each half on its own thread and renumbers the second's values).
+            let app_of = |i: u64| apps[(i % 3 + if i >= n as u64 / 2 { 2 } else { 0 }) as usize];
             let entries: Vec<Entry> = (0..n as u64)
                 .map(|i| {
-                    let ob = mk(i, apps[(i % 3) as usize], (i % 2 == 0).then_some("u1"));
+                    let ob = mk(i, app_of(i), (i % 2 == 0).then_some("u1"));
                     (ob.key().into(), ob)
                 })
                 .collect();
@@ -1315,7 +1413,7 @@ mod tests {
                 let i = rnd(n as u64 + 20);
                 let ob = mk(
                     i,
-                    apps[rnd(3) as usize],
+                    apps[rnd(5) as usize],
                     [None, Some("u1"), Some("u2")][rnd(3) as usize],
                 );
                 if rnd(5) == 0 {
