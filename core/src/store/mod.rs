@@ -224,6 +224,9 @@ pub(crate) type KeyedObject = (Arc<str>, Arc<Object>);
 
 type ShardGuard<'a> = RwLockReadGuard<'a, BTreeMap<Arc<str>, Arc<Object>>>;
 
+/// Lists at least this long are copied on two threads ([`Store::list_entries`]).
+const LIST_PARALLEL_MIN: usize = 64 * 1024;
+
 fn in_list_scope(o: &Object, namespace: Option<&str>, selector: Option<&LabelSelector>) -> bool {
     namespace.is_none_or(|ns| o.metadata.namespace == ns)
         && selector.is_none_or(|s| s.matches(&o.metadata.labels))
@@ -518,20 +521,46 @@ impl Store {
         };
         let guards: Vec<ShardGuard<'_>> = idx.shards.iter().map(|s| s.read()).collect();
         let rv = self.inner.last_rv.load(Ordering::Acquire);
-        let mut refs: Vec<(&Arc<str>, &Arc<Object>)> =
-            Vec::with_capacity(guards.iter().map(|g| g.len()).sum());
-        for g in &guards {
-            refs.extend(g.iter());
-        }
-        // Visit the objects in memory order, not key-hash order: a cold list touches every
-        // object once, and in address order those touches are mostly sequential (objects
-        // written together sit together) instead of one cache and TLB miss each.
-        refs.sort_unstable_by_key(|(_, o)| Arc::as_ptr(o) as usize);
-        let out: Vec<KeyedObject> = refs
-            .into_iter()
-            .filter(|(_, o)| in_list_scope(o, namespace, selector))
-            .map(|(k, o)| (k.clone(), o.clone()))
-            .collect();
+        let total: usize = guards.iter().map(|g| g.len()).sum();
+        let collect = |gs: &[ShardGuard<'_>]| -> Vec<KeyedObject> {
+            let mut refs: Vec<(&Arc<str>, &Arc<Object>)> =
+                Vec::with_capacity(gs.iter().map(|g| g.len()).sum());
+            for g in gs {
+                refs.extend(g.iter());
+            }
+            // Visit the objects in memory order, not key order: a cold list touches every
+            // object once, and in address order those touches are mostly sequential
+            // (objects written together sit together) instead of one cache and TLB miss
+            // each.
+            refs.sort_unstable_by_key(|(_, o)| Arc::as_ptr(o) as usize);
+            refs.into_iter()
+                .filter(|(_, o)| in_list_scope(o, namespace, selector))
+                .map(|(k, o)| (k.clone(), o.clone()))
+                .collect()
+        };
+        // A large list takes half the shards on a second thread: the copies' reference
+        // counts are locked increments on cold lines, which two cores wait on side by side.
+        let out = if total >= LIST_PARALLEL_MIN
+            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+        {
+            let (lower, upper) = guards.split_at(guards.len() / 2);
+            std::thread::scope(|sc| {
+                let other = std::thread::Builder::new()
+                    .name("floyd-store-list".into())
+                    .spawn_scoped(sc, || collect(upper));
+                let mut out = collect(lower);
+                match other {
+                    Ok(h) => out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no second thread; listing on one");
+                        out.extend(collect(upper));
+                    }
+                }
+                out
+            })
+        } else {
+            collect(&guards)
+        };
         drop(guards);
         Ok((out, rv))
     }
@@ -1127,6 +1156,49 @@ mod watch_after_tests {
         );
         // The public watch "from 0" is a snapshot of what is left: here, nothing.
         assert!(types(s.watch(Some("ConfigMap"), rv, None).expect("watch")).is_empty());
+    }
+
+    /// A list long enough to be copied on two threads holds exactly what the public list
+    /// holds, with and without a namespace and a selector.
+    #[test]
+    fn a_large_list_of_entries_equals_the_public_list() {
+        let s = Store::memory_with(StoreConfig {
+            durability: Durability::None,
+            ..StoreConfig::default()
+        })
+        .expect("store");
+        let n = LIST_PARALLEL_MIN + 300;
+        for i in 0..n {
+            let tier = ["web", "db"][i % 2];
+            let o = Object::from_json(&json!({
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": format!("c{i}"),
+                    "namespace": format!("ns{}", i % 3),
+                    "labels": {"tier": tier},
+                },
+            }))
+            .expect("valid object");
+            s.create(o).expect("create");
+        }
+        let sel = LabelSelector::parse("tier=web").expect("selector");
+        for (ns, sel) in [(None, None), (Some("ns1"), None), (Some("ns2"), Some(&sel))] {
+            let (entries, rv) = s.list_entries("ConfigMap", ns, sel).expect("entries");
+            let (objs, rv2) = s.list("ConfigMap", ns, sel).expect("list");
+            assert_eq!(rv, rv2);
+            let mut got: Vec<String> = entries
+                .iter()
+                .map(|(k, o)| {
+                    assert_eq!(**k, o.key());
+                    k.to_string()
+                })
+                .collect();
+            got.sort();
+            let mut want: Vec<String> = objs.iter().map(|o| o.key()).collect();
+            want.sort();
+            assert_eq!(got.len(), want.len(), "{ns:?}");
+            assert_eq!(got, want, "{ns:?}");
+        }
     }
 }
 
