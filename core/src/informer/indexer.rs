@@ -143,6 +143,14 @@ enum Vals<'a> {
 }
 
 impl Vals<'_> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Vals::Zero => true,
+            Vals::One(_) => false,
+            Vals::Many(vs) => vs.is_empty(),
+        }
+    }
+
     fn many(mut v: Vec<String>) -> Vals<'static> {
         v.sort_unstable();
         v.dedup();
@@ -158,12 +166,14 @@ impl Vals<'_> {
     }
 
     /// Whether these are exactly `cached` (which is sorted and deduplicated too).
-    fn same_as(&self, cached: &[(u32, Arc<str>)]) -> bool {
+    /// `cached` holds value ids of `map`.
+    fn same_as(&self, cached: &[(u32, u32)], map: &IndexMap) -> bool {
         match self {
             Vals::Zero => cached.is_empty(),
-            Vals::One(v) => cached.len() == 1 && *cached[0].1 == **v,
+            Vals::One(v) => cached.len() == 1 && map.value(cached[0].1) == *v,
             Vals::Many(vs) => {
-                vs.len() == cached.len() && vs.iter().zip(cached).all(|(a, (_, b))| **a == **b)
+                vs.len() == cached.len()
+                    && vs.iter().zip(cached).all(|(a, &(_, b))| map.value(b) == a)
             }
         }
     }
@@ -239,52 +249,90 @@ fn field_values(obj: &Object, path: &[String]) -> Vec<String> {
 /// A cached key with its object.
 pub(crate) type Entry = (Arc<str>, Arc<Object>);
 
-/// A cached key in an index set. Each cached key has exactly one allocation, shared by
-/// the shard's `items` and every index set it is in (an entry keeps its `Arc<str>` across
-/// updates and leaves every set before it leaves `items`), so sets hash and compare the
-/// address: no string hashing or comparison on the apply path.
-#[derive(Clone)]
-struct KeyRef(Arc<str>);
+/// One index's slice in one shard: each value present, under a small id, with the slab
+/// positions ([`ValSlab`]) of the keys indexed under it. Sets hold positions, not keys:
+/// putting a key in a set or taking it out touches no reference count (a locked
+/// instruction, which waits for every cache miss before it) and hashes four bytes, not a
+/// string.
+#[derive(Default)]
+struct IndexMap {
+    ids: HashMap<Arc<str>, u32>,
+    /// By value id. A freed id keeps its stale value until it is reused; it is no longer
+    /// in `ids`.
+    sets: Vec<ValueSet>,
+    free: Vec<u32>,
+}
 
-impl std::hash::Hash for KeyRef {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        h.write_usize(addr(&self.0));
+struct ValueSet {
+    value: Arc<str>,
+    keys: HashSet<u32>,
+}
+
+impl IndexMap {
+    /// The id of `value`, added if absent, with room for `room` more keys.
+    fn id_for(&mut self, value: &str, room: usize) -> u32 {
+        if let Some(&id) = self.ids.get(value) {
+            self.sets[id as usize].keys.reserve(room);
+            return id;
+        }
+        let value: Arc<str> = value.into();
+        let set = ValueSet {
+            value: value.clone(),
+            keys: HashSet::with_capacity(room),
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.sets[id as usize] = set;
+                id
+            }
+            None => {
+                self.sets.push(set);
+                (self.sets.len() - 1) as u32
+            }
+        };
+        self.ids.insert(value, id);
+        id
+    }
+
+    /// Puts the key at slab position `pos` under `value`; returns the value's id.
+    fn insert(&mut self, value: &str, pos: u32) -> u32 {
+        let id = self.id_for(value, 0);
+        self.sets[id as usize].keys.insert(pos);
+        id
+    }
+
+    /// Takes the key at `pos` out of value `id`; a value left without keys goes.
+    fn remove(&mut self, id: u32, pos: u32) {
+        let set = &mut self.sets[id as usize];
+        set.keys.remove(&pos);
+        if set.keys.is_empty() {
+            self.ids.remove(&*set.value);
+            set.keys = HashSet::new();
+            self.free.push(id);
+        }
+    }
+
+    fn value(&self, id: u32) -> &str {
+        &self.sets[id as usize].value
+    }
+
+    /// Slab positions of the keys under `value`.
+    fn keys_of(&self, value: &str) -> Option<&HashSet<u32>> {
+        self.ids.get(value).map(|&id| &self.sets[id as usize].keys)
     }
 }
-impl PartialEq for KeyRef {
-    fn eq(&self, o: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &o.0)
-    }
-}
-impl Eq for KeyRef {}
 
-/// Looks a [`KeyRef`] up by the key's address without cloning the `Arc`.
-#[derive(Hash)]
-struct Addr(usize);
-impl hashbrown::Equivalent<KeyRef> for Addr {
-    fn equivalent(&self, k: &KeyRef) -> bool {
-        self.0 == addr(&k.0)
-    }
-}
+/// What one cached key is indexed under: `(index position, value id)`, grouped by index in
+/// order, each group sorted by value and deduplicated. An update compares the new object's
+/// values against these and never reads the old object. Up to two pairs live inline: most
+/// keys are in an index or two under one value each, and a bulk load of a million keys
+/// then allocates nothing per key for them.
+type KeyVals = SmallVec<[(u32, u32); 2]>;
 
-fn addr(k: &Arc<str>) -> usize {
-    Arc::as_ptr(k) as *const u8 as usize
-}
-
-/// One index's slice in one shard: value → keys.
-type IndexMap = HashMap<Arc<str>, HashSet<KeyRef>>;
-
-/// What one cached key is indexed under: `(index position, value)`, grouped by index in
-/// order, each group sorted and deduplicated. The values are the index maps' own keys
-/// (shared, not copied), so an update compares the new object's values against these and
-/// never reads the old object. Up to two values live inline: most keys are in an index or
-/// two under one value each, and a bulk load of a million keys then allocates nothing per
-/// key for them.
-type KeyVals = SmallVec<[(u32, Arc<str>); 2]>;
-
-/// A cached key, its object, and where its index values are in the shard's [`ValSlab`].
-/// 32 bytes: holding the values themselves would triple the bucket, and a random `get`
-/// (which never reads them) would pay for the larger table in cache and TLB misses.
+/// A cached key, its object, and its position in the shard's [`ValSlab`] (which the index
+/// sets name it by). 32 bytes: holding the values themselves would triple the bucket, and
+/// a random `get` (which never reads them) would pay for the larger table in cache and TLB
+/// misses.
 struct Slot {
     key: Arc<str>,
     obj: Arc<Object>,
@@ -294,56 +342,62 @@ struct Slot {
 /// [`Slot::vals`] of a key indexed under nothing.
 const NO_VALS: u32 = u32::MAX;
 
-/// The index values of one shard's keys, by position. An update finds a key's old values
-/// with one access by the position in its slot: no hashing, no second table to probe.
+/// The index values of one shard's indexed keys, by position. An update finds a key's old
+/// values with one access by the position in its slot; an index set names its keys by
+/// position, and the key's hash kept here finds the slot again ([`Items::at`]).
 #[derive(Default)]
 struct ValSlab {
-    vals: Vec<KeyVals>,
+    entries: Vec<SlabEntry>,
     free: Vec<u32>,
 }
 
+struct SlabEntry {
+    hash: u64,
+    vals: KeyVals,
+}
+
 impl ValSlab {
-    fn get(&self, at: u32) -> &[(u32, Arc<str>)] {
+    fn get(&self, at: u32) -> &[(u32, u32)] {
         if at == NO_VALS {
             &[]
         } else {
-            &self.vals[at as usize]
+            &self.entries[at as usize].vals
         }
     }
 
-    /// Stores `v` as the values at `at` (taking or freeing a position as needed); returns
-    /// the position to keep in the slot.
-    fn set(&mut self, at: u32, v: KeyVals) -> u32 {
-        if at != NO_VALS {
-            if v.is_empty() {
-                self.take(at);
-                return NO_VALS;
-            }
-            self.vals[at as usize] = v;
-            return at;
-        }
-        if v.is_empty() {
-            return NO_VALS;
-        }
+    fn hash(&self, at: u32) -> u64 {
+        self.entries[at as usize].hash
+    }
+
+    /// A position for the key whose hash is `hash`, with no values yet.
+    fn alloc(&mut self, hash: u64) -> u32 {
+        let e = SlabEntry {
+            hash,
+            vals: KeyVals::new(),
+        };
         if let Some(p) = self.free.pop() {
-            self.vals[p as usize] = v;
+            self.entries[p as usize] = e;
             return p;
         }
-        let p = u32::try_from(self.vals.len())
+        let p = u32::try_from(self.entries.len())
             .ok()
             .filter(|&p| p != NO_VALS)
             .expect("fewer than 2^32 - 1 indexed keys in one shard");
-        self.vals.push(v);
+        self.entries.push(e);
         p
     }
 
-    /// Removes and returns the values at `at`.
+    fn set(&mut self, at: u32, v: KeyVals) {
+        self.entries[at as usize].vals = v;
+    }
+
+    /// Frees position `at`; returns the values it held.
     fn take(&mut self, at: u32) -> KeyVals {
         if at == NO_VALS {
             return KeyVals::new();
         }
         self.free.push(at);
-        std::mem::take(&mut self.vals[at as usize])
+        std::mem::take(&mut self.entries[at as usize].vals)
     }
 }
 
@@ -355,6 +409,10 @@ pub(crate) struct Items(HashTable<Slot>);
 impl Items {
     fn get(&self, hash: u64, key: &str) -> Option<&Arc<Object>> {
         self.0.find(hash, |s| *s.key == *key).map(|s| &s.obj)
+    }
+    /// The slot at slab position `pos` (whose key hashes to `hash`).
+    fn at(&self, hash: u64, pos: u32) -> Option<&Slot> {
+        self.0.find(hash, |s| s.vals == pos)
     }
     fn get_mut(&mut self, hash: u64, key: &str) -> Option<&mut Slot> {
         self.0.find_mut(hash, |s| *s.key == *key)
@@ -395,7 +453,7 @@ pub(crate) struct Shard {
 }
 
 /// The values of index `i` in an item's `vals`.
-fn group(vals: &[(u32, Arc<str>)], i: usize) -> &[(u32, Arc<str>)] {
+fn group(vals: &[(u32, u32)], i: usize) -> &[(u32, u32)] {
     let start = vals
         .iter()
         .position(|(j, _)| *j as usize >= i)
@@ -491,12 +549,19 @@ impl Indexer {
                 indices,
                 ..
             } = &mut **g;
-            let mut map = IndexMap::new();
+            let mut map = IndexMap::default();
             for slot in items.0.iter_mut() {
-                let mut kv: KeyVals = slab.get(slot.vals).iter().cloned().collect();
-                func.vals(&slot.obj, &self.index_panics)
-                    .for_each(|v| kv.push((i, insert_into(&mut map, v, &slot.key))));
-                slot.vals = slab.set(slot.vals, kv);
+                let vals = func.vals(&slot.obj, &self.index_panics);
+                if vals.is_empty() {
+                    continue;
+                }
+                if slot.vals == NO_VALS {
+                    slot.vals = slab.alloc(self.hasher.hash_one(&*slot.key));
+                }
+                let pos = slot.vals;
+                let mut kv: KeyVals = slab.get(pos).into();
+                vals.for_each(|v| kv.push((i, map.insert(v, pos))));
+                slab.set(pos, kv);
             }
             indices.push(map);
         }
@@ -624,57 +689,52 @@ impl Indexer {
                 }
                 sh.items.reserve(part.len(), &self.hasher);
                 if !idxs.is_empty() {
-                    sh.slab.vals.reserve(part.len());
+                    sh.slab.entries.reserve(part.len());
                 }
-                // This shard's copy of each interned value, made on first use.
-                let mut shared: Vec<Vec<Option<Arc<str>>>> =
-                    names.iter().map(|n| vec![None; n.len()]).collect();
-                // The index sets of the keys new to this shard, by interned value, sized
-                // exactly; merged into the shard's maps at the end (or before a cached key
-                // is replaced), so no value string is hashed or compared per key.
+                // Keys per interned value in this part, so each value's set is sized once.
                 let mut counts: Vec<Vec<usize>> = names.iter().map(|n| vec![0; n.len()]).collect();
                 for (_, _, start, end) in &part {
                     for &(i, id) in &ids[*start as usize..*end as usize] {
                         counts[i as usize][id as usize] += 1;
                     }
                 }
-                let mut staged: Vec<Vec<HashSet<KeyRef>>> = counts
-                    .iter()
-                    .map(|c| c.iter().map(|&n| HashSet::with_capacity(n)).collect())
-                    .collect();
-                drop(counts);
+                // This shard's id of each interned value, found or added on first use: no
+                // value string is hashed or compared per key.
+                let mut local: Vec<Vec<u32>> =
+                    names.iter().map(|n| vec![NO_VALS; n.len()]).collect();
                 for ((k, o), h, start, end) in part {
                     if sh.items.get(h, &k).is_some() {
-                        merge_staged(sh, &mut staged, &shared);
                         self.put(sh, h, &k.clone(), || k, o);
+                        // The replaced values may have emptied (and freed) an id noted here.
+                        local.iter_mut().for_each(|l| l.fill(NO_VALS));
                         continue;
                     }
-                    let mut kv = KeyVals::new();
+                    let mut pos = NO_VALS;
                     if start < end {
-                        let indices = &sh.indices;
-                        kv = ids[start as usize..end as usize]
+                        pos = sh.slab.alloc(h);
+                        let indices = &mut sh.indices;
+                        let kv: KeyVals = ids[start as usize..end as usize]
                             .iter()
                             .map(|&(i, id)| {
                                 let (i, id) = (i as usize, id as usize);
-                                let v = shared[i][id].get_or_insert_with(|| {
-                                    let name: &str = &names[i][id];
-                                    indices[i]
-                                        .get_key_value(name)
-                                        .map_or_else(|| name.into(), |(v, _)| v.clone())
-                                });
-                                staged[i][id].insert(KeyRef(k.clone()));
-                                (i as u32, v.clone())
+                                let map = &mut indices[i];
+                                let vid = &mut local[i][id];
+                                if *vid == NO_VALS {
+                                    *vid = map.id_for(&names[i][id], counts[i][id]);
+                                }
+                                map.sets[*vid as usize].keys.insert(pos);
+                                (i as u32, *vid)
                             })
                             .collect();
+                        sh.slab.set(pos, kv);
                     }
                     let slot = Slot {
                         key: k,
                         obj: o,
-                        vals: sh.slab.set(NO_VALS, kv),
+                        vals: pos,
                     };
                     sh.items.insert_new(h, slot, &self.hasher);
                 }
-                merge_staged(sh, &mut staged, &shared);
             }
         };
         if !parallel {
@@ -754,11 +814,8 @@ impl Indexer {
             // it soon, and the line (cold: the object was cached long ago) then arrives
             // while the index work below runs instead of after it.
             std::hint::black_box(Arc::strong_count(&slot.obj));
-            if !idxs.is_empty()
-                && let Some(new) =
-                    self.reindex(indices, idxs, &slot.key, &obj, Some(slab.get(slot.vals)))
-            {
-                slot.vals = slab.set(slot.vals, new);
+            if !idxs.is_empty() {
+                slot.vals = self.reindex(indices, slab, idxs, hash, slot.vals, &obj);
             }
             return (
                 slot.key.clone(),
@@ -766,59 +823,71 @@ impl Indexer {
             );
         }
         let k = new_key();
-        let mut vals = KeyVals::new();
-        if !idxs.is_empty()
-            && let Some(new) = self.reindex(indices, idxs, &k, &obj, None)
-        {
-            vals = new;
-        }
+        let vals = if idxs.is_empty() {
+            NO_VALS
+        } else {
+            self.reindex(indices, slab, idxs, hash, NO_VALS, &obj)
+        };
         let slot = Slot {
             key: k.clone(),
             obj,
-            vals: slab.set(NO_VALS, vals),
+            vals,
         };
         items.insert_new(hash, slot, &self.hasher);
         (k, None)
     }
 
-    /// Moves `key` from its `old` index values (`None`: a new key) to `obj`'s; returns the
-    /// new values, or `None` when every index's values are unchanged (then nothing was
-    /// touched and nothing allocated).
+    /// Moves the key at slab position `pos` (`NO_VALS`: indexed under nothing so far),
+    /// whose hash is `hash`, from its index values to `obj`'s; returns its position now.
+    /// When no index's values changed, nothing is touched and nothing allocated.
     fn reindex(
         &self,
         indices: &mut [IndexMap],
+        slab: &mut ValSlab,
         idxs: &[Named],
-        key: &Arc<str>,
+        hash: u64,
+        mut pos: u32,
         obj: &Object,
-        old: Option<&[(u32, Arc<str>)]>,
-    ) -> Option<KeyVals> {
-        let mut out: Option<KeyVals> = match old {
-            None => Some(KeyVals::with_capacity(idxs.len())),
-            Some(_) => None,
-        };
+    ) -> u32 {
+        let old: KeyVals = slab.get(pos).into();
+        let mut out: Option<KeyVals> = None;
         for (i, n) in idxs.iter().enumerate() {
             let vals = n.func.vals(obj, &self.index_panics);
-            let prev = old.map_or(&[][..], |o| group(o, i));
-            if old.is_some() && vals.same_as(prev) {
+            let prev = group(&old, i);
+            let map = &mut indices[i];
+            if vals.same_as(prev, map) {
                 if let Some(out) = &mut out {
-                    out.extend(prev.iter().cloned());
+                    out.extend_from_slice(prev);
                 }
                 continue;
             }
             let out = out.get_or_insert_with(|| {
                 // The first index that changed: keep the groups before it as they were.
-                let before = old.unwrap_or_default();
-                let mut v = KeyVals::with_capacity(before.len() + 1);
-                v.extend(before.iter().filter(|(j, _)| (*j as usize) < i).cloned());
-                v
+                old.iter()
+                    .filter(|(j, _)| (*j as usize) < i)
+                    .copied()
+                    .collect()
             });
-            let map = &mut indices[i];
-            for (_, v) in prev {
-                remove_from(map, v, key);
+            if pos == NO_VALS {
+                // Unchanged-but-different means new values where there were none.
+                pos = slab.alloc(hash);
             }
-            vals.for_each(|v| out.push((i as u32, insert_into(map, v, key))));
+            for &(_, id) in prev {
+                map.remove(id, pos);
+            }
+            vals.for_each(|v| out.push((i as u32, map.insert(v, pos))));
         }
-        out
+        match out {
+            None => pos,
+            Some(out) if out.is_empty() => {
+                slab.take(pos);
+                NO_VALS
+            }
+            Some(out) => {
+                slab.set(pos, out);
+                pos
+            }
+        }
     }
 
     /// Removes `key`; `hook(old)` runs under the shard lock when something was removed.
@@ -836,13 +905,15 @@ impl Indexer {
             indices,
             ..
         } = &mut *g;
-        let Slot { key: k, obj, vals } = items.remove(h, key)?;
-        let vals = slab.take(vals);
+        let Slot {
+            key: k,
+            obj,
+            vals: pos,
+        } = items.remove(h, key)?;
         // As in `put`: start loading the count the caller's drop will change.
         std::hint::black_box(Arc::strong_count(&obj));
-        // While `k` is alive: its address must not outlive it in the sets.
-        for (i, v) in vals.iter() {
-            remove_from(&mut indices[*i as usize], v, &k);
+        for &(i, id) in slab.take(pos).iter() {
+            indices[i as usize].remove(id, pos);
         }
         Some(hook(obj, &k))
     }
@@ -909,10 +980,10 @@ impl Indexer {
         let mut out = vec![];
         for s in self.shards.iter() {
             let g = s.read();
-            if let Some(keys) = g.indices.get(i).and_then(|m| m.get(value)) {
+            if let Some(keys) = g.indices.get(i).and_then(|m| m.keys_of(value)) {
                 out.extend(
                     keys.iter()
-                        .filter_map(|k| g.items.get(self.hasher.hash_one(&*k.0), &k.0).cloned()),
+                        .filter_map(|&p| g.items.at(g.slab.hash(p), p).map(|s| s.obj.clone())),
                 );
             }
         }
@@ -925,8 +996,11 @@ impl Indexer {
         let mut out = vec![];
         for s in self.shards.iter() {
             let g = s.read();
-            if let Some(keys) = g.indices.get(i).and_then(|m| m.get(value)) {
-                out.extend(keys.iter().map(|k| k.0.to_string()));
+            if let Some(keys) = g.indices.get(i).and_then(|m| m.keys_of(value)) {
+                out.extend(
+                    keys.iter()
+                        .filter_map(|&p| g.items.at(g.slab.hash(p), p).map(|s| s.key.to_string())),
+                );
             }
         }
         out.sort();
@@ -940,7 +1014,7 @@ impl Indexer {
         for s in self.shards.iter() {
             let g = s.read();
             if let Some(m) = g.indices.get(i) {
-                all.extend(m.keys().map(|v| v.to_string()));
+                all.extend(m.ids.keys().map(|v| v.to_string()));
             }
         }
         let mut out: Vec<String> = all.into_iter().collect();
@@ -1082,55 +1156,6 @@ impl Notes {
         }
         self
     }
-}
-
-/// Moves the staged index sets of a bulk load ([`Indexer::load`]) into the shard's maps;
-/// `shared[i][id]` is the value of staged set `staged[i][id]` (set when it got its first key).
-fn merge_staged(
-    sh: &mut Shard,
-    staged: &mut [Vec<HashSet<KeyRef>>],
-    shared: &[Vec<Option<Arc<str>>>],
-) {
-    for (i, sets) in staged.iter_mut().enumerate() {
-        for (id, set) in sets.iter_mut().enumerate() {
-            if set.is_empty() {
-                continue;
-            }
-            let set = std::mem::take(set);
-            let Some(v) = shared[i][id].clone() else {
-                continue;
-            };
-            match sh.indices[i].get_mut(&*v) {
-                Some(cur) => cur.extend(set),
-                None => {
-                    sh.indices[i].insert(v, set);
-                }
-            }
-        }
-    }
-}
-
-fn remove_from(map: &mut IndexMap, value: &str, key: &Arc<str>) {
-    if let Some(set) = map.get_mut(value) {
-        set.remove(&Addr(addr(key)));
-        if set.is_empty() {
-            map.remove(value);
-        }
-    }
-}
-
-/// Adds `key` under `value`; returns the map's own copy of `value` (allocated only the
-/// first time the value appears in this shard).
-fn insert_into(map: &mut IndexMap, value: &str, key: &Arc<str>) -> Arc<str> {
-    if let Some((v, set)) = map.get_key_value_mut(value) {
-        set.insert(KeyRef(key.clone()));
-        return v.clone();
-    }
-    let v: Arc<str> = value.into();
-    let mut set = HashSet::new();
-    set.insert(KeyRef(key.clone()));
-    map.insert(v.clone(), set);
-    v
 }
 
 #[cfg(test)]
@@ -1376,6 +1401,35 @@ mod tests {
             assert_eq!(LOAD_FALLBACKS.with(|c| c.get()), 0, "index: {with_index}");
             assert_eq!(ix.len(), 2000);
         }
+    }
+
+    #[test]
+    fn a_bulk_load_with_repeated_keys_matches_upserts_in_order() {
+        // A key listed twice is replaced in place; if that empties a value the load had
+        // already used in the shard, later keys with that value must not land in the freed
+        // set.
+        let mut entries: Vec<Entry> = vec![];
+        for i in 0..300u64 {
+            let app = format!("x{}", i % 7);
+            for (name, app) in [(format!("k{i}"), app.as_str()), (format!("k{i}"), "y")] {
+                let ob = o(&name, app, None);
+                entries.push((ob.key().into(), ob));
+            }
+            let ob = o(&format!("m{i}"), &app, None);
+            entries.push((ob.key().into(), ob));
+        }
+        let bulk = Indexer::new();
+        with_indexes(&bulk);
+        bulk.load(entries.clone());
+        let model = Indexer::new();
+        with_indexes(&model);
+        for (_, ob) in entries {
+            model.upsert(ob);
+        }
+        assert_eq!(bulk.keys(), model.keys());
+        assert_eq!(index_state(&bulk), index_state(&model));
+        assert_eq!(bulk.index_keys("app", "y").unwrap().len(), 300);
+        assert_eq!(bulk.by_index("app", "x0").unwrap().len(), 300 / 7 + 1);
     }
 
     #[test]
