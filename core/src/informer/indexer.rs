@@ -34,6 +34,9 @@ pub const INDEXER_SHARDS: usize = 16;
 /// Bulk loads at least this large build their shards on two threads ([`Indexer::load`]).
 pub const LOAD_PARALLEL_MIN: usize = 64 * 1024;
 
+/// How many entries ahead a bulk load's first pass fetches the next keys and objects.
+const NOTES_PREFETCH_AHEAD: usize = 8;
+
 /// A user index function: the values an object is indexed under (zero, one or many).
 pub type IndexFn = Arc<dyn Fn(&Object) -> Vec<String> + Send + Sync>;
 
@@ -770,7 +773,14 @@ impl Indexer {
         let mut parts: Vec<Vec<Note>> = (0..INDEXER_SHARDS)
             .map(|_| Vec::with_capacity(per + per / 8))
             .collect();
-        for e in entries {
+        let mut entries = entries.into_iter();
+        while let Some(e) = entries.next() {
+            // The key's bytes (hashed below) and the object's fields the index functions
+            // read first, a few entries ahead: each is a cache miss of its own.
+            if let Some((k, o)) = entries.as_slice().get(NOTES_PREFETCH_AHEAD) {
+                crate::log::raw::prefetch_for_write(Arc::as_ptr(k) as *const u8);
+                crate::log::raw::prefetch_for_write(&o.metadata.labels);
+            }
             let start = ids.len() as u32;
             for (i, n) in idxs.iter().enumerate() {
                 n.func.vals(&e.1, &self.index_panics).for_each(|v| {

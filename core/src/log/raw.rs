@@ -91,6 +91,29 @@ fn pack(seq: u64, off: u64) -> u64 {
     ((seq & SEQ_TAG_MASK) << OFFSET_BITS) | (off & OFFSET_MASK)
 }
 
+/// Asks the cache for the line holding `p`, for writing (the line of a count a locked
+/// increment will change soon). A hint only: it never faults, reads or writes nothing the
+/// program can see, and any address will do. It lives here because it needs an `unsafe`
+/// block (the intrinsic is a target-feature function), which floyd keeps to this module
+/// and `snapshot`.
+///
+/// Unlike a load, a prefetch is not held back by a locked instruction before it, so a
+/// loop whose every step does one (an `Arc` clone) still has the next steps' misses in
+/// flight.
+#[inline(always)]
+pub fn prefetch_for_write<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+        // SAFETY: `_mm_prefetch` is unsafe only because it is a target-feature function;
+        // SSE is part of every x86_64 target, and a prefetch dereferences nothing (an
+        // invalid address is ignored, never a fault).
+        unsafe { _mm_prefetch::<_MM_HINT_ET0>(p as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// The tag of a sequence number as stored in the tail word.
 pub fn seq_tag(seq: u64) -> u64 {
     seq & SEQ_TAG_MASK
