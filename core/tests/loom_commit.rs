@@ -132,6 +132,30 @@ fn gc2_three_appenders_are_all_synced() {
     });
 }
 
+/// Four appenders: a leader can find three covered waiters, and then wakes them as a tree
+/// (one is handed another to wake), so a wake hand-off is in the model.
+#[test]
+fn gc7_four_appenders_are_all_synced() {
+    let mut b = loom::model::Builder::new();
+    // Four threads multiply the schedules: one preemption keeps the model to about half a
+    // minute, and it still reaches the hand-off (a model whose woken waiters drop their
+    // hand deadlocks here).
+    b.preemption_bound = Some(1);
+    b.check(|| {
+        let m = Model::with(4, u64::MAX, true);
+        let hs: Vec<_> = (0..4)
+            .map(|i| {
+                let m = m.clone();
+                thread::spawn(move || m.append(i).unwrap())
+            })
+            .collect();
+        for h in hs {
+            assert_eq!(h.join().unwrap(), Waited::Synced);
+        }
+        assert_eq!(m.commit.synced(), 4);
+    });
+}
+
 #[test]
 fn gc3_appender_behind_an_unpublished_frame_waits_for_it() {
     loom::model(|| {

@@ -1,7 +1,9 @@
 //! Group commit: appenders that need their frames durable share syncs. The first waiter that
 //! finds no sync running becomes the *leader*: it syncs everything published so far (the
 //! caller's `sync` closure decides what that is), publishes the new synced position, and
-//! wakes exactly the waiters that position covers, each with its own unpark. Waiters that are
+//! wakes exactly the waiters that position covers, as a tree: each woken waiter wakes half of
+//! the ones handed to it before it returns, so a group of n takes about log2(n) rounds of
+//! unparks spread over the cores, not n in a row on the leader's. Waiters that are
 //! not covered stay parked; if nobody leads any more, one of them is woken to lead the next
 //! group, which starts while the previous leader is still waking its group.
 //!
@@ -34,9 +36,18 @@ const WAITERS_PREALLOCATED: usize = 256;
 struct Waiter {
     end: u64,
     thread: thread::Thread,
+    slot: Arc<Slot>,
+}
+
+/// What a waker leaves a parked waiter.
+struct Slot {
     /// Set (release) by the waker before it unparks, so the parked thread can tell a real
     /// wake from a spurious return of `park`.
-    woken: Arc<AtomicBool>,
+    woken: AtomicBool,
+    /// Covered waiters this one wakes in turn once it runs (set before `woken`): a group is
+    /// woken as a tree, its unparks spread over the woken threads and cores instead of one
+    /// waker making them all in a row.
+    hand: Mutex<Vec<Waiter>>,
 }
 
 /// The shared state of group commit.
@@ -239,15 +250,16 @@ impl GroupCommit {
         if let Some(n) = next {
             wake(n);
         }
-        for w in covered {
-            wake(w);
-        }
+        fan_out(covered);
     }
 
     /// Parks until woken, unless (checked under the list lock) nobody leads, `end` is synced
     /// or group commit stopped: then the caller loops and re-checks.
     fn park(&self, end: u64) {
-        let woken = Arc::new(AtomicBool::new(false));
+        let slot = Arc::new(Slot {
+            woken: AtomicBool::new(false),
+            hand: Mutex::new(Vec::new()),
+        });
         {
             let mut list = self.waiters.lock();
             if self.stopped.load(Ordering::Acquire)
@@ -259,12 +271,14 @@ impl GroupCommit {
             list.push(Waiter {
                 end,
                 thread: thread::current(),
-                woken: woken.clone(),
+                slot: slot.clone(),
             });
         }
-        while !woken.load(Ordering::Acquire) {
+        while !slot.woken.load(Ordering::Acquire) {
             thread::park();
         }
+        let hand = std::mem::take(&mut *slot.hand.lock());
+        fan_out(hand);
     }
 }
 
@@ -280,6 +294,19 @@ impl Drop for PanicStop<'_> {
 }
 
 fn wake(w: Waiter) {
-    w.woken.store(true, Ordering::Release);
+    w.slot.woken.store(true, Ordering::Release);
     w.thread.unpark();
+}
+
+/// Wakes every waiter in `list`, handing each woken one half of those still to wake (it
+/// wakes them when it runs, in turn handing on halves): this thread makes about log2(n)
+/// unparks, not n.
+fn fan_out(mut list: Vec<Waiter>) {
+    while let Some(w) = list.pop() {
+        let theirs = list.split_off(list.len() - list.len() / 2);
+        if !theirs.is_empty() {
+            *w.slot.hand.lock() = theirs;
+        }
+        wake(w);
+    }
 }
