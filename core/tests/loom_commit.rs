@@ -98,38 +98,30 @@ impl Model {
     }
 }
 
+/// `n` appenders (syncs following the published prefix, or `in_order` as published): every
+/// one returns `Synced`, and all `n` slots are durable.
+fn appenders_all_synced(n: usize, in_order: bool) {
+    let m = Model::with(n, u64::MAX, in_order);
+    let hs: Vec<_> = (0..n)
+        .map(|i| {
+            let m = m.clone();
+            thread::spawn(move || m.append(i).unwrap())
+        })
+        .collect();
+    for h in hs {
+        assert_eq!(h.join().unwrap(), Waited::Synced);
+    }
+    assert_eq!(m.commit.synced(), n as u64);
+}
+
 #[test]
 fn gc1_two_appenders_are_both_synced() {
-    loom::model(|| {
-        let m = Model::new(2, u64::MAX);
-        let hs: Vec<_> = (0..2)
-            .map(|i| {
-                let m = m.clone();
-                thread::spawn(move || m.append(i).unwrap())
-            })
-            .collect();
-        for h in hs {
-            assert_eq!(h.join().unwrap(), Waited::Synced);
-        }
-        assert_eq!(m.commit.synced(), 2);
-    });
+    loom::model(|| appenders_all_synced(2, false));
 }
 
 #[test]
 fn gc2_three_appenders_are_all_synced() {
-    loom::model(|| {
-        let m = Model::with(3, u64::MAX, true);
-        let hs: Vec<_> = (0..3)
-            .map(|i| {
-                let m = m.clone();
-                thread::spawn(move || m.append(i).unwrap())
-            })
-            .collect();
-        for h in hs {
-            assert_eq!(h.join().unwrap(), Waited::Synced);
-        }
-        assert_eq!(m.commit.synced(), 3);
-    });
+    loom::model(|| appenders_all_synced(3, true));
 }
 
 /// Four appenders: a leader can find three covered waiters, and then wakes them as a tree
@@ -141,19 +133,7 @@ fn gc7_four_appenders_are_all_synced() {
     // minute, and it still reaches the hand-off (a model whose woken waiters drop their
     // hand deadlocks here).
     b.preemption_bound = Some(1);
-    b.check(|| {
-        let m = Model::with(4, u64::MAX, true);
-        let hs: Vec<_> = (0..4)
-            .map(|i| {
-                let m = m.clone();
-                thread::spawn(move || m.append(i).unwrap())
-            })
-            .collect();
-        for h in hs {
-            assert_eq!(h.join().unwrap(), Waited::Synced);
-        }
-        assert_eq!(m.commit.synced(), 4);
-    });
+    b.check(|| appenders_all_synced(4, true));
 }
 
 #[test]
