@@ -73,3 +73,58 @@ impl<T> Mutex<T> {
         return self.0.lock().unwrap_or_else(|e| e.into_inner());
     }
 }
+
+/// Runs `other` and `here` at once, `other` on a second thread named `name`, and returns
+/// both results. On one core, or when no thread can be spawned, both run on this one. If
+/// this thread finishes `here` before the second has started, it takes `other` itself.
+/// A panic in either resumes on this thread. For bulk work split in two halves (a large
+/// list, a bulk load); not part of the loom shim.
+pub(crate) fn on_two_threads<A: Send, B>(
+    name: &str,
+    other: impl FnOnce() -> A + Send,
+    here: impl FnOnce() -> B,
+) -> (A, B) {
+    let slot = parking_lot::Mutex::new(Some(other));
+    // Borrows only: a `Copy` closure, for the second thread and for this one.
+    let take = || slot.lock().take().map(|f| f());
+    if !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+        let b = here();
+        return (take().expect("nobody else took it"), b);
+    }
+    std::thread::scope(|sc| {
+        let spawned = std::thread::Builder::new()
+            .name(name.into())
+            .spawn_scoped(sc, take);
+        if let Err(e) = &spawned {
+            tracing::debug!(error = %e, "no second thread; {name} runs on one");
+        }
+        let b = here();
+        let stolen = take();
+        let joined = match spawned {
+            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(_) => None,
+        };
+        let a = stolen
+            .or(joined)
+            .expect("the second thread or this one ran it");
+        (a, b)
+    })
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::on_two_threads;
+
+    #[test]
+    fn both_halves_run_and_a_panic_comes_back() {
+        let data: Vec<u64> = (0..1000).collect();
+        let (lo, hi) = data.split_at(500);
+        let (a, b) = on_two_threads("t", || hi.iter().sum::<u64>(), || lo.iter().sum::<u64>());
+        assert_eq!((a, b), (374_750, 124_750));
+        let r = std::panic::catch_unwind(|| {
+            on_two_threads("t", || -> u8 { panic!("in the second half") }, || 1u8)
+        });
+        let p = r.expect_err("the panic resumes on the caller");
+        assert_eq!(p.downcast_ref::<&str>(), Some(&"in the second half"));
+    }
+}

@@ -635,8 +635,7 @@ impl Indexer {
     pub(crate) fn load(&self, mut entries: Vec<Entry>) {
         let listed = self.index_list();
         let idxs: &[Named] = &listed;
-        let parallel = entries.len() >= LOAD_PARALLEL_MIN
-            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        let parallel = entries.len() >= LOAD_PARALLEL_MIN;
         // Pass 1: shard and interned values of every entry; a large list in two halves on
         // two threads (reading the objects is a chain of cache misses per object, and two
         // cores wait on twice as many), the second half's ids then renumbered into the
@@ -646,26 +645,13 @@ impl Indexer {
             names,
             mut parts,
         } = if parallel {
-            let upper = parking_lot::Mutex::new(Some(entries.split_off(entries.len() / 2)));
-            let take_upper = || upper.lock().take().map(|u| self.notes(idxs, u));
-            std::thread::scope(|sc| {
-                let other = std::thread::Builder::new()
-                    .name("floyd-indexer-load".into())
-                    .spawn_scoped(sc, take_upper);
-                let notes = self.notes(idxs, entries);
-                let done = match other {
-                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "no second thread; bulk load on one");
-                        None
-                    }
-                };
-                // Without a second thread, this one takes the upper half too.
-                match done.or_else(take_upper) {
-                    Some(u) => notes.append(u),
-                    None => notes,
-                }
-            })
+            let upper = entries.split_off(entries.len() / 2);
+            let (upper, lower) = crate::sync::on_two_threads(
+                "floyd-indexer-load",
+                || self.notes(idxs, upper),
+                || self.notes(idxs, entries),
+            );
+            lower.append(upper)
         } else {
             self.notes(idxs, entries)
         };
@@ -743,23 +729,12 @@ impl Indexer {
         if !parallel {
             return build(0, parts);
         }
-        let upper = parking_lot::Mutex::new(Some(parts.split_off(INDEXER_SHARDS / 2)));
-        let build_upper = || {
-            if let Some(p) = upper.lock().take() {
-                build(INDEXER_SHARDS / 2, p);
-            }
-        };
-        std::thread::scope(|sc| {
-            let other = std::thread::Builder::new()
-                .name("floyd-indexer-load".into())
-                .spawn_scoped(sc, build_upper);
-            if let Err(e) = &other {
-                tracing::debug!(error = %e, "no second thread; bulk load on one");
-            }
-            build(0, parts);
-            // Without a second thread (or if it has not started yet), this one does it.
-            build_upper();
-        });
+        let upper = parts.split_off(INDEXER_SHARDS / 2);
+        crate::sync::on_two_threads(
+            "floyd-indexer-load",
+            || build(INDEXER_SHARDS / 2, upper),
+            || build(0, parts),
+        );
     }
 
     /// Pass 1 of [`Indexer::load`] over `entries`: each one's shard and hash, and its

@@ -555,24 +555,15 @@ impl Store {
         };
         // A large list takes half the shards on a second thread: the copies' reference
         // counts are locked increments on cold lines, which two cores wait on side by side.
-        let out = if total >= LIST_PARALLEL_MIN
-            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
-        {
+        let out = if total >= LIST_PARALLEL_MIN {
             let (lower, upper) = guards.split_at(guards.len() / 2);
-            std::thread::scope(|sc| {
-                let other = std::thread::Builder::new()
-                    .name("floyd-store-list".into())
-                    .spawn_scoped(sc, || collect(upper));
-                let mut out = collect(lower);
-                match other {
-                    Ok(h) => out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "no second thread; listing on one");
-                        out.extend(collect(upper));
-                    }
-                }
-                out
-            })
+            let (second, mut out) = crate::sync::on_two_threads(
+                "floyd-store-list",
+                || collect(upper),
+                || collect(lower),
+            );
+            out.extend(second);
+            out
         } else {
             collect(&guards)
         };
