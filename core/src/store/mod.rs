@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use crate::clock::{SharedClock, SystemClock, rfc3339};
@@ -155,6 +156,9 @@ pub struct OpenReport {
 /// Keys are `Arc<str>` so that informers listing the store share them instead of copying.
 type Shard = RwLock<BTreeMap<Arc<str>, Arc<Object>>>;
 
+/// hashbrown's hasher, not SipHash: every operation looks its kind up here.
+type KindMap = hashbrown::HashMap<String, Arc<KindIndex>>;
+
 struct KindIndex {
     shards: Vec<Shard>,
 }
@@ -189,8 +193,12 @@ impl Hasher for FxLike {
 pub(crate) struct StoreInner {
     log: Log,
     dir: Option<PathBuf>,
-    /// hashbrown's hasher, not SipHash: every operation looks its kind up here.
-    kinds: RwLock<hashbrown::HashMap<String, Arc<KindIndex>>>,
+    /// Every operation looks its kind up here, so readers take no lock and write no shared
+    /// line: the map is replaced whole (copy on write) when a kind is added, which is rare.
+    kinds: ArcSwap<KindMap>,
+    /// Held to add a kind, and by a cut across every kind ([`Store::list_all`]) so that no
+    /// kind appears in the middle of it.
+    kinds_added: Mutex<()>,
     /// Highest rv applied to the index.
     last_rv: AtomicU64,
     objects: AtomicU64,
@@ -457,7 +465,10 @@ impl Store {
     /// kinds).
     pub fn get(&self, kind: &str, key: &str) -> Result<Option<Arc<Object>>> {
         self.inner.check_open()?;
-        let Some(idx) = self.inner.kinds.read().get(kind).cloned() else {
+        // Borrowed from the map under the guard, not cloned: a clone is two locked
+        // operations on a count every reader of the kind shares.
+        let kinds = self.inner.kinds.load();
+        let Some(idx) = kinds.get(kind) else {
             return Ok(None);
         };
         Ok(idx.shard(key).read().get(key).cloned())
@@ -472,8 +483,8 @@ impl Store {
         selector: Option<&LabelSelector>,
     ) -> Result<(Vec<Arc<Object>>, u64)> {
         self.inner.check_open()?;
-        let idx = self.inner.kinds.read().get(kind).cloned();
-        let Some(idx) = idx else {
+        let kinds = self.inner.kinds.load();
+        let Some(idx) = kinds.get(kind) else {
             return Ok((vec![], self.inner.last_rv.load(Ordering::Acquire)));
         };
         let guards: Vec<ShardGuard<'_>> = idx.shards.iter().map(|s| s.read()).collect();
@@ -518,8 +529,8 @@ impl Store {
         selector: Option<&LabelSelector>,
     ) -> Result<(Vec<KeyedObject>, u64)> {
         self.inner.check_open()?;
-        let idx = self.inner.kinds.read().get(kind).cloned();
-        let Some(idx) = idx else {
+        let kinds = self.inner.kinds.load();
+        let Some(idx) = kinds.get(kind) else {
             return Ok((vec![], self.inner.last_rv.load(Ordering::Acquire)));
         };
         let guards: Vec<ShardGuard<'_>> = idx.shards.iter().map(|s| s.read()).collect();
@@ -588,9 +599,9 @@ impl Store {
         let mut obj = obj;
         obj.apply_defaults();
         let precondition = obj.resource_version()?;
-        let idx = self.inner.kinds.read().get(&obj.kind).cloned();
+        let kinds = self.inner.kinds.load();
         let key = obj.key();
-        let Some(idx) = idx else {
+        let Some(idx) = kinds.get(&obj.kind) else {
             return Err(Error::NotFound(format!("{} {key}", obj.kind)));
         };
         let shard = idx.shard(&key);
@@ -677,8 +688,8 @@ impl Store {
         resource_version: Option<u64>,
     ) -> Result<Arc<Object>> {
         self.inner.check_open()?;
-        let idx = self.inner.kinds.read().get(kind).cloned();
-        let Some(idx) = idx else {
+        let kinds = self.inner.kinds.load();
+        let Some(idx) = kinds.get(kind) else {
             return Err(Error::NotFound(format!("{kind} {key}")));
         };
         let shard = idx.shard(key);
@@ -779,7 +790,10 @@ impl Store {
 
     /// Every object of every kind, consistent at the returned version.
     fn list_all(&self) -> Result<(Vec<Arc<Object>>, u64)> {
-        let kinds = self.inner.kinds.read();
+        // No kind may be added during the cut: its first writes could then be at or before
+        // `rv` and still be missing from the list.
+        let _no_new_kind = self.inner.kinds_added.lock();
+        let kinds = self.inner.kinds.load();
         let mut guards = vec![];
         for idx in kinds.values() {
             for s in &idx.shards {
@@ -900,7 +914,8 @@ impl StoreInner {
         StoreInner {
             log,
             dir,
-            kinds: RwLock::new(hashbrown::HashMap::new()),
+            kinds: ArcSwap::from_pointee(KindMap::new()),
+            kinds_added: Mutex::new(()),
             last_rv: AtomicU64::new(0),
             objects: AtomicU64::new(0),
             events: AtomicU64::new(0),
@@ -920,14 +935,19 @@ impl StoreInner {
     }
 
     fn kind(&self, kind: &str) -> Arc<KindIndex> {
-        if let Some(k) = self.kinds.read().get(kind) {
+        if let Some(k) = self.kinds.load().get(kind) {
             return k.clone();
         }
-        self.kinds
-            .write()
-            .entry(kind.to_string())
-            .or_insert_with(|| Arc::new(KindIndex::new()))
-            .clone()
+        let _adding = self.kinds_added.lock();
+        let cur = self.kinds.load_full();
+        if let Some(k) = cur.get(kind) {
+            return k.clone();
+        }
+        let k = Arc::new(KindIndex::new());
+        let mut next = (*cur).clone();
+        next.insert(kind.to_string(), k.clone());
+        self.kinds.store(Arc::new(next));
+        k
     }
 
     fn append(&self, t: EventType, obj: &Object) -> Result<(u64, u64)> {
