@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 use parking_lot::{RwLock, RwLockReadGuard};
-use roaring::RoaringBitmap;
 use serde_json::Value;
 use smallvec::SmallVec;
 
@@ -256,13 +255,8 @@ pub(crate) type Entry = (Arc<str>, Arc<Object>);
 /// One index's slice in one shard: each value present, under a small id, with the slab
 /// positions ([`ValSlab`]) of the keys indexed under it. Sets hold positions, not keys:
 /// putting a key in a set or taking it out touches no reference count (a locked
-/// instruction, which waits for every cache miss before it).
-///
-/// The positions of one shard are dense small integers, so a set is a compressed bitmap
-/// (roaring: sorted arrays for sparse runs, bitmaps for dense ones) rather than a hash set.
-/// A bulk load hands out positions in increasing order, so it appends to each set instead
-/// of scattering inserts over a hash table (that scatter was a third of a cold list's
-/// time), and a set of a value most keys share takes a bit per key, not five bytes.
+/// instruction, which waits for every cache miss before it) and hashes four bytes, not a
+/// string.
 #[derive(Default)]
 struct IndexMap {
     ids: HashMap<Arc<str>, u32>,
@@ -274,19 +268,20 @@ struct IndexMap {
 
 struct ValueSet {
     value: Arc<str>,
-    keys: RoaringBitmap,
+    keys: HashSet<u32>,
 }
 
 impl IndexMap {
-    /// The id of `value`, added if absent.
-    fn id_for(&mut self, value: &str) -> u32 {
+    /// The id of `value`, added if absent, with room for `room` more keys.
+    fn id_for(&mut self, value: &str, room: usize) -> u32 {
         if let Some(&id) = self.ids.get(value) {
+            self.sets[id as usize].keys.reserve(room);
             return id;
         }
         let value: Arc<str> = value.into();
         let set = ValueSet {
             value: value.clone(),
-            keys: RoaringBitmap::new(),
+            keys: HashSet::with_capacity(room),
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -304,7 +299,7 @@ impl IndexMap {
 
     /// Puts the key at slab position `pos` under `value`; returns the value's id.
     fn insert(&mut self, value: &str, pos: u32) -> u32 {
-        let id = self.id_for(value);
+        let id = self.id_for(value, 0);
         self.sets[id as usize].keys.insert(pos);
         id
     }
@@ -312,10 +307,10 @@ impl IndexMap {
     /// Takes the key at `pos` out of value `id`; a value left without keys goes.
     fn remove(&mut self, id: u32, pos: u32) {
         let set = &mut self.sets[id as usize];
-        set.keys.remove(pos);
+        set.keys.remove(&pos);
         if set.keys.is_empty() {
             self.ids.remove(&*set.value);
-            set.keys = RoaringBitmap::new();
+            set.keys = HashSet::new();
             self.free.push(id);
         }
     }
@@ -325,7 +320,7 @@ impl IndexMap {
     }
 
     /// Slab positions of the keys under `value`.
-    fn keys_of(&self, value: &str) -> Option<&RoaringBitmap> {
+    fn keys_of(&self, value: &str) -> Option<&HashSet<u32>> {
         self.ids.get(value).map(|&id| &self.sets[id as usize].keys)
     }
 }
@@ -685,6 +680,13 @@ impl Indexer {
                 if !idxs.is_empty() {
                     sh.slab.entries.reserve(part.len());
                 }
+                // Keys per interned value in this part, so each value's set is sized once.
+                let mut counts: Vec<Vec<usize>> = names.iter().map(|n| vec![0; n.len()]).collect();
+                for (_, _, start, end) in &part {
+                    for &(i, id) in &ids[*start as usize..*end as usize] {
+                        counts[i as usize][id as usize] += 1;
+                    }
+                }
                 // This shard's id of each interned value, found or added on first use: no
                 // value string is hashed or compared per key.
                 let mut local: Vec<Vec<u32>> =
@@ -700,20 +702,19 @@ impl Indexer {
                     if start < end {
                         pos = sh.slab.alloc(h);
                         // A plain loop, not `collect`: the collecting iterator went through
-                        // the stack to an out-of-line `extend`, whose first load could not
-                        // be forwarded from the store buffer and so waited for every store
-                        // still in flight (the table and slab writes just before, each a
-                        // cache miss).
+                        // the stack to an out-of-line `extend`, whose first load read it back
+                        // with wider loads than the stores that wrote it. Such a load cannot
+                        // be forwarded from the store buffer and waits for every store still
+                        // in flight, the table and slab writes just before among them, each
+                        // a cache miss: a third of this pass.
                         let mut kv = KeyVals::new();
                         for &(i, id) in &ids[start as usize..end as usize] {
                             let (i, id) = (i as usize, id as usize);
                             let map = &mut sh.indices[i];
                             let vid = &mut local[i][id];
                             if *vid == NO_VALS {
-                                *vid = map.id_for(&names[i][id]);
+                                *vid = map.id_for(&names[i][id], counts[i][id]);
                             }
-                            // A fresh shard hands out positions counting up, so this
-                            // appends to the set's last container.
                             map.sets[*vid as usize].keys.insert(pos);
                             kv.push((i as u32, *vid));
                         }
@@ -970,7 +971,7 @@ impl Indexer {
             if let Some(keys) = g.indices.get(i).and_then(|m| m.keys_of(value)) {
                 out.extend(
                     keys.iter()
-                        .filter_map(|p| g.items.at(g.slab.hash(p), p).map(|s| s.obj.clone())),
+                        .filter_map(|&p| g.items.at(g.slab.hash(p), p).map(|s| s.obj.clone())),
                 );
             }
         }
@@ -986,7 +987,7 @@ impl Indexer {
             if let Some(keys) = g.indices.get(i).and_then(|m| m.keys_of(value)) {
                 out.extend(
                     keys.iter()
-                        .filter_map(|p| g.items.at(g.slab.hash(p), p).map(|s| s.key.to_string())),
+                        .filter_map(|&p| g.items.at(g.slab.hash(p), p).map(|s| s.key.to_string())),
                 );
             }
         }
