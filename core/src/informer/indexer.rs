@@ -798,10 +798,16 @@ impl Indexer {
             idxs,
         } = sh;
         if let Some(slot) = items.get_mut(hash, key) {
-            // Start loading the replaced object's reference count now: the caller drops
-            // it soon, and the line (cold: the object was cached long ago) then arrives
-            // while the index work below runs instead of after it.
-            std::hint::black_box(Arc::strong_count(&slot.obj));
+            // Fetch the replaced object's reference count now: the caller drops it soon,
+            // and the line (cold: the object was cached long ago) then arrives while the
+            // index work below runs instead of after it. A prefetch, not a load: a load
+            // that misses stalls the core once its buffers fill behind it, a prefetch
+            // does not (1 M events into a bare `Indexer`: 694 -> 635 ns per event, medians
+            // of 8 alternating runs). The count sits two words before the object in the
+            // `Arc`'s allocation; the address is only a hint, never dereferenced.
+            crate::log::raw::prefetch_for_write(
+                (Arc::as_ptr(&slot.obj) as *const u8).wrapping_sub(2 * size_of::<usize>()),
+            );
             if !idxs.is_empty() {
                 slot.vals = self.reindex(indices, slab, idxs, hash, slot.vals, &obj);
             }
