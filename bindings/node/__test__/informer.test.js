@@ -247,3 +247,52 @@ test('the process exits by itself: a running informer with handlers, and a stopp
   `, { timeout: 20_000 })
   assert.match(r.stdout, /stopped/)
 })
+
+test('terminating a worker stops its informers and control planes together, and the main thread goes on', () => {
+  const r = childOk(`
+    const fs = require('node:fs')
+    const { Worker } = require('node:worker_threads')
+    const coreThreads = () => fs.readdirSync('/proc/self/task')
+      .map((t) => { try { return fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim() } catch { return '' } })
+      .filter((n) => /^floyd-(reflector|handler|rs|deploy|events|endpoints|agent|driver)/.test(n))
+    const w = new Worker(\`
+      const floyd = require(\${JSON.stringify(require.resolve(${JSON.stringify(require.resolve('..'))}))})
+      const { parentPort } = require('node:worker_threads')
+      const s = floyd.Store.memory()
+      const a = new floyd.Informer(s, 'W')
+      a.addEventHandler({ onAdd() {} })
+      a.start()
+      const cp = new floyd.ControlPlane(s, { start() { return new Promise(() => {}) }, stop() {} })
+      cp.start()
+      const b = new floyd.Informer(s, 'V')
+      b.addEventHandler({ onAdd() {} })
+      b.start()
+      s.create({ kind: 'W', metadata: { name: 'a' } })
+      s.create({ kind: 'Instance', metadata: { name: 'i' }, spec: {} })
+      Promise.all([a.waitForSync(5), b.waitForSync(5)]).then(() => parentPort.postMessage('up'))
+      setInterval(() => {}, 1000)
+    \`, { eval: true })
+    w.on('message', async () => {
+      if (process.platform === 'linux') {
+        const before = coreThreads()
+        if (!before.some((n) => n.startsWith('floyd-reflector')) || !before.some((n) => n.startsWith('floyd-handler'))) {
+          throw new Error('expected informer threads while the worker runs, saw ' + before.join(','))
+        }
+      }
+      await w.terminate()
+      if (process.platform === 'linux') {
+        for (let i = 0; i < 500 && coreThreads().length > 0; i++) await new Promise((r) => setTimeout(r, 10))
+        if (coreThreads().length > 0) throw new Error('threads left after terminate: ' + coreThreads().join(','))
+      }
+      const s = floyd.Store.memory()
+      const inf = new floyd.Informer(s, 'W')
+      inf.start()
+      s.create({ kind: 'W', metadata: { name: 'b' } })
+      for (let i = 0; i < 500 && !inf.get('default/b'); i++) await new Promise((r) => setTimeout(r, 10))
+      if (!inf.get('default/b')) throw new Error('the main thread informer never saw its object')
+      inf.stop()
+      console.log('main ok')
+    })
+  `, { timeout: 30_000 })
+  assert.match(r.stdout, /main ok/)
+})

@@ -24,10 +24,8 @@
 //! not keep either alive. `stop()` returns a promise: the core's stop joins its threads, and a
 //! thread waiting for a driver promise needs the JS thread free to settle it.
 
-use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::rc::Rc;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender, bounded};
@@ -364,45 +362,10 @@ impl Inner {
     }
 }
 
-/// The control planes of one JS environment.
-type Live = Rc<RefCell<Vec<Weak<Inner>>>>;
-
-thread_local! {
-    /// The control planes of this thread's JS environment, for its cleanup hook (one
-    /// environment per thread in Node: the main thread and each worker).
-    static LIVE: RefCell<Option<Live>> = const { RefCell::new(None) };
-}
-
-/// Registers `inner` for the environment's teardown: then every wait on JS ends and the
-/// control plane stops, instead of core threads waiting out their timeouts for callbacks
-/// that will never run.
-fn register(env: &Env, inner: &Arc<Inner>) -> napi::Result<()> {
-    LIVE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let list = match &*slot {
-            Some(list) => list.clone(),
-            None => {
-                let list: Live = Rc::default();
-                env.add_env_cleanup_hook(list.clone(), |list| {
-                    let _ = catch_unwind(AssertUnwindSafe(|| {
-                        let live: Vec<_> = list.borrow_mut().drain(..).collect();
-                        let _ = LIVE.try_with(|c| c.borrow_mut().take());
-                        for w in live {
-                            if let Some(inner) = w.upgrade() {
-                                inner.abandon("the JS environment is shutting down");
-                            }
-                        }
-                    }));
-                })?;
-                *slot = Some(list.clone());
-                list
-            }
-        };
-        let mut list = list.borrow_mut();
-        list.retain(|w| w.strong_count() > 0);
-        list.push(Arc::downgrade(inner));
-        Ok(())
-    })
+impl crate::teardown::Teardown for Inner {
+    fn teardown(&self) {
+        self.abandon("the JS environment is shutting down");
+    }
 }
 
 /// The controllers (Deployment, ReplicaSet, endpoints) and the node agent, wired to a store and a host
@@ -657,7 +620,7 @@ impl ControlPlane {
                 driver: js,
                 stop_lock: Mutex::new(()),
             });
-            register(&env, &inner)?;
+            crate::teardown::register(&env, &inner)?;
             Ok(ControlPlane {
                 inner: AssertUnwindSafe(inner),
                 always: store.is_always(),

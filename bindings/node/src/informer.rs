@@ -24,11 +24,9 @@
 //! round trip to the event loop per object (stalling the cache for every reader, and
 //! deadlocking a synchronous read made from the JS thread at that moment).
 
-use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 
 use napi::bindgen_prelude::{
     ClassInstance, FnArgs, FromNapiValue, Function, FunctionCallContext, FunctionRef, JsValue,
@@ -127,43 +125,11 @@ fn halt_in_background(st: Arc<State>) {
     }
 }
 
-/// The informers of one JS environment.
-type Live = Rc<RefCell<Vec<Weak<State>>>>;
-
-thread_local! {
-    static LIVE: RefCell<Option<Live>> = const { RefCell::new(None) };
-}
-
-/// Registers `st` for the environment's teardown (process exit, `worker_threads`
-/// termination): then its core threads stop instead of outliving the environment.
-fn register(env: &Env, st: &Arc<State>) -> napi::Result<()> {
-    LIVE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let list = match &*slot {
-            Some(list) => list.clone(),
-            None => {
-                let list: Live = Rc::default();
-                env.add_env_cleanup_hook(list.clone(), |list| {
-                    let _ = catch_unwind(AssertUnwindSafe(|| {
-                        let live: Vec<_> = list.borrow_mut().drain(..).collect();
-                        let _ = LIVE.try_with(|c| c.borrow_mut().take());
-                        for w in live {
-                            if let Some(st) = w.upgrade() {
-                                st.mark();
-                                st.halt();
-                            }
-                        }
-                    }));
-                })?;
-                *slot = Some(list.clone());
-                list
-            }
-        };
-        let mut list = list.borrow_mut();
-        list.retain(|w| w.strong_count() > 0);
-        list.push(Arc::downgrade(st));
-        Ok(())
-    })
+impl crate::teardown::Teardown for State {
+    fn teardown(&self) {
+        self.mark();
+        self.halt();
+    }
 }
 
 fn obj_json(o: &Arc<floyd::Object>) -> Value {
@@ -336,7 +302,7 @@ impl Informer {
                 flags: Arc::default(),
                 regs: Mutex::new(vec![]),
             });
-            register(&env, &st)?;
+            crate::teardown::register(&env, &st)?;
             Ok(Informer {
                 st: AssertUnwindSafe(st),
             })

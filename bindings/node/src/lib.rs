@@ -19,6 +19,7 @@ mod convert;
 mod errors;
 mod informer;
 mod store;
+mod teardown;
 mod workqueue;
 
 pub use control::ControlPlane;

@@ -1,0 +1,58 @@
+//! What must stop when a JS environment tears down (process exit, `worker_threads`
+//! termination): informers and control planes whose core threads would otherwise outlive
+//! the environment, waiting out their timeouts for callbacks that can never run.
+//!
+//! One list per environment, kept in a thread-local (Node runs one environment per thread:
+//! the main thread and each worker) and drained by the environment's cleanup hook.
+
+use std::cell::RefCell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::{Arc, Weak};
+
+use napi::Env;
+
+/// A binding object with core threads that JS can no longer serve after teardown.
+pub(crate) trait Teardown: Send + Sync {
+    /// No JS will ever answer again: end every wait on JS, then stop.
+    fn teardown(&self);
+}
+
+type Live = Rc<RefCell<Vec<Weak<dyn Teardown>>>>;
+
+thread_local! {
+    static LIVE: RefCell<Option<Live>> = const { RefCell::new(None) };
+}
+
+/// Registers `item` for this environment's teardown (held weakly: dropping it from JS frees
+/// it as before). The first registration installs the cleanup hook, which tears the live
+/// items down newest first, as Node runs its own hooks.
+pub(crate) fn register<T: Teardown + 'static>(env: &Env, item: &Arc<T>) -> napi::Result<()> {
+    let weak: Weak<dyn Teardown> = Arc::downgrade(item) as Weak<dyn Teardown>;
+    LIVE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let list = match &*slot {
+            Some(list) => list.clone(),
+            None => {
+                let list: Live = Rc::default();
+                env.add_env_cleanup_hook(list.clone(), |list| {
+                    let _ = catch_unwind(AssertUnwindSafe(|| {
+                        let live: Vec<_> = list.borrow_mut().drain(..).collect();
+                        let _ = LIVE.try_with(|c| c.borrow_mut().take());
+                        for w in live.iter().rev() {
+                            if let Some(item) = w.upgrade() {
+                                item.teardown();
+                            }
+                        }
+                    }));
+                })?;
+                *slot = Some(list.clone());
+                list
+            }
+        };
+        let mut list = list.borrow_mut();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(weak);
+        Ok(())
+    })
+}
