@@ -36,15 +36,17 @@ pub(crate) fn register<T: Teardown + 'static>(env: &Env, item: &Arc<T>) -> napi:
             None => {
                 let list: Live = Rc::default();
                 env.add_env_cleanup_hook(list.clone(), |list| {
-                    let _ = catch_unwind(AssertUnwindSafe(|| {
-                        let live: Vec<_> = list.borrow_mut().drain(..).collect();
-                        let _ = LIVE.try_with(|c| c.borrow_mut().take());
-                        for w in live.iter().rev() {
-                            if let Some(item) = w.upgrade() {
-                                item.teardown();
-                            }
+                    let live: Vec<_> =
+                        catch_unwind(AssertUnwindSafe(|| list.borrow_mut().drain(..).collect()))
+                            .unwrap_or_default();
+                    let _ = catch_unwind(|| LIVE.try_with(|c| c.borrow_mut().take()));
+                    // Each on its own: a panic in one (it would be a bug) must neither
+                    // unwind into Node nor leave the others running.
+                    for w in live.iter().rev() {
+                        if let Some(item) = w.upgrade() {
+                            let _ = catch_unwind(AssertUnwindSafe(|| item.teardown()));
                         }
-                    }));
+                    }
                 })?;
                 *slot = Some(list.clone());
                 list
