@@ -7,7 +7,6 @@
 
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::rc::Rc;
 use std::sync::{Arc, Weak};
 
 use napi::Env;
@@ -18,10 +17,10 @@ pub(crate) trait Teardown: Send + Sync {
     fn teardown(&self);
 }
 
-type Live = Rc<RefCell<Vec<Weak<dyn Teardown>>>>;
-
 thread_local! {
-    static LIVE: RefCell<Option<Live>> = const { RefCell::new(None) };
+    /// This thread's environment's live items; `None` until the first registration installs
+    /// the cleanup hook, and again once the hook has taken them.
+    static LIVE: RefCell<Option<Vec<Weak<dyn Teardown>>>> = const { RefCell::new(None) };
 }
 
 /// Registers `item` for this environment's teardown (held weakly: dropping it from JS frees
@@ -31,15 +30,15 @@ pub(crate) fn register<T: Teardown + 'static>(env: &Env, item: &Arc<T>) -> napi:
     let weak: Weak<dyn Teardown> = Arc::downgrade(item) as Weak<dyn Teardown>;
     LIVE.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let list = match &*slot {
-            Some(list) => list.clone(),
+        let list = match &mut *slot {
+            Some(list) => list,
             None => {
-                let list: Live = Rc::default();
-                env.add_env_cleanup_hook(list.clone(), |list| {
-                    let live: Vec<_> =
-                        catch_unwind(AssertUnwindSafe(|| list.borrow_mut().drain(..).collect()))
-                            .unwrap_or_default();
-                    let _ = catch_unwind(|| LIVE.try_with(|c| c.borrow_mut().take()));
+                env.add_env_cleanup_hook((), |()| {
+                    let live = catch_unwind(|| LIVE.try_with(|c| c.borrow_mut().take()))
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten()
+                        .unwrap_or_default();
                     // Each on its own: a panic in one (it would be a bug) must neither
                     // unwind into Node nor leave the others running.
                     for w in live.iter().rev() {
@@ -48,11 +47,9 @@ pub(crate) fn register<T: Teardown + 'static>(env: &Env, item: &Arc<T>) -> napi:
                         }
                     }
                 })?;
-                *slot = Some(list.clone());
-                list
+                slot.insert(Vec::new())
             }
         };
-        let mut list = list.borrow_mut();
         list.retain(|w| w.strong_count() > 0);
         list.push(weak);
         Ok(())
