@@ -141,3 +141,48 @@ fn each_item_wakes_exactly_one_waiter() {
         assert_eq!(q.len(), 0);
     });
 }
+
+/// An add that found the item already queued by a concurrent add that has not finished
+/// yet: once the first returns, the item is there to take, and a shut-down after it keeps
+/// it (queued items are handed out after shut-down). Shut-down landing between the other
+/// add's check and its push must not undo an add that has already returned.
+#[test]
+fn an_add_that_returned_survives_a_later_shut_down() {
+    loom::model(|| {
+        let q = queue();
+        let qa = q.clone();
+        let a = thread::spawn(move || qa.add(1));
+        q.add(1);
+        assert_eq!(q.len(), 1, "a returned add is not yet visible");
+        q.shut_down();
+        a.join().unwrap();
+        assert_eq!(q.try_get(), Some(1));
+        q.done(&1);
+        assert_eq!(q.try_get(), None);
+    });
+}
+
+/// A re-add during processing racing a shut-down and the item's `done`: the re-add either
+/// precedes the shut-down (one more delivery, handed out after shut-down) or is ignored,
+/// and in both cases the queue ends empty with nothing in flight.
+#[test]
+fn readd_racing_shut_down_and_done_is_all_or_nothing() {
+    loom::model(|| {
+        let q = queue();
+        q.add(1);
+        let x = q.try_get().unwrap();
+        let (qa, qs) = (q.clone(), q.clone());
+        let a = thread::spawn(move || qa.add(1));
+        let s = thread::spawn(move || qs.shut_down());
+        q.done(&x);
+        a.join().unwrap();
+        s.join().unwrap();
+        if let Some(y) = q.try_get() {
+            assert_eq!(y, 1);
+            q.done(&y);
+        }
+        assert_eq!(q.try_get(), None);
+        assert_eq!(q.len(), 0);
+        assert_eq!(q.metrics().depth, 0);
+    });
+}

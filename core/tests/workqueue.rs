@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use floyd::clock::{FakeClock, SharedClock, SystemClock};
+use floyd::clock::{Clock, FakeClock, SharedClock, SystemClock};
 use floyd::error::ErrorKind;
 use floyd::workqueue::{NEVER, RateLimiter, WorkQueue, WorkQueueConfig, exponential_backoff};
 
@@ -356,6 +356,59 @@ fn waiting_items_are_dropped_on_shutdown() {
     assert_eq!(q.get(), None);
 }
 
+/// A fake clock that, once armed, moves itself forward right after one reading: the
+/// reader holds the old time while the advance and its callbacks run, as when another
+/// thread advances the clock at that moment.
+#[derive(Debug)]
+struct SteppingClock {
+    inner: Arc<FakeClock>,
+    step_after_next_read: AtomicBool,
+}
+
+impl Clock for SteppingClock {
+    fn now(&self) -> std::time::Instant {
+        let t = self.inner.now();
+        if self.step_after_next_read.swap(false, Ordering::SeqCst) {
+            self.inner.advance(ms(1));
+        }
+        t
+    }
+    fn wall(&self) -> std::time::SystemTime {
+        self.inner.wall()
+    }
+    fn park_timeout(&self, deadline: std::time::Instant) -> Option<Duration> {
+        self.inner.park_timeout(deadline)
+    }
+    fn on_advance(&self, waker: std::sync::Weak<dyn Fn() + Send + Sync>) {
+        self.inner.on_advance(waker)
+    }
+    fn sleep(&self, d: Duration) {
+        self.inner.sleep(d)
+    }
+}
+
+/// §1.2 "a received entry whose readyAt is already past is added immediately": a fake clock
+/// that passes an `add_after`'s ready time after the add read the time but before its entry
+/// was in place (so the advance found nothing due) still releases it, without waiting for
+/// the next advance.
+#[test]
+fn add_after_overtaken_by_a_fake_clock_advance_is_released_at_once() {
+    let clock = Arc::new(SteppingClock {
+        inner: FakeClock::shared(),
+        step_after_next_read: AtomicBool::new(false),
+    });
+    let q = WorkQueue::with_clock(clock.clone() as SharedClock);
+    clock.step_after_next_read.store(true, Ordering::SeqCst);
+    q.add_after(1, ms(1));
+    assert!(!clock.step_after_next_read.load(Ordering::SeqCst));
+    assert_eq!(
+        q.len(),
+        1,
+        "due since the clock passed it, but still waiting"
+    );
+    assert_eq!(q.try_get(), Some(1));
+}
+
 #[test]
 fn add_after_on_a_real_clock_is_released_by_the_timer_thread() {
     let q: WorkQueue<u32> = WorkQueue::with_clock(SystemClock::shared());
@@ -527,6 +580,21 @@ fn fast_slow_switches_after_max_fast_attempts() {
     assert_eq!(l.when(&1), ms(5));
 }
 
+/// Limiter edge cases: a base above the cap yields the cap from the first failure, a
+/// fast/slow limiter with no fast attempts is slow from the first, and an empty `max_of`
+/// never waits and counts nothing.
+#[test]
+fn limiter_edge_cases_base_above_max_no_fast_attempts_empty_max_of() {
+    let capped = RateLimiter::exponential(ms(10), ms(5));
+    assert_eq!(capped.when(&1), ms(5));
+    assert_eq!(capped.when(&1), ms(5));
+    let slow = RateLimiter::fast_slow(ms(5), Duration::from_secs(10), 0);
+    assert_eq!(slow.when(&1), Duration::from_secs(10));
+    let none = RateLimiter::<u32>::max_of(vec![]);
+    assert_eq!(none.when(&1), Duration::ZERO);
+    assert_eq!(none.num_requeues(&1), 0);
+}
+
 #[test]
 fn bucket_allows_the_burst_then_paces_at_qps() {
     let clock = FakeClock::shared();
@@ -647,7 +715,9 @@ fn secs_constructors_reject_bad_durations_without_panicking() {
 fn metrics_track_depth_adds_retries_latency_and_work() {
     let (clock, q) = fake_queue();
     q.add(1);
-    q.add(1); // coalesced: not an add
+    clock.advance(Duration::from_secs(1));
+    q.add(1); // coalesced: not an add, and the first add's time stays
+    clock.advance(Duration::from_secs(1));
     q.add(2);
     let m = q.metrics();
     assert_eq!((m.depth, m.adds, m.retries), (2, 2, 0));
@@ -656,10 +726,10 @@ fn metrics_track_depth_adds_retries_latency_and_work() {
     let m = q.metrics();
     assert_eq!(m.depth, 1);
     assert_eq!(m.queue_duration.count, 1);
-    assert_eq!(m.queue_duration.sum, 2.0);
+    assert_eq!(m.queue_duration.sum, 4.0, "measured from the first add");
     assert_eq!(
         m.queue_duration.buckets[9], 1,
-        "2 s falls in the (1, 10] bucket"
+        "4 s falls in the (1, 10] bucket"
     );
     clock.advance(Duration::from_secs(3));
     let y = q.get().unwrap();

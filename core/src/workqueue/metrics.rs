@@ -119,10 +119,6 @@ impl Hook {
         self.adds.increment(1);
         self.depth.increment(1.0);
     }
-    /// An add that lost a race with shut-down and was taken back.
-    pub(crate) fn undo_add(&self) {
-        self.depth.decrement(1.0);
-    }
     pub(crate) fn get(&self, latency: Duration) {
         self.depth.decrement(1.0);
         self.queue_duration.record(latency.as_secs_f64());

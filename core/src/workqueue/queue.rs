@@ -9,14 +9,17 @@
 //! its own lock, so coalescing adds and `done` calls for different keys never contend. Only
 //! the FIFO of keys ready to hand out (`Ready`) is shared; it is touched when a key becomes
 //! queued or is taken, and its lock is held for a push or a pop. The invariant that ties
-//! them together: a key is in the FIFO exactly when its shard entry says `Queued` (between
-//! the shard update and the push, no other operation can move a `Queued` key, so the two
-//! steps need not be atomic). `in_flight` counts keys taken and not yet done; it is raised
-//! under the FIFO lock, so a draining shut-down reads "FIFO empty and nothing in flight"
-//! consistently.
+//! them together: a key is in the FIFO exactly when its shard entry says `Queued`, except
+//! between a `get`'s pop and its shard update (an add or a `done` that finds the key
+//! `Queued` then changes nothing, which is right: the get has not returned). A key becomes
+//! `Queued` and enters the FIFO in one step, under its shard lock with the FIFO lock nested
+//! in it, and an add checks for shut-down under that same FIFO lock: an add that returns
+//! after finding its key `Queued` leaves it there to take, and a shut-down never takes
+//! back an add. `in_flight` counts keys taken and not yet done; it is raised and, on a
+//! requeue, lowered under the FIFO lock, so a draining shut-down reads "FIFO empty and
+//! nothing in flight" consistently.
 //!
-//! Lock order: delays → shard → ready. No path takes a shard lock while holding `ready`
-//! except the metrics read, which takes no other lock after it.
+//! Lock order: delays → shard → ready. No path takes a shard lock while holding `ready`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -318,6 +321,10 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
             if earliest {
                 inner.timer_wake.notify_one();
             }
+        } else if inner.clock.now() >= ready_at {
+            // A fake clock advanced past `ready_at` between our reading of it and the
+            // insert, and its callback may have released due items before ours was there.
+            inner.release_due();
         }
     }
 
@@ -483,65 +490,56 @@ impl<K: Hash + Eq + Clone + Send + 'static> Inner<K> {
             return;
         }
         let hash = self.hasher.hash_one(&item);
-        {
-            let mut guard = self.shard(hash).lock();
-            let shard = &mut *guard;
-            match shard.table.find_mut(hash, |(k, _)| *k == item) {
-                Some((_, e)) => match e.state {
-                    State::Queued | State::ProcessingDirty => return,
-                    State::Processing => {
-                        // Dirty while processing: `done` will queue it again.
-                        e.state = State::ProcessingDirty;
-                        e.added_at = self.clock.now();
-                        shard.dirty += 1;
-                        shard.adds += 1;
-                        if let Some(h) = &self.hook {
-                            h.add();
-                        }
+        let mut guard = self.shard(hash).lock();
+        let shard = &mut *guard;
+        // An add takes effect under its shard's lock and, where it changes the queue, under
+        // the FIFO lock nested in it: the shut-down check and the change are one step, and
+        // an entry is never `Queued` without being in the FIFO (another add that finds it
+        // `Queued` returns at once, and the item must then be there to take).
+        match shard.table.find_mut(hash, |(k, _)| *k == item) {
+            Some((_, e)) => match e.state {
+                State::Queued | State::ProcessingDirty => {}
+                State::Processing => {
+                    if self.ready.lock().shutting_down {
                         return;
                     }
-                },
-                None => {
-                    let now = self.clock.now();
-                    let entry = Entry {
-                        state: State::Queued,
-                        added_at: now,
-                        started_at: now,
-                    };
-                    shard
-                        .table
-                        .insert_unique(hash, (item.clone(), entry), |(k, _)| {
-                            self.hasher.hash_one(k)
-                        });
+                    // Dirty while processing: `done` will queue it again.
+                    e.state = State::ProcessingDirty;
+                    e.added_at = self.clock.now();
                     shard.dirty += 1;
                     shard.adds += 1;
                     if let Some(h) = &self.hook {
                         h.add();
                     }
                 }
-            }
-        }
-        let mut r = self.ready.lock();
-        if r.shutting_down {
-            // Shut down between our check and now: undo, so nothing is queued after a
-            // shut-down returned (a drain may already have seen the FIFO empty).
-            drop(r);
-            let mut guard = self.shard(hash).lock();
-            let shard = &mut *guard;
-            if let Ok(e) = shard.table.find_entry(hash, |(k, _)| *k == item) {
-                debug_assert_eq!(e.get().1.state, State::Queued);
-                e.remove();
-                shard.dirty -= 1;
-                shard.adds -= 1;
-                if let Some(h) = &self.hook {
-                    h.undo_add();
+            },
+            None => {
+                let mut r = self.ready.lock();
+                if r.shutting_down {
+                    return;
                 }
+                let now = self.clock.now();
+                let entry = Entry {
+                    state: State::Queued,
+                    added_at: now,
+                    started_at: now,
+                };
+                shard
+                    .table
+                    .insert_unique(hash, (item.clone(), entry), |(k, _)| {
+                        self.hasher.hash_one(k)
+                    });
+                shard.dirty += 1;
+                shard.adds += 1;
+                if let Some(h) = &self.hook {
+                    h.add();
+                }
+                r.items.push_back(item);
+                drop(r);
+                drop(guard);
+                self.nonempty.notify_one();
             }
-            return;
         }
-        r.items.push_back(item);
-        drop(r);
-        self.nonempty.notify_one();
     }
 
     fn get(&self, deadline: Deadline) -> Option<K> {
@@ -608,25 +606,24 @@ impl<K: Hash + Eq + Clone + Send + 'static> Inner<K> {
             };
             let now = self.clock.now();
             let work = now.saturating_duration_since(e.started_at);
-            if requeue {
-                e.state = State::Queued;
-            } else {
-                occupied.remove();
-            }
             shard.work_duration.observe(work);
             if let Some(h) = &self.hook {
                 h.done(work);
             }
+            if requeue {
+                // `Queued` and in the FIFO in one step, as in `add`.
+                e.state = State::Queued;
+                let mut r = self.ready.lock();
+                r.items.push_back(item.clone());
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            } else {
+                occupied.remove();
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
             requeue
         };
         if requeue {
-            let mut r = self.ready.lock();
-            r.items.push_back(item.clone());
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            drop(r);
             self.nonempty.notify_one();
-        } else {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
         if self.draining.load(Ordering::SeqCst) {
             let _r = self.ready.lock();
