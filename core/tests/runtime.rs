@@ -476,3 +476,287 @@ fn stepped_a_call_queued_past_its_deadline_fails_without_reaching_the_driver() {
     assert_eq!(*driver.stops.lock(), 1);
     assert!(cp.running_instances().is_empty());
 }
+
+/// A stepped control plane over a memory store on a fake clock, with a counting driver.
+fn stepped_plane() -> (Arc<FakeClock>, Store, ControlPlane) {
+    let clock = FakeClock::shared();
+    let store = Store::memory();
+    let cp = ControlPlane::stepped(
+        store.clone(),
+        Arc::new(Counting::default()),
+        fake_config(&clock, 1),
+    )
+    .unwrap();
+    (clock, store, cp)
+}
+
+/// Steps the control plane and runs every queued driver call until nothing is left.
+fn run_all(cp: &ControlPlane) {
+    settle(cp);
+    while cp.run_driver_call() {
+        settle(cp);
+    }
+}
+
+fn labelled_instance(name: &str, node: &str) -> Object {
+    Object::from_json(&json!({
+        "kind": "Instance",
+        "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"version": "1", "nodeName": node}
+    }))
+    .unwrap()
+}
+
+fn web_replicaset(replicas: i64) -> Object {
+    Object::from_json(&json!({
+        "kind": "ReplicaSet",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"version": "1"}}
+        }
+    }))
+    .unwrap()
+}
+
+fn instance_names(store: &Store) -> Vec<String> {
+    let mut names: Vec<String> = store
+        .list("Instance", None, None)
+        .unwrap()
+        .0
+        .iter()
+        .map(|i| i.metadata.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// §3.2: a ReplicaSet without a controller owner has no related instances, so every
+/// instance ranks 0 and co-location does not pick the victim. Here `a` (alone on n1) became
+/// ready most recently and goes first; ranking against the ReplicaSet's own instances would
+/// put `a` last (rank 1 against 2 for `b` and `c`, both on n2).
+#[test]
+fn a_replicaset_without_an_owner_does_not_rank_by_co_location() {
+    let (clock, store, cp) = stepped_plane();
+    store.create(labelled_instance("b", "n2")).unwrap();
+    store.create(labelled_instance("c", "n2")).unwrap();
+    run_all(&cp);
+    clock.advance(Duration::from_secs(100));
+    store.create(labelled_instance("a", "n1")).unwrap();
+    run_all(&cp);
+    clock.advance(Duration::from_secs(100));
+    store.create(web_replicaset(3)).unwrap();
+    run_all(&cp);
+    let owned = store
+        .list("Instance", None, None)
+        .unwrap()
+        .0
+        .iter()
+        .filter(|i| i.controller_ref().is_some())
+        .count();
+    assert_eq!(owned, 3, "the three orphans are adopted");
+    cp.scale("ReplicaSet", "default/web", 2).unwrap();
+    run_all(&cp);
+    assert_eq!(instance_names(&store), vec!["b", "c"]);
+}
+
+/// §3.1: only active instances are claimed. A matching orphan its host marked `Failed` is
+/// not adopted (the ReplicaSet creates a replacement instead), and a `Failed` instance of
+/// ours that no longer matches is not released.
+#[test]
+fn terminal_instances_are_neither_adopted_nor_released() {
+    let (_clock, store, cp) = stepped_plane();
+    let fail = |name: &str| {
+        let mut i = (*store
+            .get("Instance", &format!("default/{name}"))
+            .unwrap()
+            .unwrap())
+        .clone();
+        i.status["phase"] = json!("Failed");
+        store.update_status(i).unwrap();
+    };
+    store.create(labelled_instance("dead", "n1")).unwrap();
+    run_all(&cp);
+    fail("dead");
+    store.create(web_replicaset(1)).unwrap();
+    run_all(&cp);
+    let dead = store.get("Instance", "default/dead").unwrap().unwrap();
+    assert!(
+        dead.controller_ref().is_none(),
+        "a Failed orphan was adopted"
+    );
+    let names = instance_names(&store);
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // One of ours fails, then its labels change: it stays ours.
+    let ours = names.iter().find(|n| *n != "dead").unwrap().clone();
+    fail(&ours);
+    let mut i = (*store
+        .get("Instance", &format!("default/{ours}"))
+        .unwrap()
+        .unwrap())
+    .clone();
+    i.metadata.labels.insert("app".into(), "other".into());
+    store.update(i).unwrap();
+    run_all(&cp);
+    let i = store
+        .get("Instance", &format!("default/{ours}"))
+        .unwrap()
+        .unwrap();
+    assert!(
+        i.controller_ref().is_some(),
+        "a Failed instance of ours was released"
+    );
+}
+
+fn rs_status(store: &Store, key: &str) -> serde_json::Value {
+    store
+        .get("ReplicaSet", key)
+        .unwrap()
+        .unwrap()
+        .status
+        .clone()
+}
+
+/// §3.1 step 8: with minReadySeconds, an instance that became ready counts as available
+/// once that many seconds have passed strictly, and the controller looks again by itself,
+/// also after a sync whose status write was skipped as unchanged (nothing else happens to
+/// wake it): availableReplicas reaches 1.
+#[test]
+fn min_ready_seconds_availability_is_noticed_without_another_event() {
+    let (clock, store, cp) = stepped_plane();
+    let mut rs = web_replicaset(1);
+    rs.spec["minReadySeconds"] = json!(10);
+    store.create(rs).unwrap();
+    run_all(&cp);
+    let st = rs_status(&store, "default/web");
+    assert_eq!(
+        (
+            st["readyReplicas"].as_i64(),
+            st["availableReplicas"].as_i64()
+        ),
+        (Some(1), None),
+        "{st}"
+    );
+    // At exactly 10 s the instance is not yet available (strictly before); that sync
+    // changes nothing and must still look again, 10 s on (the event hook's 11 s requeue
+    // merged into the earlier 10 s one, as the delaying queue keeps the earliest time).
+    for _ in 0..21 {
+        clock.advance(Duration::from_secs(1));
+        run_all(&cp);
+    }
+    let st = rs_status(&store, "default/web");
+    assert_eq!(st["availableReplicas"], 1, "{st}");
+}
+
+/// §3.3: when an instance's controller reference moves to another ReplicaSet, its previous
+/// owner is looked at again (it is now one short) and replaces it.
+#[test]
+fn an_instance_moving_to_another_owner_resyncs_the_previous_owner() {
+    let (_clock, store, cp) = stepped_plane();
+    let replicaset = |name: &str, sel: serde_json::Value, labels: serde_json::Value| {
+        Object::from_json(&json!({
+            "kind": "ReplicaSet",
+            "metadata": {"name": name},
+            "spec": {"replicas": 1, "selector": {"matchLabels": sel},
+                     "template": {"metadata": {"labels": labels}, "spec": {"version": "1"}}}
+        }))
+        .unwrap()
+    };
+    let b = store
+        .create(replicaset("b", json!({"team": "b"}), json!({"team": "b"})))
+        .unwrap();
+    run_all(&cp);
+    let a = store
+        .create(replicaset(
+            "a",
+            json!({"app": "a"}),
+            json!({"app": "a", "team": "b"}),
+        ))
+        .unwrap();
+    run_all(&cp);
+    let owned_by = |uid: &str| -> Vec<Arc<Object>> {
+        store
+            .list("Instance", None, None)
+            .unwrap()
+            .0
+            .into_iter()
+            .filter(|i| i.controller_ref().is_some_and(|r| r.uid == uid))
+            .collect()
+    };
+    let a1 = owned_by(&a.metadata.uid).pop().expect("a's instance");
+    // Both writes land before the controllers look: b grows to 2 and takes a's instance.
+    let mut b2 = (*store.get("ReplicaSet", "default/b").unwrap().unwrap()).clone();
+    b2.spec["replicas"] = json!(2);
+    store.update(b2).unwrap();
+    let mut moved = (*a1).clone();
+    moved.metadata.owner_references[0].name = "b".into();
+    moved.metadata.owner_references[0].uid = b.metadata.uid.clone();
+    store.update(moved).unwrap();
+    run_all(&cp);
+    assert_eq!(owned_by(&b.metadata.uid).len(), 2);
+    assert_eq!(
+        owned_by(&a.metadata.uid).len(),
+        1,
+        "a was not told it lost an instance"
+    );
+}
+
+/// §5 restart backoff: 10 s doubling to 300 s while an instance keeps exiting, and back to
+/// 10 s once it ran for more than twice the cap (10 min) without a failure. The restart
+/// count keeps growing.
+#[test]
+fn crash_loop_backoff_doubles_to_the_cap_and_resets_after_ten_quiet_minutes() {
+    let clock = FakeClock::shared();
+    let store = Store::memory();
+    let driver = Arc::new(Counting::default());
+    let cp = ControlPlane::stepped(store.clone(), driver.clone(), fake_config(&clock, 1)).unwrap();
+    store.create(instance("a")).unwrap();
+    run_all(&cp);
+    // Exits, and how long the agent waits before the next start.
+    let crash_and_wait = || -> u64 {
+        cp.report_exit("default/a", "boom").unwrap();
+        run_all(&cp);
+        let starts = *driver.starts.lock();
+        let mut waited = 0;
+        while *driver.starts.lock() == starts {
+            assert!(waited < 1_000, "never restarted");
+            clock.advance(Duration::from_secs(1));
+            waited += 1;
+            run_all(&cp);
+        }
+        waited
+    };
+    let waits: Vec<u64> = (0..7).map(|_| crash_and_wait()).collect();
+    assert_eq!(waits, vec![10, 20, 40, 80, 160, 300, 300]);
+    // Ten minutes without a failure are not enough (more than twice the cap is needed)...
+    clock.advance(Duration::from_secs(600) - Duration::from_secs(300));
+    run_all(&cp);
+    assert_eq!(crash_and_wait(), 300);
+    // ...ten minutes and a second are.
+    clock.advance(Duration::from_secs(601) - Duration::from_secs(300));
+    run_all(&cp);
+    assert_eq!(crash_and_wait(), 10);
+    assert_eq!(status_of(&store, "a")["restartCount"], 9);
+}
+
+/// §3.1 step 3: a ReplicaSet whose spec cannot be acted on is reported once and not retried
+/// with backoff forever; fixing it brings it back.
+#[test]
+fn an_invalid_replicaset_is_reported_once_not_retried_and_a_fix_is_picked_up() {
+    let (clock, store, cp) = stepped_plane();
+    let rs = store.create(web_replicaset(-1)).unwrap();
+    run_all(&cp);
+    assert_eq!(cp.stats().sync_errors, 1);
+    for _ in 0..100 {
+        clock.advance(Duration::from_secs(60));
+        run_all(&cp);
+    }
+    assert_eq!(cp.stats().sync_errors, 1, "retried");
+    let mut fixed = (*rs).clone();
+    fixed.spec["replicas"] = json!(2);
+    store.update(fixed).unwrap();
+    run_all(&cp);
+    assert_eq!(instance_names(&store).len(), 2);
+}

@@ -41,7 +41,12 @@ struct InstanceState {
     uid: String,
     last: Arc<Object>,
     phase: Phase,
+    /// Failures in all: the status's `restartCount`, which never goes down.
     failures: u32,
+    /// Failures the crash-loop backoff counts: back to zero after a quiet spell.
+    backoff_failures: u32,
+    /// When the last failure was recorded by this agent.
+    last_failure: Option<Instant>,
     next_try: Option<Instant>,
     /// The object went away while a start was in flight: stop as soon as it returns.
     stop_requested: bool,
@@ -136,6 +141,11 @@ impl Shared {
                 last: obj.clone(),
                 phase: if running { Phase::Running } else { Phase::Idle },
                 failures: obj.status["restartCount"].as_u64().unwrap_or(0) as u32,
+                // A previous control plane's failures keep counting toward the backoff
+                // until this one has seen a quiet spell of its own (upstream's kubelet
+                // forgets them on restart; a host that restarts in a crash loop should not).
+                backoff_failures: obj.status["restartCount"].as_u64().unwrap_or(0) as u32,
+                last_failure: Some(self.now()),
                 next_try: None,
                 stop_requested: false,
                 call: None,
@@ -351,15 +361,29 @@ impl Shared {
 
     /// One more failure of `st`: it waits out the crash-loop backoff, which is returned
     /// (the caller queues the retry after it).
+    ///
+    /// As kubelet's (`flowcontrol.Backoff`): after no failure for more than twice the
+    /// maximum backoff (10 min by default), the backoff starts again from the initial
+    /// delay. The restart count keeps growing.
     fn enter_backoff(&self, st: &mut InstanceState) -> Duration {
+        let now = self.now();
+        let quiet = self.cfg.restart_backoff_max.saturating_mul(2);
+        if st
+            .last_failure
+            .is_some_and(|t| now.saturating_duration_since(t) > quiet)
+        {
+            st.backoff_failures = 0;
+        }
         st.failures += 1;
+        st.backoff_failures += 1;
+        st.last_failure = Some(now);
         let backoff = backoff_with(
-            st.failures,
+            st.backoff_failures,
             self.cfg.restart_backoff,
             self.cfg.restart_backoff_max,
         );
         st.phase = Phase::Backoff;
-        st.next_try = Some(self.now() + backoff);
+        st.next_try = Some(now + backoff);
         backoff
     }
 

@@ -24,6 +24,9 @@ pub const KINDS: [&str; 5] = [
 /// (kind, controller owner uid) → key → object.
 type OwnerIndex = HashMap<(String, String), BTreeMap<String, Arc<Object>>>;
 
+/// An applied watch event and the object it replaced or removed, if the cache had one.
+pub(crate) type Change = (WatchEvent, Option<Arc<Object>>);
+
 /// Objects by kind and key, as of `version`.
 pub struct Cache {
     objects: RwLock<HashMap<String, BTreeMap<String, Arc<Object>>>>,
@@ -73,6 +76,16 @@ impl Cache {
     /// Applies every event that is ready now; returns them so the caller can dispatch
     /// handlers. `wait` blocks up to that long for the first event.
     pub fn pump(&self, wait: Option<Duration>) -> Result<Vec<WatchEvent>> {
+        Ok(self
+            .pump_changes(wait)?
+            .into_iter()
+            .map(|(ev, _)| ev)
+            .collect())
+    }
+
+    /// [`Cache::pump`], each event with the object it replaced or removed (the handlers'
+    /// "old object": an update handler compares readiness and controller references).
+    pub(crate) fn pump_changes(&self, wait: Option<Duration>) -> Result<Vec<Change>> {
         let mut guard = self.watch.lock();
         let Some(w) = guard.as_mut() else {
             return Ok(vec![]);
@@ -88,20 +101,29 @@ impl Cache {
                 out.push(ev);
             }
         }
-        for ev in &out {
-            if KINDS.contains(&ev.object.kind.as_str()) {
-                self.apply(ev);
-            }
-        }
         if let Some(last) = out.last() {
+            let rv = last.rv;
+            let changes = out
+                .into_iter()
+                .map(|ev| {
+                    let old = if KINDS.contains(&ev.object.kind.as_str()) {
+                        self.apply(&ev)
+                    } else {
+                        None
+                    };
+                    (ev, old)
+                })
+                .collect();
             let mut v = self.version.lock();
-            *v = (*v).max(last.rv);
+            *v = (*v).max(rv);
             self.advanced.notify_all();
+            return Ok(changes);
         }
-        Ok(out)
+        Ok(vec![])
     }
 
-    fn apply(&self, ev: &WatchEvent) {
+    /// Applies one event; returns the object it replaced or removed.
+    fn apply(&self, ev: &WatchEvent) -> Option<Arc<Object>> {
         let o = &ev.object;
         let key = o.key();
         let mut objects = self.objects.write();
@@ -132,6 +154,7 @@ impl Cache {
         }
         let mut v = self.version.lock();
         *v = (*v).max(ev.rv);
+        old
     }
 
     pub fn get(&self, kind: &str, key: &str) -> Option<Arc<Object>> {

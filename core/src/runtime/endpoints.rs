@@ -42,10 +42,12 @@ fn selects(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) ->
     sel.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// The first Ready condition says True (upstream's `GetPodReadyCondition` reads the first).
 fn is_ready(i: &Object) -> bool {
     i.status["conditions"].as_array().is_some_and(|cs| {
         cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            .find(|c| c["type"] == "Ready")
+            .is_some_and(|c| c["status"] == "True")
     })
 }
 
@@ -53,33 +55,49 @@ fn is_terminal(i: &Object) -> bool {
     matches!(i.status["phase"].as_str(), Some("Succeeded" | "Failed"))
 }
 
+/// The annotation upstream sets on an Endpoints object that had to leave addresses out.
+pub const OVER_CAPACITY_ANNOTATION: &str = "endpoints.kubernetes.io/over-capacity";
+
 /// The Endpoints subsets for `svc` over `instances` (pure).
 pub fn endpoints_for(svc: &Object, instances: &[Arc<Object>]) -> Value {
+    endpoints_and_overflow(svc, instances).0
+}
+
+/// [`endpoints_for`], and whether addresses were left out over the cap.
+///
+/// With `spec.publishNotReadyAddresses`, as upstream's Endpoints controller: every address
+/// is listed as ready, and instances being deleted are still included.
+fn endpoints_and_overflow(svc: &Object, instances: &[Arc<Object>]) -> (Value, bool) {
     let Some(sel) = service_selector(svc) else {
-        return json!({"addresses": [], "notReadyAddresses": []});
+        return (json!({"addresses": [], "notReadyAddresses": []}), false);
     };
+    let publish_not_ready = svc.spec["publishNotReadyAddresses"] == true;
     let mut ready = vec![];
     let mut not_ready = vec![];
     for i in instances {
         if !selects(&sel, &i.metadata.labels)
             || is_terminal(i)
-            || i.metadata.deletion_timestamp.is_some()
+            || (i.metadata.deletion_timestamp.is_some() && !publish_not_ready)
         {
             continue;
         }
-        let Some(addr) = i.status["address"].as_str() else {
+        let Some(addr) = i.status["address"].as_str().filter(|a| !a.is_empty()) else {
             continue;
         };
         let entry = json!({"address": addr, "targetRef": {"kind": "Instance", "name": i.metadata.name, "uid": i.metadata.uid}});
-        if is_ready(i) {
+        if publish_not_ready || is_ready(i) {
             ready.push(entry);
         } else {
             not_ready.push(entry);
         }
     }
+    let over = ready.len() + not_ready.len() > MAX_ENDPOINT_ADDRESSES;
     ready.truncate(MAX_ENDPOINT_ADDRESSES);
     not_ready.truncate(MAX_ENDPOINT_ADDRESSES - ready.len());
-    json!({"addresses": ready, "notReadyAddresses": not_ready})
+    (
+        json!({"addresses": ready, "notReadyAddresses": not_ready}),
+        over,
+    )
 }
 
 impl Shared {
@@ -136,12 +154,29 @@ impl Shared {
             return Ok(()); // Services without a selector are not managed (upstream).
         }
         let instances = self.cache.list("Instance", Some(&svc.metadata.namespace));
-        let subsets = endpoints_for(&svc, &instances);
+        let (subsets, over) = endpoints_and_overflow(&svc, &instances);
+        let mark = |ann: &mut BTreeMap<String, String>| {
+            if over {
+                ann.insert(OVER_CAPACITY_ANNOTATION.into(), "truncated".into());
+            } else {
+                ann.remove(OVER_CAPACITY_ANNOTATION);
+            }
+        };
         match self.store.get("Endpoints", key)? {
-            Some(cur) if cur.spec == subsets => Ok(()),
+            Some(cur)
+                if cur.spec == subsets
+                    && cur
+                        .metadata
+                        .annotations
+                        .contains_key(OVER_CAPACITY_ANNOTATION)
+                        == over =>
+            {
+                Ok(())
+            }
             Some(cur) => {
                 let mut next = (*cur).clone();
                 next.spec = subsets;
+                mark(&mut next.metadata.annotations);
                 next.metadata.resource_version.clear();
                 self.store.update(next)?;
                 self.count(|c| c.store_writes += 1);
@@ -156,6 +191,7 @@ impl Shared {
                 ep.metadata.name = svc.metadata.name.clone();
                 ep.metadata.namespace = svc.metadata.namespace.clone();
                 ep.metadata.labels = svc.metadata.labels.clone();
+                mark(&mut ep.metadata.annotations);
                 match self.store.create(ep) {
                     Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => Err(Error::Conflict(
                         format!("Endpoints {key} appeared concurrently"),
@@ -253,5 +289,74 @@ mod tests {
             Object::from_json(&json!({"kind": "Service", "metadata": {"name": "x"}, "spec": {}}))
                 .unwrap();
         assert_eq!(endpoints_for(&no_sel, &is)["addresses"], json!([]));
+    }
+
+    fn addresses(ep: &Value, field: &str) -> Vec<String> {
+        ep[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["address"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// §6.1: with publishNotReadyAddresses every live address is listed as ready, and an
+    /// instance being deleted stays listed; without it, a deleted one is left out.
+    #[test]
+    fn publish_not_ready_addresses_lists_everything_as_ready() {
+        let svc = |publish: bool| {
+            Object::from_json(&json!({"kind": "Service", "metadata": {"name": "web"},
+                "spec": {"selector": {"app": "web"}, "publishNotReadyAddresses": publish}}))
+            .unwrap()
+        };
+        let mut leaving = (*inst("c", "web", true, "Running", Some("10.0.0.3:80"))).clone();
+        leaving.metadata.deletion_timestamp = Some("2026-01-01T00:00:00Z".into());
+        let is = vec![
+            inst("a", "web", true, "Running", Some("10.0.0.1:80")),
+            inst("b", "web", false, "Running", Some("10.0.0.2:80")),
+            Arc::new(leaving),
+        ];
+        let ep = endpoints_for(&svc(true), &is);
+        assert_eq!(
+            addresses(&ep, "addresses"),
+            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+        );
+        assert!(addresses(&ep, "notReadyAddresses").is_empty());
+        let ep = endpoints_for(&svc(false), &is);
+        assert_eq!(addresses(&ep, "addresses"), ["10.0.0.1:80"]);
+        assert_eq!(addresses(&ep, "notReadyAddresses"), ["10.0.0.2:80"]);
+    }
+
+    /// No address (empty) is no endpoint, and readiness is the first Ready condition's.
+    #[test]
+    fn empty_addresses_are_skipped_and_the_first_ready_condition_decides() {
+        let svc = Object::from_json(&json!({"kind": "Service", "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}}})).unwrap();
+        let mut twice = (*inst("b", "web", false, "Running", Some("10.0.0.2:80"))).clone();
+        twice.status["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "Ready", "status": "True"}));
+        let is = vec![inst("a", "web", true, "Running", Some("")), Arc::new(twice)];
+        let ep = endpoints_for(&svc, &is);
+        assert!(addresses(&ep, "addresses").is_empty());
+        assert_eq!(addresses(&ep, "notReadyAddresses"), ["10.0.0.2:80"]);
+    }
+
+    /// Over the cap of 1000 addresses: ready ones are kept first, and the object is marked.
+    #[test]
+    fn over_the_cap_ready_addresses_are_kept_first_and_it_is_marked() {
+        let svc = Object::from_json(&json!({"kind": "Service", "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}}})).unwrap();
+        let is: Vec<Arc<Object>> = (0..1100)
+            .map(|n| {
+                let addr = format!("10.0.{}.{}:80", n / 256, n % 256);
+                inst(&format!("i{n}"), "web", n % 2 == 0, "Running", Some(&addr))
+            })
+            .collect();
+        let (ep, over) = endpoints_and_overflow(&svc, &is);
+        assert!(over);
+        assert_eq!(addresses(&ep, "addresses").len(), 550);
+        assert_eq!(addresses(&ep, "notReadyAddresses").len(), 450);
+        let (_, over) = endpoints_and_overflow(&svc, &is[..1000]);
+        assert!(!over);
     }
 }

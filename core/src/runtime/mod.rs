@@ -657,7 +657,7 @@ impl ControlPlane {
         let s = self.shared.clone();
         threads.push(spawn("floyd-events", move || {
             while !s.stopped.load(Ordering::Acquire) {
-                match s.cache.pump(Some(Duration::from_millis(100))) {
+                match s.cache.pump_changes(Some(Duration::from_millis(100))) {
                     Ok(evs) => s.dispatch(&evs),
                     Err(e) if e.kind() == crate::ErrorKind::ShutDown => break,
                     Err(e) => {
@@ -708,7 +708,7 @@ impl ControlPlane {
         self.check_running()?;
         let mut did = false;
         if pump {
-            let evs = self.shared.cache.pump(None)?;
+            let evs = self.shared.cache.pump_changes(None)?;
             did = !evs.is_empty();
             self.shared.dispatch(&evs);
         }
@@ -920,8 +920,8 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 
 impl Shared {
     /// Turns events into queue keys (the controllers' event handlers).
-    fn dispatch(&self, evs: &[crate::store::WatchEvent]) {
-        for ev in evs {
+    fn dispatch(&self, changes: &[cache::Change]) {
+        for (ev, old) in changes {
             let o = &ev.object;
             self.on_event_for_endpoints(ev);
             self.on_event_for_deployments(ev);
@@ -929,7 +929,7 @@ impl Shared {
                 "ReplicaSet" => self.rs_queue.add(o.key()),
                 "Instance" => {
                     self.agent_queue.add(o.key());
-                    self.on_instance_event(ev);
+                    self.on_instance_event(ev, old.as_deref());
                 }
                 _ => {}
             }

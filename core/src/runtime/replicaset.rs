@@ -40,13 +40,30 @@ impl Shared {
         self.rs_queue.done(&k);
     }
 
-    /// Expectations bookkeeping from instance events (client-go's pod handlers).
-    pub(crate) fn on_instance_event(&self, ev: &WatchEvent) {
+    /// client-go's pod handlers: expectations bookkeeping, and which ReplicaSets to look
+    /// at. `old` is the object the event replaced or removed in the cache.
+    pub(crate) fn on_instance_event(&self, ev: &WatchEvent, old: Option<&Object>) {
         let o = &ev.object;
-        let Some(owner) = o.controller_ref().filter(|r| r.kind == "ReplicaSet") else {
+        let ns = &o.metadata.namespace;
+        let rs_ref = |x: &'_ Object| {
+            x.controller_ref()
+                .filter(|r| r.kind == "ReplicaSet")
+                .map(|r| (r.name.clone(), r.uid.clone()))
+        };
+        let current = rs_ref(o);
+        if ev.event_type == EventType::Modified {
+            // The controller reference changed: the previous owner lost an instance.
+            let previous = old.and_then(rs_ref);
+            if let Some(prev) = previous.filter(|p| current.as_ref() != Some(p))
+                && let Some(rs) = self.resolve_rs(ns, &prev)
+            {
+                self.rs_queue.add(rs.key());
+            }
+        }
+        let Some(owner) = current else {
             // An orphan: every ReplicaSet whose selector matches it may adopt it.
             if ev.event_type != EventType::Deleted {
-                for rs in self.cache.list("ReplicaSet", Some(&o.metadata.namespace)) {
+                for rs in self.cache.list("ReplicaSet", Some(ns)) {
                     let matches = rsu::ReplicaSetSpec::from_spec(&rs.spec)
                         .is_ok_and(|s| s.selector.matches(&o.metadata.labels));
                     if matches {
@@ -56,13 +73,39 @@ impl Shared {
             }
             return;
         };
-        let rs_key = format!("{}/{}", o.metadata.namespace, owner.name);
+        // A reference to a ReplicaSet that is gone, or to an earlier one of the same name,
+        // concerns no ReplicaSet here (upstream's resolveControllerRef).
+        let Some(rs) = self.resolve_rs(ns, &owner) else {
+            return;
+        };
+        let rs_key = rs.key();
         match ev.event_type {
             EventType::Added => self.expectations.creation_observed(&rs_key),
             EventType::Deleted => self.expectations.deletion_observed(&rs_key, &o.key()),
-            EventType::Modified => {}
+            EventType::Modified => {
+                // Newly ready with minReadySeconds: available only once they have passed,
+                // so look again then (plus a second, as upstream).
+                let was_ready = old.is_some_and(|p| InstanceView::from_object(p).ready);
+                if !was_ready && InstanceView::from_object(o).ready {
+                    let min_ready = rsu::ReplicaSetSpec::from_spec(&rs.spec)
+                        .map(|s| s.min_ready_seconds)
+                        .unwrap_or(0);
+                    if min_ready > 0 {
+                        self.rs_queue
+                            .add_after(rs_key.clone(), Duration::from_secs(min_ready as u64 + 1));
+                    }
+                }
+            }
         }
         self.rs_queue.add(rs_key);
+    }
+
+    /// The cached ReplicaSet a controller reference `(name, uid)` names, if it is the same
+    /// one (same UID).
+    fn resolve_rs(&self, namespace: &str, (name, uid): &(String, String)) -> Option<Arc<Object>> {
+        self.cache
+            .get("ReplicaSet", &format!("{namespace}/{name}"))
+            .filter(|rs| rs.metadata.uid == *uid)
     }
 
     fn sync_rs(self: &Arc<Self>, key: &str) -> Result<()> {
@@ -85,20 +128,37 @@ impl Shared {
             Satisfied::Expired { .. } => true,
             Satisfied::Pending { .. } => false,
         };
-        let view = ReplicaSetView::from_object(&rs)?;
+        let view = match ReplicaSetView::from_object(&rs) {
+            Ok(v) => v,
+            // A spec no sync can act on (upstream's API server would have refused it; its
+            // controller drops a selector it cannot parse the same way): reported once, not
+            // retried. The next change to the ReplicaSet brings it back.
+            Err(e) if e.kind() == crate::ErrorKind::Invalid => {
+                self.count(|c| c.sync_errors += 1);
+                tracing::warn!(replicaset = %key, error = %e, "invalid ReplicaSet; not retried");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let wall = self.cfg.clock.wall();
 
-        // Claim: ours by controller reference and selector; adopt matching orphans;
-        // release ours that no longer match.
+        // Claim among the active instances only, as upstream (terminal or deleting ones are
+        // neither adopted nor released): ours by controller reference and selector; adopt
+        // matching orphans; release ours that no longer match.
+        let active_copy = |o: &Arc<Object>| {
+            InstanceView::from_object(o)
+                .is_active()
+                .then(|| (**o).clone())
+        };
         let mut candidates: Vec<Object> = self
             .cache
             .instances_owned_by(&rs.metadata.uid)
             .iter()
-            .map(|o| (**o).clone())
+            .filter_map(active_copy)
             .collect();
         for i in self.cache.owned_by("Instance", "") {
             if i.metadata.namespace == rs.metadata.namespace {
-                candidates.push((*i).clone());
+                candidates.extend(active_copy(&i));
             }
         }
         let plan = rsu::claim(&rs, &view.spec.selector, &candidates);
@@ -140,12 +200,12 @@ impl Shared {
                 _ => {}
             }
         }
-        let active: Vec<InstanceView> = claimed.iter().filter(|i| i.is_active()).cloned().collect();
+        let active = &claimed;
 
         let mut manage_err = None;
         let mut wrote = 0;
         if needs_sync && !view.deleting {
-            match self.manage_replicas(key, &rs, &view, &active, wall) {
+            match self.manage_replicas(key, &rs, &view, active, wall) {
                 Ok(n) => wrote = n,
                 Err(e) => manage_err = Some(e),
             }
@@ -164,6 +224,7 @@ impl Shared {
             manage_err.as_ref().map(|e| e.to_string()).as_deref(),
             wall,
         );
+        let mut settled = true;
         if rsu::status_needs_update(&view, &status) {
             let mut next = (*rs).clone();
             next.status = status.to_json();
@@ -173,18 +234,24 @@ impl Shared {
                     if let Some(v) = w.resource_version().ok().flatten() {
                         self.expectations.record_write(key, v.0);
                     }
-                    if let Some(d) = rsu::min_ready_requeue(&view, &status) {
-                        self.rs_queue.add_after(key.to_string(), d);
-                    }
                 }
                 // A newer ReplicaSet is on its way through the cache; it will enqueue us.
                 Err(e)
                     if matches!(
                         e.kind(),
                         crate::ErrorKind::Conflict | crate::ErrorKind::NotFound
-                    ) => {}
+                    ) =>
+                {
+                    settled = false;
+                }
                 Err(e) => return Err(e),
             }
+        }
+        // Written or already as computed: if every instance is ready but some are not yet
+        // available, look again when minReadySeconds have passed (no event marks that
+        // moment).
+        if settled && let Some(d) = rsu::min_ready_requeue(&view, &status) {
+            self.rs_queue.add_after(key.to_string(), d);
         }
         match manage_err {
             Some(e) => Err(e),
@@ -202,7 +269,7 @@ impl Shared {
         active: &[InstanceView],
         wall: std::time::SystemTime,
     ) -> Result<usize> {
-        let related = self.related_instances(rs, active);
+        let related = self.related_instances(rs);
         let plan =
             rsu::manage_replicas_plan(&view.spec, active, &related, self.cfg.burst_replicas, wall);
         if plan.create > 0 {
@@ -264,10 +331,11 @@ impl Shared {
     }
 
     /// Active instances of every ReplicaSet with the same controller owner (for ranking);
-    /// just `active` when the ReplicaSet has no controller.
-    fn related_instances(&self, rs: &Object, active: &[InstanceView]) -> Vec<InstanceView> {
+    /// none when the ReplicaSet has no controller, as upstream: every instance then ranks 0,
+    /// and co-location does not decide which goes first.
+    fn related_instances(&self, rs: &Object) -> Vec<InstanceView> {
         let Some(owner) = rs.controller_ref() else {
-            return active.to_vec();
+            return vec![];
         };
         let mut out = vec![];
         for other in self.cache.list("ReplicaSet", Some(&rs.metadata.namespace)) {
