@@ -616,6 +616,42 @@ fn late_handler_gets_synthetic_adds_then_live_events_without_gap_or_duplicate() 
     assert_eq!(rec.state(), store_state(&s, None, None));
 }
 
+/// §2.5: a handler's `has_synced` means the informer synced *and* this handler was handed
+/// every add of the initial list. A handler registered after `start` but before the first
+/// list lands (the factory's usual order) receives that list through its queue, and must not
+/// report synced before it has taken all of it.
+#[test]
+fn a_handler_added_while_the_first_list_is_in_flight_syncs_only_after_its_adds() {
+    const N: usize = 20_000;
+    let s = store();
+    for i in 0..N {
+        s.create(obj(&format!("o{i}"), "default", "web")).unwrap();
+    }
+    let inf = Informer::new(&s, KIND, Duration::ZERO, None, None).unwrap();
+    inf.start().unwrap();
+    let adds = Arc::new(AtomicUsize::new(0));
+    let on_add: OnAdd = {
+        let adds = adds.clone();
+        Arc::new(move |_, _| {
+            std::thread::sleep(Duration::from_micros(20));
+            adds.fetch_add(1, Ordering::SeqCst);
+        })
+    };
+    let reg = inf
+        .add_event_handler(Some(on_add), None, None, None)
+        .unwrap();
+    loop {
+        // Synced first, then the count: the count can only have grown since.
+        let synced = reg.has_synced();
+        let n = adds.load(Ordering::SeqCst);
+        if synced {
+            assert_eq!(n, N, "synced after {n} of {N} initial adds");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn panicking_handler_is_isolated_counted_and_reported() {
     let s = store();
@@ -852,6 +888,10 @@ fn factory_shares_one_informer_per_kind_namespace_and_selector() {
     assert!(i1.is_stopped());
     assert_eq!(
         f.informer(KIND, None, None).unwrap_err().kind(),
+        ErrorKind::ShutDown
+    );
+    assert_eq!(
+        f.wait_for_cache_sync(None).unwrap_err().kind(),
         ErrorKind::ShutDown
     );
 }

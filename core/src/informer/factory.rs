@@ -115,11 +115,25 @@ impl InformerFactory {
         Ok(())
     }
 
-    /// Waits until every informer has synced; `Ok(false)` if one has not within `timeout`.
+    /// Waits until every informer has synced; `Ok(false)` if they have not all synced
+    /// within `timeout` (one timeout for all of them, on the factory's clock). `ShutDown`
+    /// once the factory is shut down.
     pub fn wait_for_cache_sync(&self, timeout: Option<Duration>) -> Result<bool> {
-        let all: Vec<Informer> = self.state.lock().informers.values().cloned().collect();
+        let all: Vec<Informer> = {
+            let st = self.state.lock();
+            if st.stopped {
+                return Err(Error::ShutDown("the informer factory is shut down".into()));
+            }
+            st.informers.values().cloned().collect()
+        };
+        let deadline = timeout.and_then(|t| self.clock.now().checked_add(t));
         for i in all {
-            if !i.wait_for_sync(timeout)? {
+            let left = match (timeout, deadline) {
+                (None, _) => None,
+                (Some(t), None) => Some(t),
+                (Some(_), Some(d)) => Some(d.saturating_duration_since(self.clock.now())),
+            };
+            if !i.wait_for_sync(left)? {
                 return Ok(false);
             }
         }

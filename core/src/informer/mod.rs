@@ -678,7 +678,6 @@ impl Shared {
     fn run_handler(self: Arc<Self>, h: Arc<HandlerSlot>, start: HandlerStart) {
         let mut known: HashMap<Arc<str>, Arc<Object>> = HashMap::new();
         let mut cursor = start.cursor;
-        let late = start.initial.is_some();
         for (k, o) in start.initial.unwrap_or_default() {
             if self.stopped.load(Ordering::Acquire) || h.removed.load(Ordering::Acquire) {
                 return;
@@ -704,9 +703,12 @@ impl Shared {
             if self.stopped.load(Ordering::Acquire) || h.removed.load(Ordering::Acquire) {
                 return;
             }
+            // Synced once the informer is and this handler has read past the first list's
+            // notes. A handler added after that starts past them; one added after `start`
+            // but before the list lands (its snapshot then empty) reads them like any other.
             if !h.synced.load(Ordering::Acquire)
                 && self.synced.load(Ordering::Acquire)
-                && (late || cursor >= self.sync_seq.load(Ordering::Acquire))
+                && cursor >= self.sync_seq.load(Ordering::Acquire)
             {
                 h.synced.store(true, Ordering::Release);
                 self.signal.notify();
