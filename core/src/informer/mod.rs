@@ -780,7 +780,16 @@ impl Shared {
     /// A handler lapped by the ring, or at a bulk-load marker, catches up from one
     /// consistent cut of the cache; returns its new cursor.
     fn handler_relist(&self, h: &HandlerSlot, known: &mut HashMap<Arc<str>, Arc<Object>>) -> u64 {
-        let (mut cut, head) = self.indexer.snapshot_with(|| self.ring.head());
+        // The cut and the ring position must agree: every change in the cut is before
+        // `head`, every later one after it. Single changes push their note under the shard
+        // lock the snapshot takes, but a bulk load fills the cache first and pushes its adds
+        // after, under the control lock; taking that lock too keeps a cut from falling in
+        // between (which would deliver the rest of the load's adds a second time). Released
+        // before any handler call, which may register handlers.
+        let (mut cut, head) = {
+            let _bulk = self.control.lock();
+            self.indexer.snapshot_with(|| self.ring.head())
+        };
         cut.sort_by(|a, b| a.0.cmp(&b.0));
         let now: HashMap<Arc<str>, Arc<Object>> =
             cut.iter().map(|(k, o)| (k.clone(), o.clone())).collect();
