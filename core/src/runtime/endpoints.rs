@@ -3,7 +3,8 @@
 //! live instances: Ready ones under `addresses`, the others under `notReadyAddresses`
 //! (the legacy Endpoints controller's rule, `k8s-semantics.md` §6.1: terminal instances,
 //! instances without an address and deleted ones are left out). `pick` returns only ready
-//! addresses: round robin, or a stable choice per hint (session affinity).
+//! addresses: round robin, or a sticky choice per hint (session affinity, by rendezvous
+//! hashing).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -231,11 +232,7 @@ impl Shared {
             return Ok(None);
         }
         let i = match hint {
-            Some(h) => {
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                h.hash(&mut hasher);
-                (hasher.finish() % addrs.len() as u64) as usize
-            }
+            Some(h) => sticky_choice(h, &addrs),
             None => {
                 let mut next = self.pickers.next.lock();
                 let n = next.entry(key.to_string()).or_insert(0);
@@ -246,6 +243,21 @@ impl Shared {
         };
         Ok(Some(addrs[i].clone()))
     }
+}
+
+/// The address a `hint` sticks to: the one whose hash with the hint is highest
+/// (rendezvous hashing). A hint keeps its address while that address stays ready, whatever
+/// else joins or leaves; when it leaves, only its hints move, spread over the rest. (Hashing
+/// the hint modulo the count would move most hints whenever the count changed.)
+fn sticky_choice(hint: &str, addrs: &[String]) -> usize {
+    let weight = |addr: &str| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (hint, addr).hash(&mut hasher);
+        hasher.finish()
+    };
+    (0..addrs.len())
+        .max_by_key(|&i| (weight(&addrs[i]), std::cmp::Reverse(i)))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -340,6 +352,35 @@ mod tests {
         let ep = endpoints_for(&svc, &is);
         assert!(addresses(&ep, "addresses").is_empty());
         assert_eq!(addresses(&ep, "notReadyAddresses"), ["10.0.0.2:80"]);
+    }
+
+    /// A hint sticks to its address while that address stays: adding addresses moves only
+    /// the hints the new one wins, and removing one moves only the hints it had.
+    #[test]
+    fn a_hint_keeps_its_address_while_the_set_changes_around_it() {
+        let addrs: Vec<String> = (0..10).map(|n| format!("10.0.0.{n}:80")).collect();
+        let hints: Vec<String> = (0..2000).map(|n| format!("client-{n}")).collect();
+        let picks = |set: &[String]| -> Vec<String> {
+            hints
+                .iter()
+                .map(|h| set[sticky_choice(h, set)].clone())
+                .collect()
+        };
+        let before = picks(&addrs);
+        // Every address gets a fair share (2000 hints over 10: 200 each on average).
+        for a in &addrs {
+            let n = before.iter().filter(|p| *p == a).count();
+            assert!((100..=300).contains(&n), "{a}: {n}");
+        }
+        let mut grown = addrs.clone();
+        grown.push("10.0.0.10:80".into());
+        for (b, g) in before.iter().zip(picks(&grown)) {
+            assert!(g == *b || g == "10.0.0.10:80", "{b} -> {g}");
+        }
+        let shrunk: Vec<String> = addrs[1..].to_vec();
+        for (b, s) in before.iter().zip(picks(&shrunk)) {
+            assert!(s == *b || *b == addrs[0], "{b} -> {s}");
+        }
     }
 
     /// Over the cap of 1000 addresses: ready ones are kept first, and the object is marked.
