@@ -42,8 +42,18 @@ function checkErr(err, code, field) {
   }
 }
 
+// Data directories this test process made; removed when it exits (each test file runs in
+// a process of its own), so test runs do not fill the disk with preallocated segments.
+const madeDirs = []
+process.on('exit', () => {
+  for (const d of madeDirs) fs.rmSync(d, { recursive: true, force: true })
+})
+
+/** A fresh data directory, removed when the test process exits. */
 function tmpdir() {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'floyd-node-test-'))
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'floyd-node-test-'))
+  madeDirs.push(d)
+  return d
 }
 
 /**
