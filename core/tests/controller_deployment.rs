@@ -999,6 +999,45 @@ fn new_and_old_replica_sets_and_revisions() {
     ));
     assert!(!replicas_annotations_need_update(&fresh, 3, 4));
     assert!(replicas_annotations_need_update(&fresh, 3, 5));
+    // SetDeploymentRevision: a missing annotation reads as "".
+    let mut da = BTreeMap::new();
+    assert!(!set_deployment_revision(&mut da, ""));
+    assert!(da.is_empty());
+    assert!(set_deployment_revision(&mut da, "4"));
+    assert!(!set_deployment_revision(&mut da, "4"));
+    assert_eq!(da[REVISION_ANNOTATION], "4");
+}
+
+#[test]
+fn blue_green_bookkeeping_stays_on_the_deployment() {
+    // floyd's BlueGreen annotations describe the Deployment now; neither a new ReplicaSet
+    // nor a rollback copies them (docs/semantics.md).
+    let mut d = dep(spec(3, json!(1), json!(0)));
+    d.annotations = BTreeMap::from([
+        ("note".to_string(), "x".to_string()),
+        (ACTIVE_HASH_ANNOTATION.to_string(), "h2".to_string()),
+        (
+            SWITCHED_AT_ANNOTATION.to_string(),
+            "2026-01-01T00:00:00Z".to_string(),
+        ),
+        (PROMOTE_ANNOTATION.to_string(), "h3".to_string()),
+    ]);
+    let mut a = BTreeMap::new();
+    set_new_replica_set_annotations(&d, &mut a, "3", true, 2000);
+    assert_eq!(
+        a.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["deployment.kubernetes.io/revision", "note"]
+    );
+    let stale = BTreeMap::from([
+        (ACTIVE_HASH_ANNOTATION.to_string(), "h1".to_string()),
+        (PROMOTE_ANNOTATION.to_string(), "h1".to_string()),
+        ("note".to_string(), "y".to_string()),
+    ]);
+    let back = set_deployment_annotations_to(&d.annotations, &stale);
+    assert_eq!(back[ACTIVE_HASH_ANNOTATION], "h2");
+    assert_eq!(back[PROMOTE_ANNOTATION], "h3");
+    assert!(back.contains_key(SWITCHED_AT_ANNOTATION));
+    assert_eq!(back["note"], "y");
 }
 
 #[test]
