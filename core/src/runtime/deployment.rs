@@ -449,7 +449,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Completion: cleanup of old revisions, then the rollout status.
+    /// Completion: cleanup of old revisions, then the rollout status. The cleanup is gated
+    /// on the status stored when the sync began (`DeploymentComplete(d, &d.Status)`), not
+    /// on the one computed now: old revisions go one sync after completion is recorded.
     fn finish_rollout(
         &self,
         d_obj: &Arc<Object>,
@@ -459,7 +461,7 @@ impl Shared {
         let rss = self.reload(d, &[])?;
         let (new_rs, old) = split(d, &rss);
         let status = dep::sync_rollout_status(d, new_rs, &old, now);
-        if dep::deployment_complete(d, &status) {
+        if dep::deployment_complete(d, &d.status) {
             for name in du::cleanup_plan(&old, d.spec.revision_history_limit) {
                 self.delete_rs(&d.namespace, &name)?;
             }
@@ -1337,5 +1339,33 @@ mod tests {
             p.message
         );
         assert!(p.message.ends_with(&format!(": {e}")), "{}", p.message);
+    }
+
+    #[test]
+    fn old_revisions_are_cleaned_up_once_the_stored_status_says_complete() {
+        let (store, _, cp) = plane();
+        let s = &cp.shared;
+        let d_obj = store
+            .create(deployment(
+                "web",
+                json!({"revisionHistoryLimit": 0}),
+                json!({}),
+            ))
+            .unwrap();
+        let old = replica_set(&store, &d_obj, "v1", "1", 0);
+        replica_set(&store, &d_obj, "v2", "2", 3);
+        s.cache.pump(None).unwrap();
+        // The ReplicaSets are complete, the stored status is not yet: upstream gates the
+        // cleanup on DeploymentComplete(d, &d.Status).
+        s.sync_deployment(KEY).unwrap();
+        assert!(store.get("ReplicaSet", &old.key()).unwrap().is_some());
+        let d = get(&store, "Deployment", KEY);
+        assert_eq!(
+            progressing(&d).unwrap().reason,
+            dep::NEW_RS_AVAILABLE_REASON
+        );
+        s.cache.pump(None).unwrap();
+        s.sync_deployment(KEY).unwrap();
+        assert!(store.get("ReplicaSet", &old.key()).unwrap().is_none());
     }
 }
