@@ -4,8 +4,10 @@
 //! and record its revision on the Deployment, run the strategy — RollingUpdate, Recreate, or
 //! floyd's BlueGreen — clean up old revisions and write the status with its conditions. The
 //! deadline is detected on time without resync: an unchanged status requeues the key for
-//! when the deadline passes (K9). The arithmetic is in `controller::deployment`; this module
-//! reads the cache, writes through the store and requeues.
+//! when the deadline passes (K9). A key that keeps failing is dropped after
+//! [`DEPLOYMENT_MAX_RETRIES`] retries, as upstream. The arithmetic is in
+//! `controller::deployment`; this module reads the cache, writes through the store and
+//! requeues.
 //!
 //! Two things beyond upstream: a status write that a sync already on its way would
 //! supersede is skipped (after writing a ReplicaSet, or while a ReplicaSet has not observed
@@ -28,6 +30,11 @@ use crate::controller::replicaset::{self as rsu, ReplicaSetView};
 use crate::controller::{Condition, format_time, get_condition, parse_time};
 use crate::error::{Error, Result};
 use crate::store::{Object, WatchEvent};
+
+/// Upstream's `maxRetries`: a Deployment key whose sync has failed and been requeued this
+/// many times in a row is dropped (forgotten, not requeued) on its next failure; its next
+/// event brings it back. The ReplicaSet controller retries without limit, as upstream.
+pub const DEPLOYMENT_MAX_RETRIES: u64 = 15;
 
 /// What `get_new_rs` hands back: the Deployment as stored after its writes (its view
 /// carrying the revision annotation and conditions they set, as upstream's in-place `d`
@@ -57,8 +64,14 @@ impl Shared {
             Ok(()) => self.dep_queue.forget(&k),
             Err(e) => {
                 self.count(|c| c.sync_errors += 1);
-                tracing::warn!(deployment = %key, error = %e, "sync failed; requeued with backoff");
-                self.dep_queue.add_rate_limited(k.clone());
+                if self.dep_queue.num_requeues(&k) < DEPLOYMENT_MAX_RETRIES {
+                    tracing::warn!(deployment = %key, error = %e, "sync failed; requeued with backoff");
+                    self.dep_queue.add_rate_limited(k.clone());
+                } else {
+                    tracing::warn!(deployment = %key, error = %e, retries = DEPLOYMENT_MAX_RETRIES,
+                        "sync failed; dropped out of the queue until the Deployment changes");
+                    self.dep_queue.forget(&k);
+                }
             }
         }
         self.dep_queue.done(&k);
@@ -1367,5 +1380,32 @@ mod tests {
         s.cache.pump(None).unwrap();
         s.sync_deployment(KEY).unwrap();
         assert!(store.get("ReplicaSet", &old.key()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_sync_that_keeps_failing_is_retried_fifteen_times_then_dropped() {
+        let (store, clock, cp) = plane();
+        let s = &cp.shared;
+        let name = name_too_long_for_its_replica_set();
+        store
+            .create(deployment(&name, json!({}), json!({})))
+            .unwrap();
+        s.cache.pump(None).unwrap();
+        let key = format!("default/{name}");
+        s.dep_queue.add(key.clone());
+        let mut syncs = 0u64;
+        for _ in 0..40 {
+            let Some(k) = s.dep_queue.try_get() else {
+                break;
+            };
+            s.process_deployment(&k);
+            syncs += 1;
+            // Past any backoff: the retry is ready, if there is one.
+            clock.advance(RETRY_MAX + Duration::from_secs(1));
+        }
+        assert_eq!(DEPLOYMENT_MAX_RETRIES, 15);
+        assert_eq!(syncs, 1 + 15, "the first sync and fifteen retries");
+        assert_eq!(s.dep_queue.num_requeues(&key), 0, "forgotten");
+        assert!(s.dep_queue.is_empty());
     }
 }
