@@ -109,11 +109,11 @@ impl Shared {
         let Some(d_obj) = self.cache.get("Deployment", key) else {
             return Ok(());
         };
+        if dep::selects_everything(&d_obj.spec) {
+            return self.sync_selecting_all(&d_obj);
+        }
         let d = DeploymentView::from_object(&d_obj)?;
         let now = self.cfg.clock.wall();
-        if d.spec.selector.is_empty() {
-            return Ok(()); // upstream: an empty selector selects nothing to manage
-        }
         let rss = self.claim_replicasets(&d_obj, &d)?;
         if d.deleting {
             // `syncStatusOnly`.
@@ -143,6 +143,23 @@ impl Shared {
             Strategy::Recreate => self.rollout_recreate(d_obj, d, rss, now),
             Strategy::BlueGreen { .. } => self.rollout_blue_green(d_obj, d, rss, now),
         }
+    }
+
+    /// A Deployment whose selector selects everything: upstream records a Warning event
+    /// `SelectingAll` (floyd has no events; it logs the warning), observes the generation if
+    /// the status is behind, and stops without an error, so the key is not retried. As
+    /// upstream, a failed status write is not retried either.
+    fn sync_selecting_all(&self, d_obj: &Arc<Object>) -> Result<()> {
+        tracing::warn!(deployment = %d_obj.key(), reason = "SelectingAll",
+            "This deployment is selecting all pods. A non-empty selector is required.");
+        let mut status = dep::DeploymentStatus::from_json(&d_obj.status)?;
+        if status.observed_generation < d_obj.metadata.generation {
+            status.observed_generation = d_obj.metadata.generation;
+            if let Err(e) = self.write_status(d_obj, status) {
+                tracing::warn!(deployment = %d_obj.key(), error = %e, "could not record the observed generation");
+            }
+        }
+        Ok(())
     }
 
     /// The Deployment's ReplicaSets: ours by controller reference (adopting matching
@@ -1407,5 +1424,25 @@ mod tests {
         assert_eq!(syncs, 1 + 15, "the first sync and fifteen retries");
         assert_eq!(s.dep_queue.num_requeues(&key), 0, "forgotten");
         assert!(s.dep_queue.is_empty());
+    }
+
+    #[test]
+    fn a_selector_that_selects_everything_observes_the_generation_and_is_not_retried() {
+        let (store, _, cp) = plane();
+        let s = &cp.shared;
+        store
+            .create(deployment("web", json!({"selector": {}}), json!({})))
+            .unwrap();
+        s.cache.pump(None).unwrap();
+        s.dep_queue.add(KEY.to_string());
+        let k = s.dep_queue.try_get().unwrap();
+        s.process_deployment(&k);
+        assert_eq!(s.dep_queue.num_requeues(&k), 0, "not an error");
+        let d = get(&store, "Deployment", KEY);
+        assert_eq!(d.status["observedGeneration"], 1);
+        assert!(
+            replica_sets(&store).is_empty(),
+            "nothing is selected or made"
+        );
     }
 }

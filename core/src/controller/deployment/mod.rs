@@ -354,6 +354,17 @@ impl DeploymentStatus {
     }
 }
 
+/// `syncDeployment`'s `SelectingAll` check: whether `spec.selector` is the empty selector,
+/// which selects everything. Upstream then only records a Warning event and observes the
+/// generation; it neither manages anything nor retries. Checked on the stored spec, before
+/// [`DeploymentView::from_object`], whose validation rejects such a selector.
+pub fn selects_everything(spec: &Value) -> bool {
+    match spec.get("selector") {
+        None | Some(Value::Null) => false,
+        Some(v) => LabelSelector::from_json(v, "spec.selector").is_ok_and(|s| s.is_empty()),
+    }
+}
+
 /// A Deployment as the controller reads it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeploymentView {
