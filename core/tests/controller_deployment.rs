@@ -643,6 +643,35 @@ fn sync_rollout_status_reasons() {
 }
 
 #[test]
+fn replica_failure_falls_back_to_the_oldest_old_replica_set() {
+    // getReplicaFailures: the new ReplicaSet's ReplicaFailure first; else the first among
+    // the old ReplicaSets in creation order (FindOldReplicaSets keeps FindNewReplicaSet's
+    // sort), not in name order.
+    let d = dep(spec(3, json!(1), json!(0)));
+    let failure = |message: &str| Condition {
+        type_: "ReplicaFailure".into(),
+        status: "True".into(),
+        reason: "FailedCreate".into(),
+        message: message.into(),
+        last_update_time: None,
+        last_transition_time: Some(at(7)),
+    };
+    let mut younger = rs("web-a", 20, 1, 0);
+    younger.status.conditions = vec![failure("younger")];
+    let mut older = rs("web-b", 10, 1, 0);
+    older.status.conditions = vec![failure("older")];
+    let new = rs("web-new", 30, 1, 0);
+    // Name order first, as the store lists them.
+    let s = sync_rollout_status(&d, Some(&new), &[younger, older], at(8));
+    let f = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ReplicaFailure")
+        .unwrap();
+    assert_eq!(f.message, "older");
+}
+
+#[test]
 fn k8_a_completed_rollout_never_times_out_on_a_late_template_change() {
     // A rollout completed at t=0 with PDS 60 s; at t=1 h the template changes and a new RS
     // appears. The condition must not be ProgressDeadlineExceeded before lastUpdate + 60 s of
@@ -790,6 +819,14 @@ fn set_condition_and_paused_conditions() {
     d.spec.progress_deadline_seconds = Some(i32::MAX);
     d.spec.paused = true;
     assert_eq!(check_paused_conditions(&d, at(12)), None);
+    // A reported lack of progress is not overwritten by pausing (upstream's
+    // checkPausedConditions returns early on ProgressDeadlineExceeded).
+    let mut d = dep(spec(1, json!(1), json!(0)));
+    d.status.conditions = vec![progressing(TIMED_OUT_REASON, "False", 4)];
+    d.spec.paused = true;
+    assert_eq!(check_paused_conditions(&d, at(13)), None);
+    d.spec.paused = false;
+    assert_eq!(check_paused_conditions(&d, at(14)), None);
 }
 
 #[test]
@@ -962,6 +999,45 @@ fn new_and_old_replica_sets_and_revisions() {
     ));
     assert!(!replicas_annotations_need_update(&fresh, 3, 4));
     assert!(replicas_annotations_need_update(&fresh, 3, 5));
+    // SetDeploymentRevision: a missing annotation reads as "".
+    let mut da = BTreeMap::new();
+    assert!(!set_deployment_revision(&mut da, ""));
+    assert!(da.is_empty());
+    assert!(set_deployment_revision(&mut da, "4"));
+    assert!(!set_deployment_revision(&mut da, "4"));
+    assert_eq!(da[REVISION_ANNOTATION], "4");
+}
+
+#[test]
+fn blue_green_bookkeeping_stays_on_the_deployment() {
+    // floyd's BlueGreen annotations describe the Deployment now; neither a new ReplicaSet
+    // nor a rollback copies them (docs/semantics.md).
+    let mut d = dep(spec(3, json!(1), json!(0)));
+    d.annotations = BTreeMap::from([
+        ("note".to_string(), "x".to_string()),
+        (ACTIVE_HASH_ANNOTATION.to_string(), "h2".to_string()),
+        (
+            SWITCHED_AT_ANNOTATION.to_string(),
+            "2026-01-01T00:00:00Z".to_string(),
+        ),
+        (PROMOTE_ANNOTATION.to_string(), "h3".to_string()),
+    ]);
+    let mut a = BTreeMap::new();
+    set_new_replica_set_annotations(&d, &mut a, "3", true, 2000);
+    assert_eq!(
+        a.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["deployment.kubernetes.io/revision", "note"]
+    );
+    let stale = BTreeMap::from([
+        (ACTIVE_HASH_ANNOTATION.to_string(), "h1".to_string()),
+        (PROMOTE_ANNOTATION.to_string(), "h1".to_string()),
+        ("note".to_string(), "y".to_string()),
+    ]);
+    let back = set_deployment_annotations_to(&d.annotations, &stale);
+    assert_eq!(back[ACTIVE_HASH_ANNOTATION], "h2");
+    assert_eq!(back[PROMOTE_ANNOTATION], "h3");
+    assert!(back.contains_key(SWITCHED_AT_ANNOTATION));
+    assert_eq!(back["note"], "y");
 }
 
 #[test]

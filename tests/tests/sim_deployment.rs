@@ -324,6 +324,21 @@ fn rollback_restores_the_previous_template_with_a_new_revision() {
         BTreeSet::from(["2".to_string(), "3".to_string()]),
         "v1's ReplicaSet is revision 3 now"
     );
+    // getNewReplicaSet keeps the number it had in revision-history, and the Deployment
+    // records the revision it runs.
+    let v1 = rss
+        .iter()
+        .find(|r| r.spec["template"]["spec"]["version"] == "v1")
+        .unwrap();
+    assert_eq!(
+        v1.metadata.annotations["deployment.kubernetes.io/revision-history"],
+        "1"
+    );
+    let d = sim.store.get("Deployment", "default/web").unwrap().unwrap();
+    assert_eq!(
+        d.metadata.annotations["deployment.kubernetes.io/revision"],
+        "3"
+    );
     assert_eq!(
         sim.cp.rollback("default/web", 42).unwrap_err().kind(),
         floyd::ErrorKind::NotFound

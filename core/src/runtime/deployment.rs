@@ -1,10 +1,12 @@
 //! The Deployment controller loop (`k8s-semantics.md` §4.1): for one key, claim the
 //! Deployment's ReplicaSets, keep paused conditions, scale proportionally on scaling events,
-//! find or create the new ReplicaSet (template hash, revision), run the strategy —
-//! RollingUpdate, Recreate, or floyd's BlueGreen — clean up old revisions and write the
-//! status with its conditions. The deadline is detected on time without resync: an
-//! unchanged status requeues the key for when the deadline passes (K9). The arithmetic is
-//! in `controller::deployment`; this module reads the cache, writes through the store and
+//! bring the new ReplicaSet up to date or create it (template hash, revision, annotations)
+//! and record its revision on the Deployment, run the strategy — RollingUpdate, Recreate, or
+//! floyd's BlueGreen — clean up old revisions and write the status with its conditions. The
+//! deadline is detected on time without resync: an unchanged status requeues the key for
+//! when the deadline passes (K9). A key that keeps failing is dropped after
+//! [`DEPLOYMENT_MAX_RETRIES`] retries, as upstream. The arithmetic is in
+//! `controller::deployment`; this module reads the cache, writes through the store and
 //! requeues.
 //!
 //! Two things beyond upstream: a status write that a sync already on its way would
@@ -19,19 +21,40 @@ use serde_json::Value;
 
 use super::Shared;
 use crate::controller::deployment::util::{self as du, POD_TEMPLATE_HASH_LABEL, Scale};
+pub use crate::controller::deployment::util::{
+    ACTIVE_HASH_ANNOTATION, PROMOTE_ANNOTATION, SWITCHED_AT_ANNOTATION,
+};
 use crate::controller::deployment::{self as dep, DeploymentView, Strategy};
 use crate::controller::instance::InstanceView;
 use crate::controller::replicaset::{self as rsu, ReplicaSetView};
-use crate::controller::{format_time, parse_time};
+use crate::controller::{Condition, format_time, get_condition, parse_time};
 use crate::error::{Error, Result};
 use crate::store::{Object, WatchEvent};
 
-/// Blue-green bookkeeping on the Deployment: the template hash the Services select.
-pub const ACTIVE_HASH_ANNOTATION: &str = "floyd.dev/active-template-hash";
-/// When the Services last switched (RFC 3339).
-pub const SWITCHED_AT_ANNOTATION: &str = "floyd.dev/switched-at";
-/// A manual promotion request: the template hash to promote.
-pub const PROMOTE_ANNOTATION: &str = "floyd.dev/promote";
+/// Upstream's `maxRetries`: a Deployment key whose sync has failed and been requeued this
+/// many times in a row is dropped (forgotten, not requeued) on its next failure; its next
+/// event brings it back. The ReplicaSet controller retries without limit, as upstream.
+pub const DEPLOYMENT_MAX_RETRIES: u64 = 15;
+
+/// What `get_new_rs` hands back: the Deployment as stored after its writes (its view
+/// carrying the revision annotation and conditions they set, as upstream's in-place `d`
+/// does) and its ReplicaSets read fresh.
+struct Synced {
+    d_obj: Arc<Object>,
+    d: DeploymentView,
+    rss: Vec<ReplicaSetView>,
+}
+
+/// What bringing an existing new ReplicaSet up to date came to.
+enum ExistingNewRs {
+    /// It was written; the sync goes on with it, and the Deployment's revision follows on
+    /// the next sync, as upstream's `getNewReplicaSet` returns after the update.
+    Updated,
+    /// Nothing to change; its revision annotation (`""` without one).
+    UpToDate { revision: String },
+    /// It is gone from the store; its deletion event requeues the Deployment.
+    Gone,
+}
 
 impl Shared {
     pub(crate) fn process_deployment(self: &Arc<Self>, key: &str) {
@@ -41,8 +64,14 @@ impl Shared {
             Ok(()) => self.dep_queue.forget(&k),
             Err(e) => {
                 self.count(|c| c.sync_errors += 1);
-                tracing::warn!(deployment = %key, error = %e, "sync failed; requeued with backoff");
-                self.dep_queue.add_rate_limited(k.clone());
+                if self.dep_queue.num_requeues(&k) < DEPLOYMENT_MAX_RETRIES {
+                    tracing::warn!(deployment = %key, error = %e, "sync failed; requeued with backoff");
+                    self.dep_queue.add_rate_limited(k.clone());
+                } else {
+                    tracing::warn!(deployment = %key, error = %e, retries = DEPLOYMENT_MAX_RETRIES,
+                        "sync failed; dropped out of the queue until the Deployment changes");
+                    self.dep_queue.forget(&k);
+                }
             }
         }
         self.dep_queue.done(&k);
@@ -80,13 +109,17 @@ impl Shared {
         let Some(d_obj) = self.cache.get("Deployment", key) else {
             return Ok(());
         };
+        if dep::selects_everything(&d_obj.spec) {
+            return self.sync_selecting_all(&d_obj);
+        }
         let d = DeploymentView::from_object(&d_obj)?;
         let now = self.cfg.clock.wall();
-        if d.spec.selector.is_empty() {
-            return Ok(()); // upstream: an empty selector selects nothing to manage
-        }
         let rss = self.claim_replicasets(&d_obj, &d)?;
         if d.deleting {
+            // `syncStatusOnly`.
+            let Some(Synced { d_obj, d, rss }) = self.get_new_rs(d_obj, d, rss, now, false)? else {
+                return Ok(());
+            };
             let (new_rs, old) = split(&d, &rss);
             return self.write_status_if_changed(
                 &d_obj,
@@ -97,19 +130,36 @@ impl Shared {
             return self.write_status(&d_obj, st);
         }
         if d.spec.paused {
-            return self.sync_scale_only(&d_obj, &d, &rss, now, true);
+            return self.sync_scale_only(d_obj, d, rss, now, true);
         }
         {
             let (new_rs, old) = split(&d, &rss);
             if du::is_scaling_event(&d.spec, new_rs, &old) {
-                return self.sync_scale_only(&d_obj, &d, &rss, now, false);
+                return self.sync_scale_only(d_obj, d, rss, now, false);
             }
         }
         match d.spec.strategy {
-            Strategy::RollingUpdate { .. } => self.rollout_rolling(&d_obj, &d, rss, now),
-            Strategy::Recreate => self.rollout_recreate(&d_obj, &d, rss, now),
-            Strategy::BlueGreen { .. } => self.rollout_blue_green(&d_obj, &d, rss, now),
+            Strategy::RollingUpdate { .. } => self.rollout_rolling(d_obj, d, rss, now),
+            Strategy::Recreate => self.rollout_recreate(d_obj, d, rss, now),
+            Strategy::BlueGreen { .. } => self.rollout_blue_green(d_obj, d, rss, now),
         }
+    }
+
+    /// A Deployment whose selector selects everything: upstream records a Warning event
+    /// `SelectingAll` (floyd has no events; it logs the warning), observes the generation if
+    /// the status is behind, and stops without an error, so the key is not retried. As
+    /// upstream, a failed status write is not retried either.
+    fn sync_selecting_all(&self, d_obj: &Arc<Object>) -> Result<()> {
+        tracing::warn!(deployment = %d_obj.key(), reason = "SelectingAll",
+            "This deployment is selecting all pods. A non-empty selector is required.");
+        let mut status = dep::DeploymentStatus::from_json(&d_obj.status)?;
+        if status.observed_generation < d_obj.metadata.generation {
+            status.observed_generation = d_obj.metadata.generation;
+            if let Err(e) = self.write_status(d_obj, status) {
+                tracing::warn!(deployment = %d_obj.key(), error = %e, "could not record the observed generation");
+            }
+        }
+        Ok(())
     }
 
     /// The Deployment's ReplicaSets: ours by controller reference (adopting matching
@@ -172,16 +222,21 @@ impl Shared {
         Ok(out)
     }
 
-    /// `sync()`: proportional scaling (and cleanup when paused), then the status without
-    /// progress estimation.
+    /// `sync()`: the existing new ReplicaSet brought up to date (never created),
+    /// proportional scaling (and cleanup when paused), then the status without progress
+    /// estimation.
     fn sync_scale_only(
         &self,
-        d_obj: &Arc<Object>,
-        d: &DeploymentView,
-        rss: &[ReplicaSetView],
+        d_obj: Arc<Object>,
+        d: DeploymentView,
+        rss: Vec<ReplicaSetView>,
         now: SystemTime,
         paused: bool,
     ) -> Result<()> {
+        let Some(Synced { d_obj, d, rss }) = self.get_new_rs(d_obj, d, rss, now, false)? else {
+            return Ok(());
+        };
+        let (d_obj, d, rss) = (&d_obj, &d, rss.as_slice());
         let (new_rs, old) = split(d, rss);
         let scales = self.cap_for_termination(d, rss, du::scale_plan(d, new_rs, &old));
         let mut wrote = false;
@@ -204,14 +259,19 @@ impl Shared {
 
     fn rollout_rolling(
         self: &Arc<Self>,
-        d_obj: &Arc<Object>,
-        d: &DeploymentView,
+        d_obj: Arc<Object>,
+        d: DeploymentView,
         rss: Vec<ReplicaSetView>,
         now: SystemTime,
     ) -> Result<()> {
-        let rss = self.ensure_new_rs(d_obj, d, rss, now)?;
+        let Some(Synced { d_obj, d, rss }) = self.get_new_rs(d_obj, d, rss, now, true)? else {
+            return Ok(());
+        };
+        let (d_obj, d) = (&d_obj, &d);
         let (new_rs, old) = split(d, &rss);
-        let new_rs = new_rs.expect("ensured above").clone();
+        let new_rs = new_rs
+            .expect("get_new_rs returns the new ReplicaSet")
+            .clone();
         let surplus = self
             .termination_footprint(d, &rss)
             .map_or(0, |(_, instances)| du::instance_surplus(&rss, &instances));
@@ -238,11 +298,16 @@ impl Shared {
 
     fn rollout_recreate(
         self: &Arc<Self>,
-        d_obj: &Arc<Object>,
-        d: &DeploymentView,
+        d_obj: Arc<Object>,
+        d: DeploymentView,
         rss: Vec<ReplicaSetView>,
         now: SystemTime,
     ) -> Result<()> {
+        // No new ReplicaSet yet: it is created only once the old instances are gone.
+        let Some(Synced { d_obj, d, rss }) = self.get_new_rs(d_obj, d, rss, now, false)? else {
+            return Ok(());
+        };
+        let (d_obj, d) = (&d_obj, &d);
         let instances = self.instances_of(&rss);
         let (new_rs, old) = split(d, &rss);
         let old_uids: Vec<&str> = old.iter().map(|rs| rs.uid.as_str()).collect();
@@ -267,8 +332,12 @@ impl Shared {
             // K11: old instances still alive or stopping; their deletion requeues us.
             dep::RecreateStep::WaitForOld => self.sync_rollout(d_obj, d, now),
             dep::RecreateStep::CreateNew => {
-                self.ensure_new_rs(d_obj, d, rss, now)?;
-                self.sync_rollout(d_obj, d, now)
+                let Some(Synced { d_obj, d, .. }) =
+                    self.get_new_rs(d_obj.clone(), d.clone(), rss, now, true)?
+                else {
+                    return Ok(());
+                };
+                self.sync_rollout(&d_obj, &d, now)
             }
             dep::RecreateStep::ScaleNew(s) => {
                 if let Some(s) = s {
@@ -283,14 +352,19 @@ impl Shared {
 
     fn rollout_blue_green(
         self: &Arc<Self>,
-        d_obj: &Arc<Object>,
-        d: &DeploymentView,
+        d_obj: Arc<Object>,
+        d: DeploymentView,
         rss: Vec<ReplicaSetView>,
         now: SystemTime,
     ) -> Result<()> {
-        let rss = self.ensure_new_rs(d_obj, d, rss, now)?;
+        let Some(Synced { d_obj, d, rss }) = self.get_new_rs(d_obj, d, rss, now, true)? else {
+            return Ok(());
+        };
+        let (d_obj, d) = (&d_obj, &d);
         let (new_rs, old) = split(d, &rss);
-        let new_rs = new_rs.expect("ensured above").clone();
+        let new_rs = new_rs
+            .expect("get_new_rs returns the new ReplicaSet")
+            .clone();
         let new_hash = new_rs
             .labels
             .get(POD_TEMPLATE_HASH_LABEL)
@@ -405,7 +479,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Completion: cleanup of old revisions, then the rollout status.
+    /// Completion: cleanup of old revisions, then the rollout status. The cleanup is gated
+    /// on the status stored when the sync began (`DeploymentComplete(d, &d.Status)`), not
+    /// on the one computed now: old revisions go one sync after completion is recorded.
     fn finish_rollout(
         &self,
         d_obj: &Arc<Object>,
@@ -415,7 +491,7 @@ impl Shared {
         let rss = self.reload(d, &[])?;
         let (new_rs, old) = split(d, &rss);
         let status = dep::sync_rollout_status(d, new_rs, &old, now);
-        if dep::deployment_complete(d, &status) {
+        if dep::deployment_complete(d, &d.status) {
             for name in du::cleanup_plan(&old, d.spec.revision_history_limit) {
                 self.delete_rs(&d.namespace, &name)?;
             }
@@ -507,33 +583,128 @@ impl Shared {
         }
     }
 
-    /// Finds the new ReplicaSet (creating it if missing) and returns the refreshed list.
-    fn ensure_new_rs(
+    /// `getNewReplicaSet` (§4.2). An existing new ReplicaSet is brought up to date — the
+    /// Deployment's annotations, a revision above every old one (the number it had kept in
+    /// `revision-history`), the Deployment's `minReadySeconds` — with one write if that
+    /// changes anything; if nothing does, its revision is recorded on the Deployment, with
+    /// `Progressing=True/FoundNewReplicaSet` when a deadline is set and no Progressing
+    /// condition is there yet. Without one and with `create`, it is created (or found
+    /// already created, see `create_new_rs`). Returns the Deployment and its ReplicaSets —
+    /// the new one among them when `create` is set — or `None` when the sync must stop
+    /// because the Deployment or the new ReplicaSet changed or vanished meanwhile: its watch
+    /// event requeues the key.
+    fn get_new_rs(
         &self,
-        d_obj: &Arc<Object>,
-        d: &DeploymentView,
+        d_obj: Arc<Object>,
+        d: DeploymentView,
         rss: Vec<ReplicaSetView>,
         now: SystemTime,
-    ) -> Result<Vec<ReplicaSetView>> {
-        if let (Some(new_rs), old) = split(d, &rss) {
-            // Keep the revision ahead of every old ReplicaSet (after a rollback the reused
-            // ReplicaSet gets a new revision number).
-            let want = (du::max_revision(old.iter()) + 1)
-                .max(du::revision(&new_rs.annotations).unwrap_or(0));
-            if du::revision(&new_rs.annotations) != Some(want)
-                && let Some(cur) = self.store.get("ReplicaSet", &new_rs.key())?
-            {
-                let mut next = (*cur).clone();
-                next.metadata
-                    .annotations
-                    .insert(du::REVISION_ANNOTATION.into(), want.to_string());
-                self.store.update(next)?;
-                self.count(|c| c.store_writes += 1);
+        create: bool,
+    ) -> Result<Option<Synced>> {
+        let (new_rs, old) = split(&d, &rss);
+        let new_revision = (du::max_revision(old.iter()) + 1).to_string();
+        let Some(new_rs) = new_rs else {
+            if !create {
+                return Ok(Some(Synced { d_obj, d, rss }));
             }
-            return self.reload(d, &rss);
+            return self.create_new_rs(d_obj, d, rss, &old, &new_revision, now);
+        };
+        let name = new_rs.name.clone();
+        match self.sync_existing_new_rs(&d, &new_rs.key(), &new_revision)? {
+            ExistingNewRs::Gone => Ok(None),
+            ExistingNewRs::Updated => {
+                let rss = self.reload(&d, &rss)?;
+                if split(&d, &rss).0.is_none() {
+                    // Deleted or released since the write; its event requeues the key.
+                    return Ok(None);
+                }
+                Ok(Some(Synced { d_obj, d, rss }))
+            }
+            ExistingNewRs::UpToDate { revision } => {
+                // A Deployment that has never reported progress gets its first condition
+                // from the new ReplicaSet it finds (it may predate the deadline).
+                let found = (dep::has_progress_deadline(&d.spec)
+                    && get_condition(&d.status.conditions, dep::PROGRESSING).is_none())
+                .then(|| dep::found_new_rs_condition(&name, now));
+                let Some((d_obj, d)) = self.record_new_rs(d_obj, d, &revision, found)? else {
+                    return Ok(None);
+                };
+                Ok(Some(Synced { d_obj, d, rss }))
+            }
         }
-        let (_, old) = split(d, &rss);
-        let mut rs = dep::new_replica_set(d_obj, d, &old).map_err(|e| Error::invalid("spec", e))?;
+    }
+
+    /// `SetNewReplicaSetAnnotations(d, rs, new_revision, exists = true)` and the
+    /// Deployment's `minReadySeconds` on the stored new ReplicaSet, written only if either
+    /// changes it. A write that conflicts is an error (retried with backoff), as upstream.
+    fn sync_existing_new_rs(
+        &self,
+        d: &DeploymentView,
+        key: &str,
+        new_revision: &str,
+    ) -> Result<ExistingNewRs> {
+        let Some(cur) = self.store.get("ReplicaSet", key)? else {
+            return Ok(ExistingNewRs::Gone);
+        };
+        let mut next = (*cur).clone();
+        let annotations_changed = du::set_new_replica_set_annotations(
+            d,
+            &mut next.metadata.annotations,
+            new_revision,
+            true,
+            du::MAX_REV_HISTORY_LENGTH_IN_CHARS,
+        );
+        let min_ready = next
+            .spec
+            .get("minReadySeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let min_ready_changed = min_ready != i64::from(d.spec.min_ready_seconds);
+        if !annotations_changed && !min_ready_changed {
+            let revision = next
+                .metadata
+                .annotations
+                .get(du::REVISION_ANNOTATION)
+                .cloned()
+                .unwrap_or_default();
+            return Ok(ExistingNewRs::UpToDate { revision });
+        }
+        if !next.spec.is_object() {
+            // Rewritten since the cache showed it; the store does not validate specs.
+            return Err(Error::invalid(
+                "spec",
+                format!("ReplicaSet {key}: must be an object"),
+            ));
+        }
+        next.spec["minReadySeconds"] = Value::from(d.spec.min_ready_seconds);
+        match self.store.update(next) {
+            Ok(_) => {
+                self.count(|c| c.store_writes += 1);
+                Ok(ExistingNewRs::Updated)
+            }
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => Ok(ExistingNewRs::Gone),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The create half of `getNewReplicaSet`. An `AlreadyExists` for a ReplicaSet this
+    /// Deployment controls with an equal template (ignoring the hash) is the new ReplicaSet
+    /// made by an earlier sync whose event the cache has not delivered yet: it is used as
+    /// is. Any other holder of the name is a hash collision: `collisionCount` goes up and the
+    /// error requeues the key, whose next sync hashes with the new count. Any other create
+    /// error is reported as `Progressing=False/ReplicaSetCreateError` (with a deadline) and
+    /// returned.
+    fn create_new_rs(
+        &self,
+        d_obj: Arc<Object>,
+        d: DeploymentView,
+        rss: Vec<ReplicaSetView>,
+        old: &[ReplicaSetView],
+        new_revision: &str,
+        now: SystemTime,
+    ) -> Result<Option<Synced>> {
+        let mut rs =
+            dep::new_replica_set(&d_obj, &d, old).map_err(|e| Error::invalid("spec", e))?;
         if d.spec.waits_for_termination() {
             // The new ReplicaSet's first size is a scale-up from zero like any other.
             let want = rs.spec["replicas"].as_i64().unwrap_or(0);
@@ -542,36 +713,126 @@ impl Shared {
                 from: 0,
                 to: i32::try_from(want).unwrap_or(i32::MAX),
             };
-            rs.spec["replicas"] = Value::from(self.cap_one_for_termination(d, &rss, first).to);
+            rs.spec["replicas"] = Value::from(self.cap_one_for_termination(&d, &rss, first).to);
         }
-        let created_key;
-        match self.store.create(rs) {
-            Ok(created) => {
-                created_key = created.key();
+        let name = rs.metadata.name.clone();
+        let key = format!("{}/{name}", d.namespace);
+        let already_existed = match self.store.create(rs) {
+            Ok(_) => {
                 self.count(|c| c.store_writes += 1);
-                let mut status = d.status.clone();
-                if dep::has_progress_deadline(&d.spec) {
-                    dep::set_deployment_condition(
-                        &mut status,
-                        dep::new_rs_created_condition(&created.metadata.name, now),
-                    );
-                }
-                self.write_status(d_obj, status)?;
+                false
             }
             Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {
-                // A hash collision with a ReplicaSet that is not ours: bump collisionCount
-                // and try again with a new name (upstream).
-                let mut status = d.status.clone();
-                status.collision_count = Some(status.collision_count.unwrap_or(0) + 1);
-                self.write_status(d_obj, status)?;
-                return Err(Error::Conflict(format!(
-                    "ReplicaSet name collision for Deployment {}",
-                    d_obj.key()
-                )));
+                let Some(existing) = self.store.get("ReplicaSet", &key)? else {
+                    // Deleted since: the next try creates it.
+                    return Err(e);
+                };
+                let ours = existing.controller_ref().is_some_and(|r| r.uid == d.uid);
+                let template = existing.spec.get("template").unwrap_or(&Value::Null);
+                if !ours || !du::equal_ignore_hash(&d.spec.template, template) {
+                    let mut status = d.status.clone();
+                    status.collision_count = Some(status.collision_count.unwrap_or(0) + 1);
+                    self.write_status(&d_obj, status)?;
+                    return Err(Error::Conflict(format!(
+                        "ReplicaSet name collision for Deployment {}",
+                        d_obj.key()
+                    )));
+                }
+                true
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(deployment = %d_obj.key(), reason = dep::FAILED_RS_CREATE_REASON,
+                    error = %e, "failed to create new replica set {name:?}");
+                if dep::has_progress_deadline(&d.spec) {
+                    let mut status = d.status.clone();
+                    dep::set_deployment_condition(
+                        &mut status,
+                        dep::rs_create_error_condition(&name, &e.to_string(), now),
+                    );
+                    // The create error is the one to report; a failed status write only
+                    // loses its description (upstream ignores it too).
+                    if status != d.status
+                        && let Err(we) = self.write_status(&d_obj, status)
+                    {
+                        tracing::warn!(deployment = %d_obj.key(), error = %we,
+                            "could not record the create error");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let created = (!already_existed && dep::has_progress_deadline(&d.spec))
+            .then(|| dep::new_rs_created_condition(&name, now));
+        let Some((d_obj, d)) = self.record_new_rs(d_obj, d, new_revision, created)? else {
+            return Ok(None);
+        };
+        let rss = self.reload_with(&d, &rss, Some(key))?;
+        if split(&d, &rss).0.is_none() {
+            // Deleted or released already; its event requeues the Deployment.
+            return Ok(None);
         }
-        self.reload_with(d, &rss, Some(created_key))
+        Ok(Some(Synced { d_obj, d, rss }))
+    }
+
+    /// Records the new ReplicaSet on the Deployment: `revision` as its revision annotation
+    /// (`SetDeploymentRevision`) and `cond` among its conditions. Upstream writes both with
+    /// one `UpdateStatus` (the apps status strategy keeps annotation changes); floyd's
+    /// `update_status` keeps everything but the status, so the annotation is an `update`
+    /// of its own, made first. Each write happens only if it changes something. Returns the
+    /// Deployment as stored and its view with both set, or `None` when the Deployment
+    /// changed or vanished meanwhile (its event requeues the key).
+    fn record_new_rs(
+        &self,
+        d_obj: Arc<Object>,
+        mut d: DeploymentView,
+        revision: &str,
+        cond: Option<Condition>,
+    ) -> Result<Option<(Arc<Object>, DeploymentView)>> {
+        let mut d_obj = d_obj;
+        if du::set_deployment_revision(&mut d.annotations, revision) {
+            let mut next = (*d_obj).clone();
+            next.metadata.annotations = d.annotations.clone();
+            match self.store.update(next) {
+                Ok(o) => {
+                    self.count(|c| c.store_writes += 1);
+                    d_obj = o;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        crate::ErrorKind::Conflict | crate::ErrorKind::NotFound
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(cond) = cond {
+            let mut status = d.status.clone();
+            dep::set_deployment_condition(&mut status, cond);
+            if status != d.status {
+                let mut next = (*d_obj).clone();
+                next.status = status.to_json();
+                match self.store.update_status(next) {
+                    Ok(o) => {
+                        self.count(|c| c.store_writes += 1);
+                        d_obj = o;
+                        d.status = status;
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            crate::ErrorKind::Conflict | crate::ErrorKind::NotFound
+                        ) =>
+                    {
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(Some((d_obj, d)))
     }
 
     /// With the TerminationComplete replacement policy, lowers the scale-ups in `scales` so
@@ -839,4 +1100,349 @@ pub(crate) fn rollout_state(d_obj: &Object) -> Result<RolloutState> {
         return Ok(RolloutState::Complete(d_obj.status.clone()));
     }
     Ok(RolloutState::InProgress)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The Deployment sync on a stepped control plane over a fake clock, with the cache fed
+    //! by hand (`cache.pump`) and syncs called directly, so a test can show the controller a
+    //! store its cache has not caught up with, and count its retries.
+
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::log::Durability;
+    use crate::runtime::{ControlPlane, ControlPlaneConfig, NoopDriver};
+    use crate::store::{Store, StoreConfig};
+
+    const KEY: &str = "default/web";
+    const RETRY_MAX: Duration = Duration::from_secs(10);
+
+    fn plane() -> (Store, Arc<FakeClock>, ControlPlane) {
+        let clock = FakeClock::shared();
+        let store = Store::memory_with(StoreConfig {
+            clock: clock.clone(),
+            seed: Some(7),
+            durability: Durability::None,
+            segment_size: 1 << 20,
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let cp = ControlPlane::stepped(
+            store.clone(),
+            Arc::new(NoopDriver),
+            ControlPlaneConfig {
+                clock: clock.clone(),
+                retry_max: RETRY_MAX,
+                ..ControlPlaneConfig::default()
+            },
+        )
+        .unwrap();
+        (store, clock, cp)
+    }
+
+    /// A Deployment `name` of 3 replicas of template version `v2`, with `spec` merged in.
+    fn deployment(name: &str, spec: Value, annotations: Value) -> Object {
+        let mut d = json!({
+            "kind": "Deployment",
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"version": "v2"}},
+            }
+        });
+        for (k, v) in spec.as_object().unwrap() {
+            d["spec"][k] = v.clone();
+        }
+        Object::from_json(&d).unwrap()
+    }
+
+    /// A ReplicaSet of `d_obj` for its template at `version`, as an earlier sync left it:
+    /// `replicas` of them, all available and observed, revision `revision`, no other
+    /// annotation, minReadySeconds 0.
+    fn replica_set(
+        store: &Store,
+        d_obj: &Object,
+        version: &str,
+        revision: &str,
+        replicas: i32,
+    ) -> Arc<Object> {
+        let mut d = DeploymentView::from_object(d_obj).unwrap();
+        d.spec.template["spec"]["version"] = json!(version);
+        d.spec.min_ready_seconds = 0;
+        let mut rs = dep::new_replica_set(d_obj, &d, &[]).unwrap();
+        rs.spec["replicas"] = json!(replicas);
+        rs.metadata.annotations =
+            BTreeMap::from([(du::REVISION_ANNOTATION.to_string(), revision.to_string())]);
+        let created = store.create(rs).unwrap();
+        let mut next = (*created).clone();
+        next.status = json!({
+            "replicas": replicas, "fullyLabeledReplicas": replicas, "readyReplicas": replicas,
+            "availableReplicas": replicas, "observedGeneration": created.metadata.generation,
+        });
+        store.update_status(next).unwrap()
+    }
+
+    fn get(store: &Store, kind: &str, key: &str) -> Arc<Object> {
+        store.get(kind, key).unwrap().unwrap()
+    }
+
+    fn replica_sets(store: &Store) -> Vec<Arc<Object>> {
+        store.list("ReplicaSet", None, None).unwrap().0
+    }
+
+    fn progressing(d: &Object) -> Option<crate::controller::Condition> {
+        let st = dep::DeploymentStatus::from_json(&d.status).unwrap();
+        crate::controller::get_condition(&st.conditions, dep::PROGRESSING).cloned()
+    }
+
+    /// A Deployment name the store accepts (253 characters) whose new ReplicaSet's name,
+    /// `<name>-<hash>`, it refuses as too long: a create that fails other than
+    /// AlreadyExists.
+    fn name_too_long_for_its_replica_set() -> String {
+        let label = |c: char, n: usize| c.to_string().repeat(n);
+        [
+            label('a', 63),
+            label('b', 63),
+            label('c', 63),
+            label('d', 61),
+        ]
+        .join(".")
+    }
+
+    #[test]
+    fn creating_the_new_replica_set_records_its_revision_on_the_deployment() {
+        let (store, _, cp) = plane();
+        let s = &cp.shared;
+        store
+            .create(deployment("web", json!({}), json!({})))
+            .unwrap();
+        s.cache.pump(None).unwrap();
+        s.sync_deployment(KEY).unwrap();
+        let rss = replica_sets(&store);
+        assert_eq!(rss.len(), 1);
+        assert_eq!(rss[0].metadata.annotations[du::REVISION_ANNOTATION], "1");
+        let d = get(&store, "Deployment", KEY);
+        assert_eq!(
+            d.metadata.annotations.get(du::REVISION_ANNOTATION),
+            Some(&"1".to_string())
+        );
+        assert_eq!(
+            d.metadata.generation, 1,
+            "an annotation is not a spec change"
+        );
+        let p = progressing(&d).unwrap();
+        assert_eq!(p.reason, dep::NEW_RS_CREATED_REASON);
+    }
+
+    #[test]
+    fn an_existing_new_replica_set_is_brought_up_to_date_then_its_revision_recorded() {
+        let (store, _, cp) = plane();
+        let s = &cp.shared;
+        let d_obj = store
+            .create(deployment(
+                "web",
+                json!({"minReadySeconds": 5}),
+                json!({"team": "a"}),
+            ))
+            .unwrap();
+        replica_set(&store, &d_obj, "v1", "3", 0);
+        let new_rs = replica_set(&store, &d_obj, "v2", "1", 3);
+        let new_key = new_rs.key();
+        s.cache.pump(None).unwrap();
+
+        // getNewReplicaSet updates the ReplicaSet and returns; the Deployment's revision
+        // follows on the next sync, from the ReplicaSet as written.
+        s.sync_deployment(KEY).unwrap();
+        let rs = get(&store, "ReplicaSet", &new_key);
+        let ann = &rs.metadata.annotations;
+        assert_eq!(
+            ann.get("team"),
+            Some(&"a".to_string()),
+            "annotations copied"
+        );
+        assert_eq!(
+            ann[du::REVISION_ANNOTATION],
+            "4",
+            "raised above the old one's 3"
+        );
+        assert_eq!(ann[du::REVISION_HISTORY_ANNOTATION], "1");
+        assert_eq!(rs.spec["minReadySeconds"], 5);
+        let d = get(&store, "Deployment", KEY);
+        assert!(!d.metadata.annotations.contains_key(du::REVISION_ANNOTATION));
+
+        s.cache.pump(None).unwrap();
+        s.sync_deployment(KEY).unwrap();
+        let d = get(&store, "Deployment", KEY);
+        assert_eq!(d.metadata.annotations[du::REVISION_ANNOTATION], "4");
+        let p = progressing(&d).unwrap();
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("True", dep::FOUND_NEW_RS_REASON)
+        );
+        assert_eq!(
+            p.message,
+            format!("Found new replica set {:?}", new_rs.metadata.name)
+        );
+        // Nothing left to change: the next sync writes neither.
+        let rs_version = get(&store, "ReplicaSet", &new_key)
+            .metadata
+            .resource_version
+            .clone();
+        s.cache.pump(None).unwrap();
+        s.sync_deployment(KEY).unwrap();
+        assert_eq!(
+            get(&store, "ReplicaSet", &new_key)
+                .metadata
+                .resource_version,
+            rs_version
+        );
+    }
+
+    #[test]
+    fn a_new_replica_set_the_cache_has_not_seen_is_used_not_taken_for_a_collision() {
+        let (store, _, cp) = plane();
+        let s = &cp.shared;
+        let d_obj = store
+            .create(deployment("web", json!({}), json!({})))
+            .unwrap();
+        s.cache.pump(None).unwrap();
+        // An earlier sync created it; its watch event has not reached the cache.
+        let d = DeploymentView::from_object(&d_obj).unwrap();
+        store
+            .create(dep::new_replica_set(&d_obj, &d, &[]).unwrap())
+            .unwrap();
+        s.sync_deployment(KEY).unwrap();
+        let d = get(&store, "Deployment", KEY);
+        assert_eq!(d.status.get("collisionCount"), None);
+        assert_eq!(replica_sets(&store).len(), 1);
+        assert_eq!(d.metadata.annotations[du::REVISION_ANNOTATION], "1");
+    }
+
+    #[test]
+    fn a_replica_set_of_another_template_under_the_new_name_is_a_hash_collision() {
+        let (store, _, cp) = plane();
+        let s = &cp.shared;
+        let d_obj = store
+            .create(deployment("web", json!({}), json!({})))
+            .unwrap();
+        let d = DeploymentView::from_object(&d_obj).unwrap();
+        let mut other = dep::new_replica_set(&d_obj, &d, &[]).unwrap();
+        other.spec["template"]["spec"]["version"] = json!("other");
+        store.create(other).unwrap();
+        s.cache.pump(None).unwrap();
+        let e = s.sync_deployment(KEY).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Conflict);
+        assert_eq!(get(&store, "Deployment", KEY).status["collisionCount"], 1);
+        // The next sync hashes with the new count and gets a name of its own.
+        s.cache.pump(None).unwrap();
+        s.sync_deployment(KEY).unwrap();
+        assert_eq!(replica_sets(&store).len(), 2);
+    }
+
+    #[test]
+    fn a_failed_create_of_the_new_replica_set_is_reported_as_progressing_false() {
+        let (store, _, cp) = plane();
+        let s = &cp.shared;
+        let name = name_too_long_for_its_replica_set();
+        store
+            .create(deployment(&name, json!({}), json!({})))
+            .unwrap();
+        s.cache.pump(None).unwrap();
+        let key = format!("default/{name}");
+        let e = s.sync_deployment(&key).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Invalid);
+        let p = progressing(&get(&store, "Deployment", &key)).unwrap();
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("False", dep::FAILED_RS_CREATE_REASON)
+        );
+        assert!(
+            p.message
+                .starts_with(&format!("Failed to create new replica set \"{name}-")),
+            "{}",
+            p.message
+        );
+        assert!(p.message.ends_with(&format!(": {e}")), "{}", p.message);
+    }
+
+    #[test]
+    fn old_revisions_are_cleaned_up_once_the_stored_status_says_complete() {
+        let (store, _, cp) = plane();
+        let s = &cp.shared;
+        let d_obj = store
+            .create(deployment(
+                "web",
+                json!({"revisionHistoryLimit": 0}),
+                json!({}),
+            ))
+            .unwrap();
+        let old = replica_set(&store, &d_obj, "v1", "1", 0);
+        replica_set(&store, &d_obj, "v2", "2", 3);
+        s.cache.pump(None).unwrap();
+        // The ReplicaSets are complete, the stored status is not yet: upstream gates the
+        // cleanup on DeploymentComplete(d, &d.Status).
+        s.sync_deployment(KEY).unwrap();
+        assert!(store.get("ReplicaSet", &old.key()).unwrap().is_some());
+        let d = get(&store, "Deployment", KEY);
+        assert_eq!(
+            progressing(&d).unwrap().reason,
+            dep::NEW_RS_AVAILABLE_REASON
+        );
+        s.cache.pump(None).unwrap();
+        s.sync_deployment(KEY).unwrap();
+        assert!(store.get("ReplicaSet", &old.key()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_sync_that_keeps_failing_is_retried_fifteen_times_then_dropped() {
+        let (store, clock, cp) = plane();
+        let s = &cp.shared;
+        let name = name_too_long_for_its_replica_set();
+        store
+            .create(deployment(&name, json!({}), json!({})))
+            .unwrap();
+        s.cache.pump(None).unwrap();
+        let key = format!("default/{name}");
+        s.dep_queue.add(key.clone());
+        let mut syncs = 0u64;
+        for _ in 0..40 {
+            let Some(k) = s.dep_queue.try_get() else {
+                break;
+            };
+            s.process_deployment(&k);
+            syncs += 1;
+            // Past any backoff: the retry is ready, if there is one.
+            clock.advance(RETRY_MAX + Duration::from_secs(1));
+        }
+        assert_eq!(DEPLOYMENT_MAX_RETRIES, 15);
+        assert_eq!(syncs, 1 + 15, "the first sync and fifteen retries");
+        assert_eq!(s.dep_queue.num_requeues(&key), 0, "forgotten");
+        assert!(s.dep_queue.is_empty());
+    }
+
+    #[test]
+    fn a_selector_that_selects_everything_observes_the_generation_and_is_not_retried() {
+        let (store, _, cp) = plane();
+        let s = &cp.shared;
+        store
+            .create(deployment("web", json!({"selector": {}}), json!({})))
+            .unwrap();
+        s.cache.pump(None).unwrap();
+        s.dep_queue.add(KEY.to_string());
+        let k = s.dep_queue.try_get().unwrap();
+        s.process_deployment(&k);
+        assert_eq!(s.dep_queue.num_requeues(&k), 0, "not an error");
+        let d = get(&store, "Deployment", KEY);
+        assert_eq!(d.status["observedGeneration"], 1);
+        assert!(
+            replica_sets(&store).is_empty(),
+            "nothing is selected or made"
+        );
+    }
 }

@@ -32,7 +32,9 @@ use crate::store::{Object, Store};
 use crate::sync::{AtomicBool, Ordering};
 use crate::workqueue::{RateLimiter, WorkQueue, WorkQueueConfig};
 pub use cache::Cache;
-pub use deployment::{ACTIVE_HASH_ANNOTATION, PROMOTE_ANNOTATION, SWITCHED_AT_ANNOTATION};
+pub use deployment::{
+    ACTIVE_HASH_ANNOTATION, DEPLOYMENT_MAX_RETRIES, PROMOTE_ANNOTATION, SWITCHED_AT_ANNOTATION,
+};
 pub use endpoints::{MAX_ENDPOINT_ADDRESSES, endpoints_for};
 
 /// Upstream's `BurstReplicas`: the most creations or deletions one sync issues.

@@ -354,6 +354,17 @@ impl DeploymentStatus {
     }
 }
 
+/// `syncDeployment`'s `SelectingAll` check: whether `spec.selector` is the empty selector,
+/// which selects everything. Upstream then only records a Warning event and observes the
+/// generation; it neither manages anything nor retries. Checked on the stored spec, before
+/// [`DeploymentView::from_object`], whose validation rejects such a selector.
+pub fn selects_everything(spec: &Value) -> bool {
+    match spec.get("selector") {
+        None | Some(Value::Null) => false,
+        Some(v) => LabelSelector::from_json(v, "spec.selector").is_ok_and(|s| s.is_empty()),
+    }
+}
+
 /// A Deployment as the controller reads it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeploymentView {
@@ -664,7 +675,10 @@ pub fn sync_rollout_status(
     status
 }
 
-/// `getReplicaFailures` (first only) + `ReplicaSetToDeploymentCondition`.
+/// `getReplicaFailures` (first only) + `ReplicaSetToDeploymentCondition`: the new
+/// ReplicaSet's failure, else the first one of `allRSs` — the old ReplicaSets in creation
+/// order (as `FindOldReplicaSets` leaves them after `FindNewReplicaSet` sorted the list),
+/// then the new one.
 fn replica_failure(
     new_rs: Option<&ReplicaSetView>,
     old_rss: &[ReplicaSetView],
@@ -676,8 +690,8 @@ fn replica_failure(
     new_rs
         .and_then(|rs| get_condition(&rs.status.conditions, REPLICA_FAILURE))
         .or_else(|| {
-            old_rss
-                .iter()
+            sorted_by_creation(old_rss)
+                .into_iter()
                 .chain(new_rs)
                 .find_map(|rs| get_condition(&rs.status.conditions, REPLICA_FAILURE))
         })
@@ -737,12 +751,17 @@ pub fn requeue_stuck_deployment(
 /// `checkPausedConditions`: with a deadline, a paused Deployment whose Progressing reason is
 /// not `DeploymentPaused` gets `Unknown/DeploymentPaused`; a resumed one whose reason is
 /// `DeploymentPaused` gets `Unknown/DeploymentResumed` (which restarts the deadline clock).
-/// `Some(status)` when the status must be written.
+/// A `ProgressDeadlineExceeded` condition is left as it is, paused or not: the rollout's
+/// failure stays reported (upstream returns early; `k8s-semantics.md` §4.1 leaves this
+/// out). `Some(status)` when the status must be written.
 pub fn check_paused_conditions(d: &DeploymentView, now: SystemTime) -> Option<DeploymentStatus> {
     if !has_progress_deadline(&d.spec) {
         return None;
     }
     let reason = get_condition(&d.status.conditions, PROGRESSING).map(|c| c.reason.as_str());
+    if reason == Some(TIMED_OUT_REASON) {
+        return None;
+    }
     let paused_now = reason == Some(PAUSED_REASON);
     let cond = if d.spec.paused && !paused_now {
         Condition::new(

@@ -24,6 +24,13 @@ pub const ROLLBACK_TO_ANNOTATION: &str = "deprecated.deployment.rollback.to";
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// The longest `revision-history` annotation kept (`maxRevHistoryLengthInChars`).
 pub const MAX_REV_HISTORY_LENGTH_IN_CHARS: usize = 2000;
+/// BlueGreen bookkeeping on the Deployment (floyd's own): the template hash the Services
+/// select.
+pub const ACTIVE_HASH_ANNOTATION: &str = "floyd.dev/active-template-hash";
+/// When the Services last switched (RFC 3339).
+pub const SWITCHED_AT_ANNOTATION: &str = "floyd.dev/switched-at";
+/// A manual promotion request: the template hash to promote.
+pub const PROMOTE_ANNOTATION: &str = "floyd.dev/promote";
 
 /// One ReplicaSet size to write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,7 +253,11 @@ pub fn find_old_rss<'a>(
     (active, all)
 }
 
-/// Annotations never copied between a Deployment and its ReplicaSets.
+/// Annotations never copied between a Deployment and its ReplicaSets: upstream's list, plus
+/// floyd's BlueGreen bookkeeping. That describes the Deployment's state now (which revision
+/// the Services select, since when, what is to be promoted); a ReplicaSet holding a copy
+/// would hand a stale one back to the Deployment on a rollback, which could then take an
+/// old switch for the current one and scale away the revision the Services select.
 pub fn skip_copy_annotation(key: &str) -> bool {
     matches!(
         key,
@@ -256,6 +267,9 @@ pub fn skip_copy_annotation(key: &str) -> bool {
             | DESIRED_REPLICAS_ANNOTATION
             | MAX_REPLICAS_ANNOTATION
             | ROLLBACK_TO_ANNOTATION
+            | ACTIVE_HASH_ANNOTATION
+            | SWITCHED_AT_ANNOTATION
+            | PROMOTE_ANNOTATION
     )
 }
 
@@ -294,9 +308,10 @@ pub fn set_deployment_annotations_to(
     out
 }
 
-/// `SetDeploymentRevision`; true if changed.
+/// `SetDeploymentRevision`; true if changed. A missing annotation reads as `""`, as a Go
+/// map does, so setting `""` on a Deployment without one changes nothing.
 pub fn set_deployment_revision(d: &mut BTreeMap<String, String>, revision: &str) -> bool {
-    if d.get(REVISION_ANNOTATION).map(String::as_str) == Some(revision) {
+    if d.get(REVISION_ANNOTATION).map_or("", String::as_str) == revision {
         return false;
     }
     d.insert(REVISION_ANNOTATION.to_string(), revision.to_string());
