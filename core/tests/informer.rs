@@ -766,6 +766,18 @@ fn handler_resync_follows_client_go_periods_on_a_fake_clock() {
     eventually_advancing(&clock, "resyncs", || {
         r_default.stats().resyncs >= 1 && r_mid.stats().resyncs >= 2 && r_late.stats().resyncs >= 1
     });
+    // Each handler keeps its own cadence: over the same stretch of clock time the 10 s
+    // handler (due every 10 s, served on the 4 s check: every 12 s) resyncs about a third as
+    // often as the 4 s one. A handler resyncing on every check would match it.
+    let (d0, m0) = (r_default.stats().resyncs, r_mid.stats().resyncs);
+    eventually_advancing(&clock, "a dozen more 4 s resyncs", || {
+        r_mid.stats().resyncs >= m0 + 12
+    });
+    let (dd, dm) = (r_default.stats().resyncs - d0, r_mid.stats().resyncs - m0);
+    assert!(
+        dd >= 1 && 2 * dd <= dm + 1,
+        "10 s handler {dd}, 4 s handler {dm}"
+    );
     assert_eq!(r_never.stats().resyncs, 0);
     let resync_updates: Vec<_> = every
         .calls()
