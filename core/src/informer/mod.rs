@@ -648,6 +648,9 @@ impl Shared {
                 Ok(()) => return,
                 Err(e) => e,
             };
+            // Events the watch applied before it failed are in the cache and the ring: wake
+            // the handlers for them now, not after the backoff and the relist.
+            self.signal.notify();
             match err.kind() {
                 ErrorKind::ShutDown => {
                     self.store_closed.store(true, Ordering::Release);
