@@ -136,15 +136,16 @@ impl Shared {
             // An instance a previous control plane already started (status Running) is
             // adopted as running, not started twice.
             let running = obj.status["phase"] == "Running";
+            let restarts = obj.status["restartCount"].as_u64().unwrap_or(0) as u32;
             InstanceState {
                 uid: obj.metadata.uid.clone(),
                 last: obj.clone(),
                 phase: if running { Phase::Running } else { Phase::Idle },
-                failures: obj.status["restartCount"].as_u64().unwrap_or(0) as u32,
+                failures: restarts,
                 // A previous control plane's failures keep counting toward the backoff
                 // until this one has seen a quiet spell of its own (upstream's kubelet
                 // forgets them on restart; a host that restarts in a crash loop should not).
-                backoff_failures: obj.status["restartCount"].as_u64().unwrap_or(0) as u32,
+                backoff_failures: restarts,
                 last_failure: Some(self.now()),
                 next_try: None,
                 stop_requested: false,

@@ -646,36 +646,37 @@ impl Shared {
         let Some(cur) = self.store.get("ReplicaSet", key)? else {
             return Ok(ExistingNewRs::Gone);
         };
-        let mut next = (*cur).clone();
+        // Decided on a copy of the annotations: the whole object is copied only for a write,
+        // which most syncs do not make.
+        let mut annotations = cur.metadata.annotations.clone();
         let annotations_changed = du::set_new_replica_set_annotations(
             d,
-            &mut next.metadata.annotations,
+            &mut annotations,
             new_revision,
             true,
             du::MAX_REV_HISTORY_LENGTH_IN_CHARS,
         );
-        let min_ready = next
+        let min_ready = cur
             .spec
             .get("minReadySeconds")
             .and_then(Value::as_i64)
             .unwrap_or(0);
         let min_ready_changed = min_ready != i64::from(d.spec.min_ready_seconds);
         if !annotations_changed && !min_ready_changed {
-            let revision = next
-                .metadata
-                .annotations
-                .get(du::REVISION_ANNOTATION)
-                .cloned()
+            let revision = annotations
+                .remove(du::REVISION_ANNOTATION)
                 .unwrap_or_default();
             return Ok(ExistingNewRs::UpToDate { revision });
         }
-        if !next.spec.is_object() {
+        if !cur.spec.is_object() {
             // Rewritten since the cache showed it; the store does not validate specs.
             return Err(Error::invalid(
                 "spec",
                 format!("ReplicaSet {key}: must be an object"),
             ));
         }
+        let mut next = (*cur).clone();
+        next.metadata.annotations = annotations;
         next.spec["minReadySeconds"] = Value::from(d.spec.min_ready_seconds);
         match self.store.update(next) {
             Ok(_) => {
@@ -1201,6 +1202,21 @@ mod tests {
         crate::controller::get_condition(&st.conditions, dep::PROGRESSING).cloned()
     }
 
+    /// A Deployment, in the store and the cache, whose new ReplicaSet the store refuses
+    /// (see [`name_too_long_for_its_replica_set`]); its name and key.
+    fn deployment_whose_replica_set_cannot_be_created(
+        store: &Store,
+        s: &Shared,
+    ) -> (String, String) {
+        let name = name_too_long_for_its_replica_set();
+        store
+            .create(deployment(&name, json!({}), json!({})))
+            .unwrap();
+        s.cache.pump(None).unwrap();
+        let key = format!("default/{name}");
+        (name, key)
+    }
+
     /// A Deployment name the store accepts (253 characters) whose new ReplicaSet's name,
     /// `<name>-<hash>`, it refuses as too long: a create that fails other than
     /// AlreadyExists.
@@ -1349,12 +1365,7 @@ mod tests {
     fn a_failed_create_of_the_new_replica_set_is_reported_as_progressing_false() {
         let (store, _, cp) = plane();
         let s = &cp.shared;
-        let name = name_too_long_for_its_replica_set();
-        store
-            .create(deployment(&name, json!({}), json!({})))
-            .unwrap();
-        s.cache.pump(None).unwrap();
-        let key = format!("default/{name}");
+        let (name, key) = deployment_whose_replica_set_cannot_be_created(&store, s);
         let e = s.sync_deployment(&key).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Invalid);
         let p = progressing(&get(&store, "Deployment", &key)).unwrap();
@@ -1403,12 +1414,7 @@ mod tests {
     fn a_sync_that_keeps_failing_is_retried_fifteen_times_then_dropped() {
         let (store, clock, cp) = plane();
         let s = &cp.shared;
-        let name = name_too_long_for_its_replica_set();
-        store
-            .create(deployment(&name, json!({}), json!({})))
-            .unwrap();
-        s.cache.pump(None).unwrap();
-        let key = format!("default/{name}");
+        let (_, key) = deployment_whose_replica_set_cannot_be_created(&store, s);
         s.dep_queue.add(key.clone());
         let mut syncs = 0u64;
         for _ in 0..40 {

@@ -19,7 +19,7 @@ use crate::controller::expectations::Satisfied;
 use crate::controller::instance::InstanceView;
 use crate::controller::replicaset::{self as rsu, ReplicaSetView};
 use crate::error::{Error, Result};
-use crate::store::{EventType, Object, WatchEvent};
+use crate::store::{EventType, Object, OwnerReference, WatchEvent};
 use crate::sync::Ordering;
 
 /// How soon to look again when the cache has not caught up with our own last write.
@@ -45,17 +45,12 @@ impl Shared {
     pub(crate) fn on_instance_event(&self, ev: &WatchEvent, old: Option<&Object>) {
         let o = &ev.object;
         let ns = &o.metadata.namespace;
-        let rs_ref = |x: &'_ Object| {
-            x.controller_ref()
-                .filter(|r| r.kind == "ReplicaSet")
-                .map(|r| (r.name.clone(), r.uid.clone()))
-        };
-        let current = rs_ref(o);
+        let current = rs_controller(o);
         if ev.event_type == EventType::Modified {
             // The controller reference changed: the previous owner lost an instance.
-            let previous = old.and_then(rs_ref);
-            if let Some(prev) = previous.filter(|p| current.as_ref() != Some(p))
-                && let Some(rs) = self.resolve_rs(ns, &prev)
+            let previous = old.and_then(rs_controller);
+            if let Some(prev) = previous.filter(|p| current.is_none_or(|c| c.uid != p.uid))
+                && let Some(rs) = self.resolve_rs(ns, prev)
             {
                 self.rs_queue.add(rs.key());
             }
@@ -75,7 +70,7 @@ impl Shared {
         };
         // A reference to a ReplicaSet that is gone, or to an earlier one of the same name,
         // concerns no ReplicaSet here (upstream's resolveControllerRef).
-        let Some(rs) = self.resolve_rs(ns, &owner) else {
+        let Some(rs) = self.resolve_rs(ns, owner) else {
             return;
         };
         let rs_key = rs.key();
@@ -100,12 +95,12 @@ impl Shared {
         self.rs_queue.add(rs_key);
     }
 
-    /// The cached ReplicaSet a controller reference `(name, uid)` names, if it is the same
-    /// one (same UID).
-    fn resolve_rs(&self, namespace: &str, (name, uid): &(String, String)) -> Option<Arc<Object>> {
+    /// The cached ReplicaSet a controller reference names, if it is the same one (same
+    /// UID).
+    fn resolve_rs(&self, namespace: &str, r: &OwnerReference) -> Option<Arc<Object>> {
         self.cache
-            .get("ReplicaSet", &format!("{namespace}/{name}"))
-            .filter(|rs| rs.metadata.uid == *uid)
+            .get("ReplicaSet", &format!("{namespace}/{}", r.name))
+            .filter(|rs| rs.metadata.uid == r.uid)
     }
 
     fn sync_rs(self: &Arc<Self>, key: &str) -> Result<()> {
@@ -364,6 +359,11 @@ impl Shared {
         self.count(|c| c.store_writes += 1);
         Ok(w)
     }
+}
+
+/// An object's controller reference, if its controller is a ReplicaSet.
+fn rs_controller(o: &Object) -> Option<&OwnerReference> {
+    o.controller_ref().filter(|r| r.kind == "ReplicaSet")
 }
 
 /// A new instance from the ReplicaSet's template: generated name, template labels and
