@@ -40,6 +40,8 @@ pub use informer::{IndexFunc, Informer, InformerConfig, InformerFactory};
 #[cfg(not(loom))]
 pub use log::Durability;
 #[cfg(not(loom))]
+pub use controller::probe::{Probe, ProbeOutcome, ProbeType};
+#[cfg(not(loom))]
 pub use runtime::{ControlPlane, ControlPlaneConfig, Driver, DriverError, Started};
 #[cfg(not(loom))]
 pub use snapshot::{Snapshot, SnapshotInfo};

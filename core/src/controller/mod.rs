@@ -23,6 +23,7 @@ pub mod expectations;
 pub(crate) mod gosort;
 pub mod instance;
 pub mod intstr;
+pub mod probe;
 pub mod replicaset;
 
 use std::time::{Duration, SystemTime};

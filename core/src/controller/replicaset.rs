@@ -87,6 +87,9 @@ pub(crate) fn selector_and_template(
             ));
         }
     };
+    if let Some(spec) = template.get("spec") {
+        super::probe::Probes::from_instance_spec(spec, "spec.template.spec")?;
+    }
     let mut labels = BTreeMap::new();
     match template.pointer("/metadata/labels") {
         None | Some(Value::Null) => {}

@@ -21,8 +21,24 @@ use serde_json::json;
 
 use super::{Call, Shared, TimedOut};
 use crate::clock::rfc3339;
+use crate::controller::probe::{
+    MAX_PROBE_ATTEMPTS, Probe, ProbeOutcome, ProbeResult, ProbeType, ProbeWorker, Probes,
+};
 use crate::error::Result;
 use crate::store::Object;
+
+/// How long past its `timeoutSeconds` a probe call may take before it counts as failed (the
+/// built-in handlers stop themselves at the timeout; a host's `probe` may not).
+const PROBE_CALL_SLACK: Duration = Duration::from_secs(1);
+
+/// One probe worker of a running instance (upstream's `worker`): its threshold logic, its
+/// next tick and the call in flight.
+struct ProbeState {
+    probe: Arc<Probe>,
+    worker: ProbeWorker,
+    next_at: Instant,
+    call: Option<Arc<Call>>,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -52,12 +68,122 @@ struct InstanceState {
     stop_requested: bool,
     /// The driver call the agent waits for (while `Starting` or `Stopping`).
     call: Option<Arc<Call>>,
+    /// The instance's probes, parsed before its first start.
+    probe_specs: Arc<Probes>,
+    /// Probe workers while `Running` (made afresh on every start, so a restarted
+    /// instance gets its initial results and full thresholds again).
+    probes: Vec<ProbeState>,
+    /// When the instance was last seen to start (`initialDelaySeconds` counts from it).
+    running_since: Instant,
+    /// A probe's result changed since the agent last derived Ready from them.
+    probe_changed: bool,
+    /// The Ready status (ready, reason, message) the agent last wrote.
+    ready_written: Option<Derived>,
+    /// Stopping (or about to stop) to restart: a liveness or startup probe failed; why.
+    restart: Option<String>,
 }
 
 impl InstanceState {
     fn waits_for(&self, call: &Arc<Call>) -> bool {
         self.call.as_ref().is_some_and(|c| Arc::ptr_eq(c, call))
     }
+
+    /// Fresh probe workers for an instance that has just started running (`ready`: an
+    /// adopted instance that is already Ready keeps its readiness until a probe says
+    /// otherwise).
+    fn arm_probes(&mut self, now: Instant, ready: bool) {
+        self.running_since = now;
+        self.probe_changed = false;
+        self.probes = ProbeType::ALL
+            .iter()
+            .filter_map(|t| self.probe_specs.get(*t))
+            .map(|p| {
+                let mut worker = ProbeWorker::new(p);
+                if ready && p.probe_type == ProbeType::Readiness {
+                    worker.assume(ProbeResult::Success);
+                }
+                ProbeState {
+                    probe: Arc::new(p.clone()),
+                    worker,
+                    next_at: now,
+                    call: None,
+                }
+            })
+            .collect();
+    }
+
+    fn probe_result(&self, t: ProbeType) -> Option<&ProbeWorker> {
+        self.probes
+            .iter()
+            .find(|p| p.probe.probe_type == t)
+            .map(|p| &p.worker)
+    }
+
+    /// Upstream's `isContainerStarted`: no startup probe, or it succeeded.
+    fn started(&self) -> bool {
+        self.probe_result(ProbeType::Startup)
+            .is_none_or(|w| w.result() == ProbeResult::Success)
+    }
+
+    /// Ready as the probes have it, with the reason and message of a not-ready one.
+    fn derived_ready(&self) -> Derived {
+        if let Some(w) = self
+            .probe_result(ProbeType::Startup)
+            .filter(|w| w.result() != ProbeResult::Success)
+        {
+            return (false, "StartupProbePending", w.message.clone());
+        }
+        match self.probe_result(ProbeType::Readiness) {
+            Some(w) if w.result() != ProbeResult::Success => {
+                let reason = if !w.written() {
+                    "ReadinessProbePending"
+                } else {
+                    "ReadinessProbeFailed"
+                };
+                (false, reason, w.message.clone())
+            }
+            _ => (true, "", String::new()),
+        }
+    }
+
+    /// A failed liveness probe, or a startup probe that failed: the instance must restart.
+    fn probe_kill(&self) -> Option<String> {
+        self.probes.iter().find_map(|p| {
+            let failed = p.worker.result() == ProbeResult::Failure;
+            match p.probe.probe_type {
+                ProbeType::Liveness | ProbeType::Startup if failed => Some(format!(
+                    "{} probe failed: {}",
+                    p.probe.probe_type.name(),
+                    p.worker.message
+                )),
+                _ => None,
+            }
+        })
+    }
+}
+
+/// Ready, and the reason and message of a not-ready instance.
+type Derived = (bool, &'static str, String);
+
+/// The Ready condition as the agent writes it.
+fn ready_condition(ready: bool, reason: &str, message: &str, now_wall: &str) -> serde_json::Value {
+    if ready {
+        json!({"type": "Ready", "status": "True", "lastTransitionTime": now_wall})
+    } else {
+        json!({"type": "Ready", "status": "False", "lastTransitionTime": now_wall,
+               "reason": reason, "message": message})
+    }
+}
+
+/// What one look at a running instance's probes asks for, done once the lock is released.
+#[derive(Default)]
+struct ProbeWork {
+    jobs: Vec<(Arc<Probe>, Arc<Call>)>,
+    /// Ready to write.
+    ready: Option<Derived>,
+    /// Stop it to restart it (the call, and why).
+    kill: Option<(Arc<Call>, String)>,
+    wake: Option<Instant>,
 }
 
 /// Per-instance bookkeeping of the agent.
@@ -137,7 +263,8 @@ impl Shared {
             // adopted as running, not started twice.
             let running = obj.status["phase"] == "Running";
             let restarts = obj.status["restartCount"].as_u64().unwrap_or(0) as u32;
-            InstanceState {
+            let now = self.now();
+            let mut st = InstanceState {
                 uid: obj.metadata.uid.clone(),
                 last: obj.clone(),
                 phase: if running { Phase::Running } else { Phase::Idle },
@@ -150,7 +277,28 @@ impl Shared {
                 next_try: None,
                 stop_requested: false,
                 call: None,
+                probe_specs: Arc::new(
+                    Probes::from_instance_spec(&obj.spec, "spec").unwrap_or_default(),
+                ),
+                probes: Vec::new(),
+                running_since: now,
+                probe_changed: false,
+                ready_written: None,
+                restart: None,
+            };
+            if running {
+                let ready = obj.status["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                    .is_some_and(|c| c["status"] == "True");
+                st.ready_written = Some(if ready {
+                    (true, "", String::new())
+                } else {
+                    (false, "", String::new())
+                });
+                st.arm_probes(now, ready);
             }
+            st
         });
         st.last = obj.clone();
         let now = self.now();
@@ -166,16 +314,253 @@ impl Shared {
             self.agent_queue.add_after(key.to_string(), t - now);
         }
         if start {
-            st.phase = Phase::Starting;
-            st.stop_requested = false;
-            let call = self.new_call();
-            st.call = Some(call.clone());
+            match Probes::from_instance_spec(&obj.spec, "spec") {
+                Ok(p) => {
+                    st.probe_specs = Arc::new(p);
+                    st.phase = Phase::Starting;
+                    st.stop_requested = false;
+                    let call = self.new_call();
+                    st.call = Some(call.clone());
+                    drop(states);
+                    self.submit_start(key.to_string(), obj, call);
+                }
+                Err(e) => {
+                    // Nothing to start: a spec the agent cannot probe is a failed start.
+                    let status = self.start_failed(st, key, "InvalidProbe", &e.to_string());
+                    let uid = st.uid.clone();
+                    drop(states);
+                    if let Err(e) = self.write_instance_status(key, &uid, status) {
+                        tracing::warn!(instance = %key, error = %e, "could not record instance status");
+                    }
+                }
+            }
+        } else if st.phase == Phase::Running && (!st.probes.is_empty() || st.restart.is_some()) {
+            let work = self.look_at_probes(st, now);
+            let uid = st.uid.clone();
+            let last = st.last.clone();
             drop(states);
-            self.submit_start(key.to_string(), obj, call);
+            self.do_probe_work(key, &uid, last, work);
         } else {
             drop(states);
         }
         self.agent_queue.done(&key.to_string());
+    }
+
+    /// One look at a running instance's probes (upstream's workers' ticks, together): a
+    /// restart a failed liveness or startup probe asked for; Ready re-derived after a
+    /// result changed; calls past their deadline failed; due probes started.
+    fn look_at_probes(&self, st: &mut InstanceState, now: Instant) -> ProbeWork {
+        let mut work = ProbeWork::default();
+        if st.restart.is_none() {
+            st.restart = st.probe_kill();
+        }
+        if let Some(why) = st.restart.clone() {
+            st.phase = Phase::Stopping;
+            for p in &mut st.probes {
+                p.call = None;
+            }
+            let call = self.new_call();
+            st.call = Some(call.clone());
+            work.kill = Some((call, why));
+            return work;
+        }
+        for p in &mut st.probes {
+            // A call past its deadline is a failed probe (upstream: a timeout is a failure).
+            if let Some(call) = p.call.as_ref().filter(|c| now >= c.deadline) {
+                self.executor.time_out(call);
+                p.call = None;
+                self.count(|c| {
+                    c.probes += 1;
+                    c.probe_failures += 1;
+                });
+                let msg = format!(
+                    "{} probe timed out after {}s",
+                    p.probe.probe_type.name(),
+                    p.probe.timeout_seconds
+                );
+                if p.worker.observe(Ok(ProbeOutcome::Failure(msg))).is_some() {
+                    st.probe_changed = true;
+                }
+            }
+        }
+        if std::mem::take(&mut st.probe_changed) {
+            if let Some(why) = st.probe_kill() {
+                st.restart = Some(why);
+                return self.look_at_probes(st, now);
+            }
+            let derived = st.derived_ready();
+            if st.ready_written.as_ref() != Some(&derived) {
+                work.ready = Some(derived);
+            }
+        }
+        let started = st.started();
+        let since = now.saturating_duration_since(st.running_since);
+        for p in &mut st.probes {
+            if now >= p.next_at {
+                let period = Duration::from_secs(u64::from(p.probe.period_seconds));
+                p.next_at += period;
+                if p.next_at <= now {
+                    p.next_at = now + period;
+                }
+                // Upstream's doProbe: startup gates liveness and readiness; a worker on
+                // hold, or inside the initial delay (whole seconds), waits its next tick.
+                let active = match p.probe.probe_type {
+                    ProbeType::Startup => !started,
+                    ProbeType::Liveness | ProbeType::Readiness => started,
+                };
+                let delayed = since.as_secs() < u64::from(p.probe.initial_delay_seconds);
+                if active && !delayed && !p.worker.on_hold() && p.call.is_none() {
+                    let timeout = Duration::from_secs(u64::from(p.probe.timeout_seconds));
+                    let call = Call::new(now + timeout + PROBE_CALL_SLACK);
+                    p.call = Some(call.clone());
+                    work.jobs.push((p.probe.clone(), call));
+                }
+            }
+            let mut wake = p.next_at;
+            if let Some(c) = &p.call {
+                wake = wake.min(c.deadline);
+            }
+            work.wake = Some(work.wake.map_or(wake, |w| w.min(wake)));
+        }
+        work
+    }
+
+    fn do_probe_work(self: &Arc<Self>, key: &str, uid: &str, last: Arc<Object>, work: ProbeWork) {
+        let now = self.now();
+        if let Some((call, why)) = work.kill {
+            self.count(|c| c.probe_restarts += 1);
+            tracing::info!(instance = %key, reason = %why, "restarting an instance whose probe failed");
+            let now_wall = rfc3339(self.cfg.clock.wall());
+            let cond = ready_condition(false, probe_reason(&why), &why, &now_wall);
+            let _ = self.patch_instance_status(key, uid, |status| {
+                set_ready(status, cond.clone());
+                status["message"] = json!(format!("{why}; restarting"));
+            });
+            self.submit_stop(key.to_string(), last, call);
+            return;
+        }
+        if let Some(derived) = work.ready {
+            let now_wall = rfc3339(self.cfg.clock.wall());
+            let (ready, reason, message) = &derived;
+            let cond = ready_condition(*ready, reason, message, &now_wall);
+            let written = self.patch_instance_status(key, uid, |status| set_ready(status, cond.clone()));
+            match written {
+                Ok(()) => {
+                    if let Some(st) = self.agent.states.lock().get_mut(key).filter(|st| st.uid == uid) {
+                        st.ready_written = Some(derived);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %key, error = %e, "could not record instance readiness");
+                    if let Some(st) = self.agent.states.lock().get_mut(key).filter(|st| st.uid == uid) {
+                        st.probe_changed = true;
+                    }
+                    self.agent_queue.add_rate_limited(key.to_string());
+                }
+            }
+        }
+        for (probe, call) in work.jobs {
+            self.submit_probe(key, uid, probe, call);
+        }
+        if let Some(w) = work.wake {
+            self.agent_queue.add_after(key.to_string(), w.saturating_duration_since(now));
+        }
+    }
+
+    fn submit_probe(self: &Arc<Self>, key: &str, uid: &str, probe: Arc<Probe>, call: Arc<Call>) {
+        let s = self.clone();
+        let (job_key, uid) = (key.to_string(), uid.to_string());
+        let job_call = call.clone();
+        let t = probe.probe_type;
+        let job = Box::new(move || {
+            // The newest object: its status carries the address the probe goes to.
+            let key = job_key;
+            let Some(inst) = s
+                .store
+                .get("Instance", &key)
+                .ok()
+                .flatten()
+                .filter(|c| c.metadata.uid == uid)
+            else {
+                return;
+            };
+            let mut r = Err(String::new());
+            for _ in 0..MAX_PROBE_ATTEMPTS {
+                match s.driver.probe(&inst, &probe) {
+                    Ok(o) => {
+                        r = Ok(o);
+                        break;
+                    }
+                    Err(e) => r = Err(e.0),
+                }
+            }
+            s.probe_finished(&key, &uid, t, &job_call, r);
+        });
+        if let Err(e) = self.executor.submit(job, call.clone()) {
+            tracing::warn!(instance = %key, error = %e, "could not queue a probe");
+            if let Some(p) = self
+                .agent
+                .states
+                .lock()
+                .get_mut(key)
+                .and_then(|st| st.probes.iter_mut().find(|p| p.probe.probe_type == t))
+                .filter(|p| p.call.as_ref().is_some_and(|c| Arc::ptr_eq(c, &call)))
+            {
+                p.call = None;
+            }
+        }
+    }
+
+    /// A probe returned: its worker takes the outcome; a changed result has the agent look
+    /// at the instance again. A probe of a worker that is gone (stopped, restarted) or that
+    /// timed out already is ignored.
+    fn probe_finished(
+        &self,
+        key: &str,
+        uid: &str,
+        t: ProbeType,
+        call: &Arc<Call>,
+        r: std::result::Result<ProbeOutcome, String>,
+    ) {
+        let mut states = self.agent.states.lock();
+        let Some(st) = states
+            .get_mut(key)
+            .filter(|st| st.uid == uid && st.phase == Phase::Running)
+        else {
+            return;
+        };
+        let Some(p) = st
+            .probes
+            .iter_mut()
+            .find(|p| p.probe.probe_type == t && p.call.as_ref().is_some_and(|c| Arc::ptr_eq(c, call)))
+        else {
+            return;
+        };
+        p.call = None;
+        let failed = matches!(r, Ok(ProbeOutcome::Failure(_)));
+        if let Err(e) = &r {
+            tracing::debug!(instance = %key, probe = t.name(), error = %e, "probe error (discarded)");
+        }
+        // A written result the agent must act on: a change, or a failure (whose message
+        // the status may not show yet).
+        let before = p.worker.result();
+        let changed = p
+            .worker
+            .observe(r)
+            .is_some_and(|now| now != before || now == ProbeResult::Failure);
+        if changed {
+            st.probe_changed = true;
+        }
+        drop(states);
+        self.count(|c| {
+            c.probes += 1;
+            if failed {
+                c.probe_failures += 1;
+            }
+        });
+        if changed {
+            self.agent_queue.add(key.to_string());
+        }
     }
 
     /// The pool refused `call`: the instance goes back to `phase` (if it still waits for
@@ -297,9 +682,16 @@ impl Shared {
             Ok(started) => {
                 st.phase = Phase::Running;
                 st.next_try = None;
+                st.arm_probes(self.now(), false);
+                let (ready, reason, message) = st.derived_ready();
+                st.ready_written = Some((ready, reason, message.clone()));
+                if !st.probes.is_empty() {
+                    // The first probes run at once.
+                    self.agent_queue.add(key.to_string());
+                }
                 json!({
                     "phase": "Running",
-                    "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now_wall}],
+                    "conditions": [ready_condition(ready, reason, &message, &now_wall)],
                     "startTime": now_wall,
                     "address": started.address,
                     "restartCount": st.failures,
@@ -339,6 +731,25 @@ impl Shared {
             };
             st.call = None;
             match r {
+                Ok(()) if st.restart.is_some() && s.instance_exists(&key, &obj.metadata.uid) => {
+                    // Stopped for a failed liveness or startup probe: start it again after
+                    // the crash-loop backoff, as a container the kubelet killed.
+                    let why = st.restart.take().unwrap_or_default();
+                    let backoff = s.enter_backoff(st);
+                    let (uid, failures) = (st.uid.clone(), st.failures);
+                    drop(states);
+                    s.agent_queue.add_after(key.clone(), backoff);
+                    let now_wall = rfc3339(s.cfg.clock.wall());
+                    let status = json!({
+                        "phase": "Running",
+                        "conditions": [ready_condition(false, probe_reason(&why), &why, &now_wall)],
+                        "restartCount": failures,
+                        "message": format!("{why}; restarting in {}s", backoff.as_secs()),
+                    });
+                    if let Err(e) = s.write_instance_status(&key, &uid, status) {
+                        tracing::warn!(instance = %key, error = %e, "could not record instance status");
+                    }
+                }
                 Ok(()) => {
                     states.remove(&key);
                     drop(states);
@@ -385,6 +796,7 @@ impl Shared {
         );
         st.phase = Phase::Backoff;
         st.next_try = Some(now + backoff);
+        st.probes.clear();
         backoff
     }
 
@@ -509,9 +921,29 @@ impl Shared {
         }
     }
 
+    /// Whether the store still holds the instance `key` with `uid`.
+    fn instance_exists(&self, key: &str, uid: &str) -> bool {
+        self.store
+            .get("Instance", key)
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.metadata.uid == uid)
+    }
+
     /// Writes an instance's status through the store, re-reading on conflict; a vanished
     /// or replaced object is left alone.
     fn write_instance_status(&self, key: &str, uid: &str, status: serde_json::Value) -> Result<()> {
+        self.patch_instance_status(key, uid, |s| *s = status.clone())
+    }
+
+    /// Changes an instance's stored status with `f`, re-reading on conflict; a vanished or
+    /// replaced object is left alone.
+    fn patch_instance_status(
+        &self,
+        key: &str,
+        uid: &str,
+        f: impl Fn(&mut serde_json::Value),
+    ) -> Result<()> {
         loop {
             let Some(cur) = self.store.get("Instance", key)? else {
                 return Ok(());
@@ -520,7 +952,7 @@ impl Shared {
                 return Ok(());
             }
             let mut next = (*cur).clone();
-            next.status = status.clone();
+            f(&mut next.status);
             match self.store.update_status(next) {
                 Ok(_) => {
                     self.count(|c| c.store_writes += 1);
@@ -636,6 +1068,33 @@ impl Shared {
             .map(|(k, _)| k.clone())
             .collect()
     }
+}
+
+/// The Ready condition's reason after a probe asked for a restart.
+fn probe_reason(why: &str) -> &'static str {
+    if why.starts_with("startup") {
+        "StartupProbeFailed"
+    } else {
+        "LivenessProbeFailed"
+    }
+}
+
+/// Replaces the Ready condition of `status` (keeping the others).
+fn set_ready(status: &mut serde_json::Value, cond: serde_json::Value) {
+    if !status.is_object() {
+        *status = json!({});
+    }
+    let conds = status
+        .as_object_mut()
+        .expect("made an object above")
+        .entry("conditions")
+        .or_insert_with(|| json!([]));
+    if !conds.is_array() {
+        *conds = json!([]);
+    }
+    let list = conds.as_array_mut().expect("made an array above");
+    list.retain(|c| c["type"] != "Ready");
+    list.insert(0, cond);
 }
 
 #[cfg(test)]

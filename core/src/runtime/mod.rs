@@ -15,6 +15,7 @@ mod agent;
 pub mod cache;
 mod deployment;
 mod endpoints;
+pub mod probe;
 mod replicaset;
 
 use std::collections::VecDeque;
@@ -78,6 +79,19 @@ pub trait Driver: Send + Sync + 'static {
     fn start(&self, instance: &Object) -> std::result::Result<Started, DriverError>;
     /// Stops `instance`; must be idempotent.
     fn stop(&self, instance: &Object) -> std::result::Result<(), DriverError>;
+    /// Runs one probe of a running `instance` (its `readinessProbe`, `livenessProbe` or
+    /// `startupProbe`, defaults applied; `probe.spec` is the probe as JSON with its `type`).
+    /// The default runs floyd's built-in `httpGet`, `tcpSocket` and `exec` handlers
+    /// ([`probe::run_builtin`]). An `Err` means the probe could not be run: it is tried up
+    /// to three times, then discarded (it counts neither as success nor as failure). A call
+    /// still out a second past the probe's `timeoutSeconds` is a failure.
+    fn probe(
+        &self,
+        instance: &Object,
+        probe: &crate::controller::probe::Probe,
+    ) -> std::result::Result<crate::controller::probe::ProbeOutcome, DriverError> {
+        probe::run_builtin(instance, probe)
+    }
 }
 
 /// A driver that starts and stops nothing (every call succeeds at once).
@@ -532,6 +546,12 @@ pub struct ControlPlaneStats {
     pub driver_late_results: u64,
     /// Pool threads spawned to replace threads stuck in a timed-out call.
     pub driver_threads_replaced: u64,
+    /// Probes run (each counted once, however many attempts an erring handler took).
+    pub probes: u64,
+    /// Probes that failed (timeouts included; errors are not failures).
+    pub probe_failures: u64,
+    /// Instances stopped and restarted because a liveness or startup probe failed.
+    pub probe_restarts: u64,
 }
 
 pub(crate) struct Shared {
