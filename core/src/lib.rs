@@ -34,13 +34,13 @@ pub(crate) mod sync;
 pub mod workqueue;
 
 pub use clock::{Clock, FakeClock, SharedClock, SystemClock};
+#[cfg(not(loom))]
+pub use controller::probe::{Probe, ProbeOutcome, ProbeType};
 pub use error::{Error, ErrorKind, Result};
 #[cfg(not(loom))]
 pub use informer::{IndexFunc, Informer, InformerConfig, InformerFactory};
 #[cfg(not(loom))]
 pub use log::Durability;
-#[cfg(not(loom))]
-pub use controller::probe::{Probe, ProbeOutcome, ProbeType};
 #[cfg(not(loom))]
 pub use runtime::{ControlPlane, ControlPlaneConfig, Driver, DriverError, Started};
 #[cfg(not(loom))]

@@ -103,8 +103,10 @@ fn plane_with(
         .extend(probes.as_object().unwrap().clone());
     store
         .create(
-            Object::from_json(&json!({"kind": "Instance", "metadata": {"name": "a"}, "spec": spec}))
-                .unwrap(),
+            Object::from_json(
+                &json!({"kind": "Instance", "metadata": {"name": "a"}, "spec": spec}),
+            )
+            .unwrap(),
         )
         .unwrap();
     if run {
@@ -158,7 +160,10 @@ fn readiness_is_written_after_its_thresholds_in_a_row() {
         "exec": {"command": ["check"]}, "periodSeconds": 5,
         "successThreshold": 2, "failureThreshold": 3}}));
     // Started, probed once at once (one success of two): not ready yet.
-    assert_eq!(store.get("Instance", "default/a").unwrap().unwrap().status["phase"], "Running");
+    assert_eq!(
+        store.get("Instance", "default/a").unwrap().unwrap().status["phase"],
+        "Running"
+    );
     assert_eq!(driver.times("readiness"), vec![0]);
     assert_eq!(ready(&store)["reason"], "ReadinessProbePending");
     pass(&clock, &cp, 5);
@@ -170,7 +175,10 @@ fn readiness_is_written_after_its_thresholds_in_a_row() {
     assert!(is_ready(&store), "two failures of three keep it ready");
     pass(&clock, &cp, 5);
     let r = ready(&store);
-    assert_eq!((r["status"].as_str(), r["reason"].as_str()), (Some("False"), Some("ReadinessProbeFailed")));
+    assert_eq!(
+        (r["status"].as_str(), r["reason"].as_str()),
+        (Some("False"), Some("ReadinessProbeFailed"))
+    );
     assert_eq!(r["message"], "readiness says no");
     // Readiness failing never restarts anything.
     assert_eq!((*driver.starts.lock(), *driver.stops.lock()), (1, 0));
@@ -198,10 +206,21 @@ fn a_failing_liveness_probe_restarts_the_instance_with_a_fresh_threshold() {
     assert_eq!(*driver.stops.lock(), 0, "one failure of two");
     pass(&clock, &cp, 10);
     assert_eq!(*driver.stops.lock(), 1, "killed after the second failure");
-    let st = store.get("Instance", "default/a").unwrap().unwrap().status.clone();
+    let st = store
+        .get("Instance", "default/a")
+        .unwrap()
+        .unwrap()
+        .status
+        .clone();
     assert_eq!(ready(&store)["reason"], "LivenessProbeFailed", "{st}");
     assert_eq!(st["restartCount"], 1);
-    assert!(st["message"].as_str().unwrap().contains("restarting in 10s"), "{st}");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap()
+            .contains("restarting in 10s"),
+        "{st}"
+    );
     // The crash-loop backoff (10 s), then a new start whose worker needs two failures again.
     pass(&clock, &cp, 10);
     assert_eq!(*driver.starts.lock(), 2);
@@ -295,7 +314,10 @@ fn a_probe_that_does_not_return_fails_a_second_after_its_timeout() {
     assert_eq!(cp.stats().probe_failures, 1, "failed at timeout + 1 s");
     // The kill is queued behind the timed-out probe, which is skipped.
     run_all(&cp);
-    assert!(driver.times("liveness").is_empty(), "the timed-out call never ran");
+    assert!(
+        driver.times("liveness").is_empty(),
+        "the timed-out call never ran"
+    );
     assert_eq!(*driver.stops.lock(), 1);
 }
 
@@ -303,10 +325,18 @@ fn a_probe_that_does_not_return_fails_a_second_after_its_timeout() {
 fn an_instance_with_an_invalid_probe_is_not_started() {
     let (_clock, store, driver, _cp) = plane(json!({"readinessProbe": {"tcpSocket": {"port": 0}}}));
     assert_eq!(*driver.starts.lock(), 0);
-    let st = store.get("Instance", "default/a").unwrap().unwrap().status.clone();
+    let st = store
+        .get("Instance", "default/a")
+        .unwrap()
+        .unwrap()
+        .status
+        .clone();
     assert_eq!(ready(&store)["reason"], "InvalidProbe", "{st}");
     assert!(
-        ready(&store)["message"].as_str().unwrap().contains("spec.readinessProbe.tcpSocket.port"),
+        ready(&store)["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.readinessProbe.tcpSocket.port"),
         "{st}"
     );
 }
@@ -369,7 +399,12 @@ fn tcp_probes_succeed_on_a_listening_port_only() {
         ProbeOutcome::Success
     );
     let closed = closed_port();
-    match run_builtin(&inst, &probe(json!({"tcpSocket": {"port": closed, "host": "127.0.0.1"}}))).unwrap() {
+    match run_builtin(
+        &inst,
+        &probe(json!({"tcpSocket": {"port": closed, "host": "127.0.0.1"}})),
+    )
+    .unwrap()
+    {
         ProbeOutcome::Failure(m) => assert!(m.contains(&format!("127.0.0.1:{closed}")), "{m}"),
         o => panic!("{o:?}"),
     }
@@ -429,7 +464,10 @@ fn http_probes_follow_upstreams_status_and_redirect_rules() {
     assert_eq!(run("/ok"), ProbeOutcome::Success);
     let first = seen.lock()[0].clone();
     assert!(first.starts_with("GET /ok HTTP/1.1\r\n"), "{first}");
-    assert!(first.contains("X-Check: yes\r\n") && first.contains("User-Agent: floyd-probe/"), "{first}");
+    assert!(
+        first.contains("X-Check: yes\r\n") && first.contains("User-Agent: floyd-probe/"),
+        "{first}"
+    );
     assert_eq!(
         run("/broken"),
         ProbeOutcome::Failure("HTTP probe failed with statuscode: 500".into())
@@ -438,7 +476,11 @@ fn http_probes_follow_upstreams_status_and_redirect_rules() {
     assert_eq!(run("/moved"), ProbeOutcome::Success);
     assert_eq!(seen.lock().len(), 2, "the same-host redirect was followed");
     seen.lock().clear();
-    assert_eq!(run("/away"), ProbeOutcome::Success, "an off-host redirect is its 3xx");
+    assert_eq!(
+        run("/away"),
+        ProbeOutcome::Success,
+        "an off-host redirect is its 3xx"
+    );
     assert_eq!(seen.lock().len(), 1);
     seen.lock().clear();
     assert_eq!(
@@ -454,9 +496,16 @@ fn an_http_probe_against_a_silent_server_fails_at_its_timeout() {
     let port = l.local_addr().unwrap().port();
     // Accepts (the kernel does) but never answers.
     let inst = instance_at(&format!("127.0.0.1:{port}"));
-    match run_builtin(&inst, &probe(json!({"httpGet": {"port": port}, "timeoutSeconds": 1}))).unwrap()
+    match run_builtin(
+        &inst,
+        &probe(json!({"httpGet": {"port": port}, "timeoutSeconds": 1})),
+    )
+    .unwrap()
     {
-        ProbeOutcome::Failure(m) => assert!(m.starts_with(&format!("Get \"http://127.0.0.1:{port}/\"")), "{m}"),
+        ProbeOutcome::Failure(m) => assert!(
+            m.starts_with(&format!("Get \"http://127.0.0.1:{port}/\"")),
+            "{m}"
+        ),
         o => panic!("{o:?}"),
     }
     drop(l);
@@ -469,9 +518,12 @@ fn exec_probes_use_the_exit_status_and_are_killed_at_the_timeout() {
     assert_eq!(run(json!(["true"])), ProbeOutcome::Success);
     assert!(matches!(run(json!(["false"])), ProbeOutcome::Failure(_)));
     assert_eq!(
-        run(json!(["sh", "-c",
-                   "test \"$FLOYD_INSTANCE\" = default/a && test \"$FLOYD_ADDRESS\" = 10.1.2.3:80 \
-                    && test \"$FLOYD_PROBE\" = readiness"])),
+        run(json!([
+            "sh",
+            "-c",
+            "test \"$FLOYD_INSTANCE\" = default/a && test \"$FLOYD_ADDRESS\" = 10.1.2.3:80 \
+                    && test \"$FLOYD_PROBE\" = readiness"
+        ])),
         ProbeOutcome::Success
     );
     match run(json!(["/nonexistent/floyd-probe"])) {
@@ -487,7 +539,11 @@ fn exec_probes_use_the_exit_status_and_are_killed_at_the_timeout() {
 #[test]
 fn https_and_grpc_need_the_drivers_own_probe() {
     let inst = instance_at("127.0.0.1:1");
-    let e = run_builtin(&inst, &probe(json!({"httpGet": {"port": 1, "scheme": "HTTPS"}}))).unwrap_err();
+    let e = run_builtin(
+        &inst,
+        &probe(json!({"httpGet": {"port": 1, "scheme": "HTTPS"}})),
+    )
+    .unwrap_err();
     assert!(e.0.contains("HTTPS"), "{e}");
     let e = run_builtin(&inst, &probe(json!({"grpc": {"port": 1}}))).unwrap_err();
     assert!(e.0.contains("gRPC"), "{e}");
@@ -515,7 +571,12 @@ fn a_rollout_whose_new_version_fails_readiness_stops_and_keeps_the_old_instances
     let good = healthy.local_addr().unwrap().port();
     let bad = closed_port();
     let store = Store::memory();
-    let cp = ControlPlane::new(store.clone(), Arc::new(Nothing), ControlPlaneConfig::default()).unwrap();
+    let cp = ControlPlane::new(
+        store.clone(),
+        Arc::new(Nothing),
+        ControlPlaneConfig::default(),
+    )
+    .unwrap();
     cp.start().unwrap();
     let template = |version: &str, port: u16| {
         json!({"metadata": {"labels": {"app": "web"}},
@@ -535,15 +596,22 @@ fn a_rollout_whose_new_version_fails_readiness_stops_and_keeps_the_old_instances
             .unwrap(),
         )
         .unwrap();
-    let st = cp.wait_for_rollout("default/web", Duration::from_secs(30)).unwrap();
+    let st = cp
+        .wait_for_rollout("default/web", Duration::from_secs(30))
+        .unwrap();
     assert_eq!(st["readyReplicas"], 3, "{st}");
 
     let mut next = (*store.get("Deployment", "default/web").unwrap().unwrap()).clone();
     next.spec["template"] = template("2", bad);
     store.update(next).unwrap();
-    let err = cp.wait_for_rollout("default/web", Duration::from_secs(30)).unwrap_err();
+    let err = cp
+        .wait_for_rollout("default/web", Duration::from_secs(30))
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Expired, "{err}");
-    assert!(err.to_string().contains("ProgressDeadlineExceeded"), "{err}");
+    assert!(
+        err.to_string().contains("ProgressDeadlineExceeded"),
+        "{err}"
+    );
     // maxUnavailable 0: the three old instances still serve; one new one is not ready.
     let insts = store.list("Instance", None, None).unwrap().0;
     let ready_of = |v: &str| {
@@ -554,8 +622,14 @@ fn a_rollout_whose_new_version_fails_readiness_stops_and_keeps_the_old_instances
             .count()
     };
     assert_eq!((ready_of("1"), ready_of("2")), (3, 0));
-    let new = insts.iter().find(|i| i.spec["version"] == "2").expect("a surge instance");
-    assert_eq!(new.status["conditions"][0]["reason"], "ReadinessProbeFailed");
+    let new = insts
+        .iter()
+        .find(|i| i.spec["version"] == "2")
+        .expect("a surge instance");
+    assert_eq!(
+        new.status["conditions"][0]["reason"],
+        "ReadinessProbeFailed"
+    );
     cp.stop().unwrap();
     drop((d, healthy));
 }

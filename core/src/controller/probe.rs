@@ -31,7 +31,11 @@ pub enum ProbeType {
 
 impl ProbeType {
     /// In the order the agent looks at them.
-    pub const ALL: [ProbeType; 3] = [ProbeType::Startup, ProbeType::Liveness, ProbeType::Readiness];
+    pub const ALL: [ProbeType; 3] = [
+        ProbeType::Startup,
+        ProbeType::Liveness,
+        ProbeType::Readiness,
+    ];
 
     /// The spec field: `startupProbe`, `livenessProbe`, `readinessProbe`.
     pub fn field(self) -> &'static str {
@@ -176,7 +180,10 @@ impl Probe {
                 format!("must be 1 for {} probes", t.name()),
             ));
         }
-        if let Some(g) = m.get("terminationGracePeriodSeconds").filter(|g| !g.is_null()) {
+        if let Some(g) = m
+            .get("terminationGracePeriodSeconds")
+            .filter(|g| !g.is_null())
+        {
             let f = format!("{field}.terminationGracePeriodSeconds");
             if t == ProbeType::Readiness {
                 return Err(Error::invalid(f, "must not be set for readiness probes"));
@@ -510,8 +517,7 @@ impl ProbeWorker {
             self.last = Some(ok);
             self.run = 1;
         }
-        if (!ok && self.run < self.failure_threshold) || (ok && self.run < self.success_threshold)
-        {
+        if (!ok && self.run < self.failure_threshold) || (ok && self.run < self.success_threshold) {
             return None;
         }
         self.written = true;
@@ -563,8 +569,10 @@ mod tests {
         assert_eq!(p.spec["type"], "readiness");
         assert_eq!(p.spec["periodSeconds"], 10);
         // Zero means the default too, as the API server's defaulting does.
-        let p = parse(json!({"livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 0,
-                                               "failureThreshold": 0}}))
+        let p = parse(
+            json!({"livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 0,
+                                               "failureThreshold": 0}}),
+        )
         .unwrap()
         .liveness
         .unwrap();
@@ -597,7 +605,9 @@ mod tests {
         let spec = json!({"ports": [{"name": "http", "port": 8080}],
                           "readinessProbe": {"httpGet": {"port": "http", "path": "/healthz"}}});
         match parse(spec).unwrap().readiness.unwrap().handler {
-            Handler::HttpGet { port, path, .. } => assert_eq!((port, path.as_str()), (8080, "/healthz")),
+            Handler::HttpGet { port, path, .. } => {
+                assert_eq!((port, path.as_str()), (8080, "/healthz"))
+            }
             h => panic!("{h:?}"),
         }
         let spec = json!({"ports": [{"name": "http", "port": 8080}],
@@ -710,14 +720,25 @@ mod tests {
 
     const OK: std::result::Result<ProbeOutcome, String> = Ok(ProbeOutcome::Success);
     fn fail() -> std::result::Result<ProbeOutcome, String> {
-        Ok(ProbeOutcome::Failure("HTTP probe failed with statuscode: 500".into()))
+        Ok(ProbeOutcome::Failure(
+            "HTTP probe failed with statuscode: 500".into(),
+        ))
     }
 
     #[test]
     fn initial_results_are_upstreams() {
-        assert_eq!(worker(ProbeType::Readiness, 1, 3).result(), ProbeResult::Failure);
-        assert_eq!(worker(ProbeType::Liveness, 1, 3).result(), ProbeResult::Success);
-        assert_eq!(worker(ProbeType::Startup, 1, 3).result(), ProbeResult::Unknown);
+        assert_eq!(
+            worker(ProbeType::Readiness, 1, 3).result(),
+            ProbeResult::Failure
+        );
+        assert_eq!(
+            worker(ProbeType::Liveness, 1, 3).result(),
+            ProbeResult::Success
+        );
+        assert_eq!(
+            worker(ProbeType::Startup, 1, 3).result(),
+            ProbeResult::Unknown
+        );
     }
 
     #[test]
@@ -728,7 +749,11 @@ mod tests {
         assert!(!w.written());
         assert_eq!(w.observe(OK), None);
         assert_eq!(w.observe(OK), Some(ProbeResult::Success), "two in a row");
-        assert_eq!(w.observe(OK), Some(ProbeResult::Success), "written again, unchanged");
+        assert_eq!(
+            w.observe(OK),
+            Some(ProbeResult::Success),
+            "written again, unchanged"
+        );
         assert_eq!(w.observe(fail()), None);
         assert_eq!(w.observe(fail()), None);
         assert_eq!(w.result(), ProbeResult::Success, "two failures of three");
@@ -742,7 +767,10 @@ mod tests {
         let mut w = worker(ProbeType::Readiness, 1, 2);
         assert_eq!(w.observe(OK), Some(ProbeResult::Success));
         assert_eq!(w.observe(fail()), None);
-        assert_eq!(w.observe(Err("connection refused by the driver".into())), None);
+        assert_eq!(
+            w.observe(Err("connection refused by the driver".into())),
+            None
+        );
         assert_eq!(w.result(), ProbeResult::Success);
         assert_eq!(
             w.observe(fail()),

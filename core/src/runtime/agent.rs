@@ -443,16 +443,29 @@ impl Shared {
             let now_wall = rfc3339(self.cfg.clock.wall());
             let (ready, reason, message) = &derived;
             let cond = ready_condition(*ready, reason, message, &now_wall);
-            let written = self.patch_instance_status(key, uid, |status| set_ready(status, cond.clone()));
+            let written =
+                self.patch_instance_status(key, uid, |status| set_ready(status, cond.clone()));
             match written {
                 Ok(()) => {
-                    if let Some(st) = self.agent.states.lock().get_mut(key).filter(|st| st.uid == uid) {
+                    if let Some(st) = self
+                        .agent
+                        .states
+                        .lock()
+                        .get_mut(key)
+                        .filter(|st| st.uid == uid)
+                    {
                         st.ready_written = Some(derived);
                     }
                 }
                 Err(e) => {
                     tracing::warn!(instance = %key, error = %e, "could not record instance readiness");
-                    if let Some(st) = self.agent.states.lock().get_mut(key).filter(|st| st.uid == uid) {
+                    if let Some(st) = self
+                        .agent
+                        .states
+                        .lock()
+                        .get_mut(key)
+                        .filter(|st| st.uid == uid)
+                    {
                         st.probe_changed = true;
                     }
                     self.agent_queue.add_rate_limited(key.to_string());
@@ -463,7 +476,8 @@ impl Shared {
             self.submit_probe(key, uid, probe, call);
         }
         if let Some(w) = work.wake {
-            self.agent_queue.add_after(key.to_string(), w.saturating_duration_since(now));
+            self.agent_queue
+                .add_after(key.to_string(), w.saturating_duration_since(now));
         }
     }
 
@@ -529,11 +543,9 @@ impl Shared {
         else {
             return;
         };
-        let Some(p) = st
-            .probes
-            .iter_mut()
-            .find(|p| p.probe.probe_type == t && p.call.as_ref().is_some_and(|c| Arc::ptr_eq(c, call)))
-        else {
+        let Some(p) = st.probes.iter_mut().find(|p| {
+            p.probe.probe_type == t && p.call.as_ref().is_some_and(|c| Arc::ptr_eq(c, call))
+        }) else {
             return;
         };
         p.call = None;

@@ -43,8 +43,7 @@ pub fn run_builtin(
             scheme: Scheme::Https,
             ..
         } => Err(DriverError(
-            "HTTPS probes need the driver's own probe: floyd's built-in prober has no TLS"
-                .into(),
+            "HTTPS probes need the driver's own probe: floyd's built-in prober has no TLS".into(),
         )),
         Handler::HttpGet {
             host,
@@ -66,13 +65,14 @@ pub fn run_builtin(
 /// The host part of the instance's `status.address` (`host:port`, `[v6]:port`, or a bare
 /// host), or `127.0.0.1`.
 pub(crate) fn instance_host(instance: &Object) -> String {
-    let Some(addr) = instance.status["address"].as_str().filter(|a| !a.is_empty()) else {
+    let Some(addr) = instance.status["address"]
+        .as_str()
+        .filter(|a| !a.is_empty())
+    else {
         return "127.0.0.1".into();
     };
-    if let Some(rest) = addr.strip_prefix('[') {
-        if let Some((h, _)) = rest.split_once(']') {
-            return h.to_string();
-        }
+    if let Some((h, _)) = addr.strip_prefix('[').and_then(|r| r.split_once(']')) {
+        return h.to_string();
     }
     match addr.rsplit_once(':') {
         // One colon: host:port. More: a bare IPv6 address.
@@ -119,7 +119,10 @@ fn http_get(
         let (code, location) = match http_once(host, port, &path, headers, deadline) {
             Ok(r) => r,
             Err(e) => {
-                return ProbeOutcome::Failure(format!("Get \"http://{}{path}\": {e}", authority(host, port)));
+                return ProbeOutcome::Failure(format!(
+                    "Get \"http://{}{path}\": {e}",
+                    authority(host, port)
+                ));
             }
         };
         if !(300..400).contains(&code) {
@@ -129,7 +132,10 @@ fn http_get(
                 ProbeOutcome::Failure(format!("HTTP probe failed with statuscode: {code}"))
             };
         }
-        match location.as_deref().and_then(|l| redirect(host, port, &path, l)) {
+        match location
+            .as_deref()
+            .and_then(|l| redirect(host, port, &path, l))
+        {
             Some((p, next)) => (port, path) = (p, next),
             // No location, another host, or HTTPS: the 3xx itself, a success.
             None => return ProbeOutcome::Success,
@@ -269,7 +275,10 @@ fn exec(instance: &Object, t: ProbeType, command: &[String], deadline: Instant) 
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return ProbeOutcome::Success,
             Ok(Some(status)) => {
-                return ProbeOutcome::Failure(format!("command {:?} exited with {status}", command[0]));
+                return ProbeOutcome::Failure(format!(
+                    "command {:?} exited with {status}",
+                    command[0]
+                ));
             }
             Ok(None) => {}
             Err(e) => {
@@ -281,10 +290,7 @@ fn exec(instance: &Object, t: ProbeType, command: &[String], deadline: Instant) 
         let Ok(left) = remaining(deadline) else {
             let _ = child.kill();
             let _ = child.wait();
-            return ProbeOutcome::Failure(format!(
-                "command {:?} timed out",
-                command[0]
-            ));
+            return ProbeOutcome::Failure(format!("command {:?} timed out", command[0]));
         };
         std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(Duration::from_millis(20));
