@@ -99,6 +99,8 @@ struct PyDriver {
     stopping: AtomicBool,
     /// The first non-`Exception` `BaseException` a call raised, for the host's next call.
     pending: Mutex<Option<PyErr>>,
+    /// The driver has its own `probe` (otherwise the built-in handlers run probes).
+    has_probe: bool,
 }
 
 impl PyDriver {
@@ -106,6 +108,7 @@ impl PyDriver {
         &self,
         method: &'static str,
         inst: &floyd::Object,
+        extra: Option<&serde_json::Value>,
         parse: impl FnOnce(&Bound<'_, PyAny>) -> Result<T, String>,
     ) -> Result<T, DriverError> {
         if method == "start" && self.stopping.load(Ordering::Acquire) {
@@ -114,7 +117,7 @@ impl PyDriver {
         let body = AssertUnwindSafe(|| {
             Python::try_attach(|py| {
                 let _mark = InDriverCall::enter();
-                self.invoke_attached(py, method, inst, parse)
+                self.invoke_attached(py, method, inst, extra, parse)
             })
             .unwrap_or_else(|| {
                 Err(DriverError(
@@ -136,16 +139,21 @@ impl PyDriver {
         py: Python<'_>,
         method: &'static str,
         inst: &floyd::Object,
+        extra: Option<&serde_json::Value>,
         parse: impl FnOnce(&Bound<'_, PyAny>) -> Result<T, String>,
     ) -> Result<T, DriverError> {
         let Some(driver) = self.obj.lock().as_ref().map(|d| d.clone_ref(py)) else {
             return Err(DriverError("the driver was released".into()));
         };
         let arg = json_to_py(py, &inst.to_json()).map_err(|e| self.failure(py, method, e))?;
-        let mut ret = driver
-            .bind(py)
-            .call_method1(method, (arg,))
-            .map_err(|e| self.failure(py, method, e))?;
+        let called = match extra {
+            None => driver.bind(py).call_method1(method, (arg,)),
+            Some(x) => {
+                let x = json_to_py(py, x).map_err(|e| self.failure(py, method, e))?;
+                driver.bind(py).call_method1(method, (arg, x))
+            }
+        };
+        let mut ret = called.map_err(|e| self.failure(py, method, e))?;
         if !ret.is_none()
             && ret.cast::<PyDict>().is_err()
             && ret.hasattr("__await__").unwrap_or(false)
@@ -289,13 +297,36 @@ fn parse_stopped(v: &Bound<'_, PyAny>) -> Result<(), String> {
     }
 }
 
+fn parse_probed(v: &Bound<'_, PyAny>) -> Result<bool, String> {
+    match v.cast::<pyo3::types::PyBool>() {
+        Ok(b) => Ok(b.is_true()),
+        Err(_) => Err(format!("a {} (expected True or False)", type_name(v))),
+    }
+}
+
 impl Driver for PyDriver {
     fn start(&self, instance: &floyd::Object) -> Result<Started, DriverError> {
-        self.invoke("start", instance, parse_started)
+        self.invoke("start", instance, None, parse_started)
     }
 
     fn stop(&self, instance: &floyd::Object) -> Result<(), DriverError> {
-        self.invoke("stop", instance, parse_stopped)
+        self.invoke("stop", instance, None, parse_stopped)
+    }
+
+    fn probe(
+        &self,
+        instance: &floyd::Object,
+        probe: &floyd::Probe,
+    ) -> Result<floyd::ProbeOutcome, DriverError> {
+        if !self.has_probe {
+            return floyd::runtime::probe::run_builtin(instance, probe);
+        }
+        let healthy = self.invoke("probe", instance, Some(&probe.spec), parse_probed)?;
+        Ok(if healthy {
+            floyd::ProbeOutcome::Success
+        } else {
+            floyd::ProbeOutcome::Failure("driver.probe returned False".into())
+        })
     }
 }
 
@@ -436,6 +467,22 @@ impl PyControlPlane {
                     ),
                 ));
             }
+            // `probe` is optional; an attribute that is there but not callable is a mistake.
+            let has_probe = match driver.getattr("probe") {
+                Err(_) => false,
+                Ok(p) if p.is_none() => false,
+                Ok(p) if p.is_callable() => true,
+                Ok(p) => {
+                    return Err(invalid(
+                        py,
+                        "driver.probe",
+                        format!(
+                            "must be a callable probe(instance, probe) or absent, got {}",
+                            type_name(&p)
+                        ),
+                    ));
+                }
+            };
             if clock.is_some_and(|c| !c.is_none()) {
                 return Err(invalid(
                     py,
@@ -493,6 +540,7 @@ impl PyControlPlane {
                 event_loop: Mutex::new(event_loop),
                 stopping: AtomicBool::new(false),
                 pending: Mutex::new(None),
+                has_probe,
             });
             let core_store = store.get().core().clone();
             let dyn_driver: Arc<dyn Driver> = pydriver.clone();
@@ -750,6 +798,9 @@ impl PyControlPlane {
             d.set_item("driverTimeouts", s.driver_timeouts)?;
             d.set_item("driverLateResults", s.driver_late_results)?;
             d.set_item("driverThreadsReplaced", s.driver_threads_replaced)?;
+            d.set_item("probes", s.probes)?;
+            d.set_item("probeFailures", s.probe_failures)?;
+            d.set_item("probeRestarts", s.probe_restarts)?;
             Ok(d)
         })
     }

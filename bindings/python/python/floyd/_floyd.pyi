@@ -289,7 +289,12 @@ class _Driver(Protocol):
     """The host's driver: any object with these two methods (plain or `async def`; async
     ones need `ControlPlane(..., loop=...)`). They run on floyd's driver threads, holding the
     GIL only for the call. Raising fails the call; `start` returns None or
-    {"address": "host:port"}, `stop` returns None; `stop` must be idempotent."""
+    {"address": "host:port"}, `stop` returns None; `stop` must be idempotent.
+
+    Optionally, `probe(instance, probe) -> bool` runs the instance's probes itself (`probe`
+    is the readinessProbe / livenessProbe / startupProbe with its defaults and a `"type"` of
+    "readiness", "liveness" or "startup"); raising is a probe error (tried three times, then
+    discarded). Without it, floyd's built-in httpGet / tcpSocket / exec handlers run them."""
 
     def start(self, instance: _Obj, /) -> _StartResult | Awaitable[_StartResult]: ...
     def stop(self, instance: _Obj, /) -> None | Awaitable[None]: ...
@@ -307,6 +312,9 @@ class _ControlPlaneStats(TypedDict):
     driverTimeouts: int
     driverLateResults: int
     driverThreadsReplaced: int
+    probes: int
+    probeFailures: int
+    probeRestarts: int
 
 @final
 class ControlPlane:
