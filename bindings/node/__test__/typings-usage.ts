@@ -13,6 +13,14 @@ async function main() {
     async start(i) { return { address: `${i.metadata.name}:80` } },
     stop() {},
   }, { workers: 1, driverTimeout: 5 })
+  const probing = new ControlPlane(s, {
+    start() {},
+    stop() {},
+    async probe(i, p) { return p.type === 'readiness' && p.periodSeconds > 0 && i.metadata.name !== '' },
+  })
+  const probes: number = probing.stats().probes + st0().probeFailures + st0().probeRestarts
+  function st0(): ControlPlaneStats { return probing.stats() }
+  await probing.stop()
   cp.start()
   const addr: string | null = cp.pick('default/web', 'client-1')
   const eps: string[] = cp.endpoints('default/web')
@@ -30,6 +38,6 @@ async function main() {
   const got = inf.get('default/a'); const objs = inf.byIndex('n', 'default'); const vals: string[] = inf.listIndexValues('n')
   const ok: boolean = await inf.waitForVersion(o.metadata.resourceVersion ?? 0, 1)
   const ist: InformerStats = inf.stats(); inf.stop()
-  return [o, l, item, addr, eps, st, timeouts, exited]
+  return [o, l, item, addr, eps, st, timeouts, exited, probes]
 }
 main()

@@ -1,8 +1,9 @@
 //! `ControlPlane`: the core's controllers and node agent, wired to a host driver written in
 //! JavaScript.
 //!
-//! The driver is a JS object with `start(instance)` and `stop(instance)`; either may return a
-//! value or a promise. The core calls its driver from its own pool threads and waits for the
+//! The driver is a JS object with `start(instance)` and `stop(instance)`, and optionally
+//! `probe(instance, probe)` (resolving with a boolean; without it floyd's built-in probe
+//! handlers run); each may return a value or a promise. The core calls its driver from its own pool threads and waits for the
 //! answer, so [`JsDriver`] turns each call into a thread-safe function call onto the JS thread
 //! plus a blocking wait on a one-shot channel:
 //!
@@ -30,8 +31,8 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender, bounded};
 use napi::bindgen_prelude::{
-    CallbackContext, ClassInstance, FromNapiValue, Function, JsObjectValue, JsValue, Object,
-    PromiseRaw, Unknown,
+    CallbackContext, ClassInstance, FnArgs, FromNapiValue, Function, JsObjectValue, JsValue,
+    Object, PromiseRaw, Unknown,
 };
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status, ValueType};
@@ -59,14 +60,27 @@ const MAX_DRIVER_THREADS: u64 = 256;
 /// A driver method through a weak thread-safe function: the argument is the instance (as
 /// JSON), the return value is handed back raw, exceptions are captured (callee not handled).
 type DriverFn = ThreadsafeFunction<Value, Unknown<'static>, Value, Status, false, true>;
+/// `probe(instance, probe)`: the same, with two arguments.
+type ProbeArgs = FnArgs<(Value, Value)>;
+type ProbeFn = ThreadsafeFunction<ProbeArgs, Unknown<'static>, ProbeArgs, Status, false, true>;
 
-/// The answer of one driver call: `start`'s address, or why the call failed.
-type Answer = Result<Option<String>, String>;
+/// What a settled driver call said.
+#[derive(Debug, PartialEq, Eq)]
+enum Got {
+    /// `start`'s address, if any (`stop` says nothing).
+    Address(Option<String>),
+    /// `probe`'s verdict.
+    Healthy(bool),
+}
+
+/// The answer of one driver call, or why the call failed.
+type Answer = Result<Got, String>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
     Start,
     Stop,
+    Probe,
 }
 
 impl Op {
@@ -74,6 +88,7 @@ impl Op {
         match self {
             Op::Start => "start",
             Op::Stop => "stop",
+            Op::Probe => "probe",
         }
     }
 }
@@ -116,6 +131,7 @@ impl Abort {
 struct DriverFns {
     start: DriverFn,
     stop: DriverFn,
+    probe: Option<ProbeFn>,
 }
 
 /// The core's [`floyd::Driver`] over a JS driver object; see the module docs.
@@ -131,7 +147,19 @@ impl JsDriver {
         self.fns.lock().take();
     }
 
-    fn call(&self, op: Op, instance: &floyd::Object) -> Answer {
+    /// Whether the JS driver has its own `probe`.
+    fn has_probe(&self) -> bool {
+        self.fns.lock().as_ref().is_some_and(|f| f.probe.is_some())
+    }
+
+    /// Calls `op` on the JS thread and waits for its answer (at most `wait`).
+    fn call(
+        &self,
+        op: Op,
+        instance: &floyd::Object,
+        probe: Option<&floyd::Probe>,
+        wait: Duration,
+    ) -> Answer {
         if let Some(why) = self.abort.fired() {
             return Err(format!("driver.{} was not called: {why}", op.name()));
         }
@@ -141,19 +169,26 @@ impl JsDriver {
                 op.name()
             ));
         };
-        let f = match op {
-            Op::Start => &fns.start,
-            Op::Stop => &fns.stop,
-        };
         let (tx, rx) = bounded::<Answer>(1);
-        let status = f.call_with_return_value(
-            instance.to_json(),
-            ThreadsafeFunctionCallMode::NonBlocking,
-            move |ret, env| {
-                on_js_thread(op, ret, &env, Reply(tx));
-                Ok(())
-            },
-        );
+        let answer = move |ret, env: Env| {
+            on_js_thread(op, ret, &env, Reply(tx));
+            Ok(())
+        };
+        let mode = ThreadsafeFunctionCallMode::NonBlocking;
+        let status = match (op, &fns.probe, probe) {
+            (Op::Start, ..) => fns
+                .start
+                .call_with_return_value(instance.to_json(), mode, answer),
+            (Op::Stop, ..) => fns
+                .stop
+                .call_with_return_value(instance.to_json(), mode, answer),
+            (Op::Probe, Some(f), Some(p)) => f.call_with_return_value(
+                FnArgs::from((instance.to_json(), p.spec.clone())),
+                mode,
+                answer,
+            ),
+            (Op::Probe, ..) => return Err("driver.probe is not a function".into()),
+        };
         drop(fns);
         if status != Status::Ok {
             return Err(format!(
@@ -173,10 +208,10 @@ impl JsDriver {
                 op.name(),
                 self.abort.fired().unwrap_or("the control plane was abandoned")
             )),
-            default(self.timeout) => Err(format!(
+            default(wait) => Err(format!(
                 "driver.{} did not settle within {} s",
                 op.name(),
-                self.timeout.as_secs_f64()
+                wait.as_secs_f64()
             )),
         }
     }
@@ -184,15 +219,37 @@ impl JsDriver {
 
 impl floyd::Driver for JsDriver {
     fn start(&self, instance: &floyd::Object) -> Result<floyd::Started, floyd::DriverError> {
-        self.call(Op::Start, instance)
-            .map(|address| floyd::Started { address })
-            .map_err(floyd::DriverError)
+        match self.call(Op::Start, instance, None, self.timeout) {
+            Ok(Got::Address(address)) => Ok(floyd::Started { address }),
+            Ok(other) => Err(floyd::DriverError(format!("internal: start got {other:?}"))),
+            Err(e) => Err(floyd::DriverError(e)),
+        }
     }
 
     fn stop(&self, instance: &floyd::Object) -> Result<(), floyd::DriverError> {
-        self.call(Op::Stop, instance)
+        self.call(Op::Stop, instance, None, self.timeout)
             .map(|_| ())
             .map_err(floyd::DriverError)
+    }
+
+    fn probe(
+        &self,
+        instance: &floyd::Object,
+        probe: &floyd::Probe,
+    ) -> Result<floyd::ProbeOutcome, floyd::DriverError> {
+        if !self.has_probe() {
+            return floyd::runtime::probe::run_builtin(instance, probe);
+        }
+        // The core counts a probe still out a second past its timeout as failed.
+        let wait = Duration::from_secs(u64::from(probe.timeout_seconds)) + DRIVER_WAIT_GRACE;
+        match self.call(Op::Probe, instance, Some(probe), wait) {
+            Ok(Got::Healthy(true)) => Ok(floyd::ProbeOutcome::Success),
+            Ok(Got::Healthy(false)) => Ok(floyd::ProbeOutcome::Failure(
+                "driver.probe resolved with false".into(),
+            )),
+            Ok(other) => Err(floyd::DriverError(format!("internal: probe got {other:?}"))),
+            Err(e) => Err(floyd::DriverError(e)),
+        }
     }
 }
 
@@ -306,8 +363,24 @@ fn chain(op: Op, ret: napi::Result<Unknown<'static>>, env: &Env, reply: Reply) -
 
 /// The answer for a value the driver's promise resolved with.
 fn settled(op: Op, v: Unknown<'_>, env: &Env) -> Answer {
-    if op == Op::Stop {
-        return Ok(None); // stop's value carries nothing
+    match op {
+        Op::Stop => return Ok(Got::Address(None)), // stop's value carries nothing
+        Op::Probe => {
+            return match v.get_type() {
+                Ok(ValueType::Boolean) => bool::from_unknown(v)
+                    .map(Got::Healthy)
+                    .map_err(|e| format!("driver.probe's result could not be read: {}", e.reason)),
+                Ok(_) => Err(format!(
+                    "driver.probe must return (or resolve with) a boolean, got {}",
+                    type_name(&v).unwrap_or("unknown")
+                )),
+                Err(e) => Err(format!(
+                    "driver.probe's result could not be read: {}",
+                    clear_exception(env).unwrap_or(e.reason)
+                )),
+            };
+        }
+        Op::Start => {}
     }
     let bad = |what: &str| {
         format!(
@@ -320,13 +393,15 @@ fn settled(op: Op, v: Unknown<'_>, env: &Env) -> Answer {
         format!("driver.start's result could not be read: {msg}")
     };
     match v.get_type().map_err(describe)? {
-        ValueType::Undefined | ValueType::Null => Ok(None),
+        ValueType::Undefined | ValueType::Null => Ok(Got::Address(None)),
         ValueType::Object if !v.is_array().map_err(describe)? => {
             let o = Object::from_unknown(v).map_err(describe)?;
             let a: Unknown<'_> = o.get_named_property("address").map_err(describe)?;
             match a.get_type().map_err(describe)? {
-                ValueType::Undefined | ValueType::Null => Ok(None),
-                ValueType::String => Ok(Some(String::from_unknown(a).map_err(describe)?)),
+                ValueType::Undefined | ValueType::Null => Ok(Got::Address(None)),
+                ValueType::String => Ok(Got::Address(Some(
+                    String::from_unknown(a).map_err(describe)?,
+                ))),
                 _ => Err(bad(&format!(
                     "an address that is {}",
                     type_name(&a).unwrap_or("unknown")
@@ -414,6 +489,30 @@ fn driver_fn<'e>(driver: &Object<'e>, name: &str) -> R<DriverFn> {
         .build()?)
 }
 
+/// The driver's optional `probe(instance, probe)`; `None` when it has none.
+fn probe_fn<'e>(driver: &Object<'e>) -> R<Option<ProbeFn>> {
+    let v: Unknown<'e> = driver.get_named_property("probe")?;
+    match v.get_type()? {
+        ValueType::Undefined | ValueType::Null => return Ok(None),
+        ValueType::Function => {}
+        _ => {
+            return Err(invalid(
+                "driver.probe",
+                format!("must be a function or absent, got {}", type_name(&v)?),
+            ));
+        }
+    }
+    let f: Function<'e, ProbeArgs, Unknown<'static>> = Function::from_unknown(v)?;
+    let bound = f.bind(driver)?;
+    Ok(Some(
+        bound
+            .build_threadsafe_function::<ProbeArgs>()
+            .weak::<true>()
+            .callee_handled::<false>()
+            .build()?,
+    ))
+}
+
 fn stats_json(cp: &floyd::ControlPlane) -> Value {
     let s = cp.stats();
     let (controller_queue, agent_queue) = cp.pending();
@@ -430,6 +529,9 @@ fn stats_json(cp: &floyd::ControlPlane) -> Value {
         "driverTimeouts": s.driver_timeouts,
         "driverLateResults": s.driver_late_results,
         "driverThreadsReplaced": s.driver_threads_replaced,
+        "probes": s.probes,
+        "probeFailures": s.probe_failures,
+        "probeRestarts": s.probe_restarts,
     })
 }
 
@@ -608,6 +710,7 @@ impl ControlPlane {
             let fns = DriverFns {
                 start: driver_fn(&driver, "start")?,
                 stop: driver_fn(&driver, "stop")?,
+                probe: probe_fn(&driver)?,
             };
             let js = Arc::new(JsDriver {
                 fns: Mutex::new(Some(Arc::new(fns))),

@@ -127,7 +127,7 @@ export interface Watch {
 
 
 /**
- * The host's hands, for `new ControlPlane(store, driver)`: runs and stops instances. Both
+ * The host's hands, for `new ControlPlane(store, driver)`: runs and stops instances. Its
  * methods run on the JS thread with `this` = the driver and may return a promise; a throw, a
  * rejection or no settlement within `driverTimeout` is a failed call.
  */
@@ -136,6 +136,34 @@ export interface Driver {
   start(instance: FloydObject): StartResult | Promise<StartResult>
   /** Stop `instance`; must be idempotent. The value is ignored. */
   stop(instance: FloydObject): unknown
+  /**
+   * Optional: run one probe of a running instance and resolve with whether it passed.
+   * Without it, floyd's built-in httpGet / tcpSocket / exec handlers run probes. A throw,
+   * a rejection or a value that is not a boolean is a probe error (tried three times, then
+   * discarded); no settlement a second past the probe's `timeoutSeconds` is a failure.
+   */
+  probe?(instance: FloydObject, probe: ProbeSpec): boolean | Promise<boolean>
+}
+
+/** A readinessProbe / livenessProbe / startupProbe with its defaults filled in. */
+export interface ProbeSpec {
+  type: 'readiness' | 'liveness' | 'startup'
+  initialDelaySeconds: number
+  periodSeconds: number
+  timeoutSeconds: number
+  successThreshold: number
+  failureThreshold: number
+  exec?: { command: string[] }
+  httpGet?: {
+    port: number | string
+    host?: string
+    path?: string
+    scheme?: 'HTTP' | 'HTTPS'
+    httpHeaders?: { name: string; value: string }[]
+  }
+  tcpSocket?: { port: number | string; host?: string }
+  grpc?: { port: number; service?: string }
+  [field: string]: unknown
 }
 
 export type StartResult = void | null | { address?: string | null }
@@ -179,6 +207,12 @@ export interface ControlPlaneStats {
   driverLateResults: number
   /** Pool threads replaced while stuck in a timed-out driver call. */
   driverThreadsReplaced: number
+  /** Probes run (an erring one counts once, however many attempts it took). */
+  probes: number
+  /** Probes that failed (timeouts included; errors are not failures). */
+  probeFailures: number
+  /** Instances restarted because a liveness or startup probe failed. */
+  probeRestarts: number
 }
 
 export interface InformerOptions {
