@@ -1,17 +1,19 @@
 //! `make demo`: a real rollout on the embedded data directory `./floyd-data`.
 //!
 //! A Deployment of 5 instances runs on a simulated driver (each start takes 50–300 ms and
-//! one start in ten fails once). The demo rolls it to a new version with maxSurge 1 /
+//! one start in ten fails once; an instance answers its readiness probe only after a
+//! 300 ms warm-up, so it turns ready on the probe after its first, at one second). The
+//! demo rolls it to a new version with maxSurge 1 /
 //! maxUnavailable 0, printing a progress line per step (updated / ready / available / old),
 //! then rolls back and prints the revision history. Running it again continues from the
 //! stored state with the next version.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use floyd::runtime::{ControlPlane, ControlPlaneConfig, Driver, DriverError, Started};
-use floyd::{Object, Store, StoreConfig};
+use floyd::{Clock, Object, Probe, ProbeOutcome, Store, StoreConfig, SystemClock};
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -20,6 +22,7 @@ struct SimulatedDriver {
     rng: Mutex<u64>,
     failed_once: Mutex<HashSet<String>>,
     next_port: Mutex<u16>,
+    started_at: Mutex<HashMap<String, Instant>>,
 }
 
 impl SimulatedDriver {
@@ -42,16 +45,42 @@ impl Driver for SimulatedDriver {
                 instance.metadata.name
             )));
         }
+        self.started_at
+            .lock()
+            .insert(instance.metadata.uid.clone(), SystemClock.now());
         let mut port = self.next_port.lock();
         *port += 1;
         Ok(Started {
             address: Some(format!("127.0.0.1:{port}")),
         })
     }
-    fn stop(&self, _instance: &Object) -> Result<(), DriverError> {
+    fn stop(&self, instance: &Object) -> Result<(), DriverError> {
         std::thread::sleep(Duration::from_millis(20));
+        self.started_at.lock().remove(&instance.metadata.uid);
         Ok(())
     }
+    /// The simulated `GET /healthz`: healthy once warmed up.
+    fn probe(&self, instance: &Object, _probe: &Probe) -> Result<ProbeOutcome, DriverError> {
+        let warm = self
+            .started_at
+            .lock()
+            .get(&instance.metadata.uid)
+            .is_some_and(|t| SystemClock.now().duration_since(*t) >= Duration::from_millis(300));
+        Ok(if warm {
+            ProbeOutcome::Success
+        } else {
+            ProbeOutcome::Failure("HTTP probe failed with statuscode: 503 (warming up)".into())
+        })
+    }
+}
+
+/// The template's instance spec: the version, its port and a readiness probe on it.
+fn instance_spec(version: &str) -> serde_json::Value {
+    json!({
+        "version": version,
+        "ports": [{"name": "http", "port": 8080}],
+        "readinessProbe": {"httpGet": {"port": "http", "path": "/healthz"}, "periodSeconds": 1}
+    })
 }
 
 const KEY: &str = "default/web";
@@ -119,6 +148,7 @@ fn main() -> floyd::Result<()> {
         rng: Mutex::new(0x2545_F491_4F6C_DD1D ^ report.replayed),
         failed_once: Mutex::new(HashSet::new()),
         next_port: Mutex::new(20_000),
+        started_at: Mutex::new(HashMap::new()),
     });
     let cfg = ControlPlaneConfig {
         // The demo retries failed starts after 1 s instead of the kubelet's 10 s.
@@ -144,7 +174,7 @@ fn main() -> floyd::Result<()> {
                 "spec": {
                     "replicas": 5,
                     "selector": {"matchLabels": {"app": "web"}},
-                    "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"version": "v1"}},
+                    "template": {"metadata": {"labels": {"app": "web"}}, "spec": instance_spec("v1")},
                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                     "progressDeadlineSeconds": 60,
                 }
@@ -172,7 +202,7 @@ fn main() -> floyd::Result<()> {
         .max(version_of(&current));
     let next = highest + 1;
     let mut d = (*store.get("Deployment", KEY)?.expect("exists")).clone();
-    d.spec["template"]["spec"]["version"] = json!(format!("v{next}"));
+    d.spec["template"]["spec"] = instance_spec(&format!("v{next}"));
     d.metadata.resource_version.clear();
     store.update(d)?;
     println!("rolling to v{next} (maxSurge 1, maxUnavailable 0)");
@@ -207,10 +237,12 @@ fn main() -> floyd::Result<()> {
     let addrs = cp.endpoints("default/web").unwrap_or_default();
     let stats = cp.stats();
     println!(
-        "driver: {} starts ({} failed), {} stops; {} store writes by the controllers; {} endpoints",
+        "driver: {} starts ({} failed), {} stops, {} readiness probes ({} failed); {} store writes by the controllers; {} endpoints",
         stats.driver_starts,
         stats.driver_start_failures,
         stats.driver_stops,
+        stats.probes,
+        stats.probe_failures,
         stats.store_writes,
         addrs.len()
     );
