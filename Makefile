@@ -23,7 +23,7 @@ stress:
 # More simulation seeds: make sim SEEDS=5000
 SEEDS ?= 2000
 sim:
-	FLOYD_SIM_SEEDS=$(SEEDS) cargo test --release --locked -p floyd-tests --test sim_replicaset --test sim_deployment
+	FLOYD_SIM_SEEDS=$(SEEDS) cargo test --release --locked -p floyd-tests --test sim_replicaset --test sim_deployment --test sim_probes
 
 fuzz-smoke:
 	scripts/fuzz-smoke

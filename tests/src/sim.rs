@@ -1,6 +1,7 @@
 //! Deterministic simulation of the control plane (`reliability.md` §3(e)): a fake clock, a
 //! seeded RNG, and a [`SimDriver`] that injects faults (failed starts and stops, slow
-//! starts, calls for vanished instances are flagged). One thread drives everything through
+//! starts, calls for vanished instances are flagged) and answers probes as the SimProber
+//! (readiness and liveness flaps, startup probes that never pass), checking INV-PROBE. One thread drives everything through
 //! [`ControlPlane::step`] and the manual executor, so one seed reproduces one run exactly;
 //! [`Sim::trace_hash`] fingerprints the run.
 
@@ -13,6 +14,7 @@ use floyd::FakeClock;
 use floyd::log::Durability;
 use floyd::runtime::{ControlPlane, ControlPlaneConfig, Driver, DriverError, Started};
 use floyd::store::{Object, Store, StoreConfig};
+use floyd::{Probe, ProbeOutcome};
 use parking_lot::Mutex;
 
 /// SplitMix64.
@@ -52,6 +54,26 @@ pub struct Faults {
     /// faults off too). Until then every call reports that the instance is still stopping,
     /// so it stays started and unconfirmed, as a slow graceful shutdown would.
     pub stop_latency: Duration,
+    /// Per readiness probe: the chance that readiness starts failing for 1–4 probes.
+    pub readiness_flap: f64,
+    /// Per liveness probe: the chance of a burst of 1–4 liveness failures.
+    pub liveness_flap: f64,
+    /// Instances whose `spec.version` is listed never pass their startup probe (permanent).
+    pub startup_never: BTreeSet<String>,
+}
+
+/// What the SimProber knows of one run (start to stop) of an instance.
+#[derive(Debug, Default)]
+pub struct ProbeRun {
+    pub startup_ok: bool,
+    /// Failures in a row, by probe type.
+    pub startup_failures: u32,
+    pub liveness_failures: u32,
+    /// Failures still to come in the current flap, by probe type.
+    readiness_flap_left: u32,
+    liveness_flap_left: u32,
+    /// The first stop of this run was checked (retries of it are not restarts anew).
+    stop_checked: bool,
 }
 
 /// Everything the driver saw, for invariants and the trace.
@@ -78,6 +100,19 @@ pub struct SimDriver {
     pub faults: Mutex<Faults>,
     pub faults_on: Mutex<bool>,
     pub log: Mutex<DriverLog>,
+    /// The SimProber's view of each instance's current run, by uid.
+    pub probe_runs: Mutex<BTreeMap<String, ProbeRun>>,
+}
+
+/// `spec.<probe>.failureThreshold` with the default.
+fn failure_threshold(instance: &Object, probe: &str) -> Option<u32> {
+    let p = instance.spec.get(probe).filter(|p| p.is_object())?;
+    Some(
+        p["failureThreshold"]
+            .as_u64()
+            .filter(|n| *n > 0)
+            .unwrap_or(3) as u32,
+    )
 }
 
 impl Driver for SimDriver {
@@ -118,6 +153,9 @@ impl Driver for SimDriver {
         }
         log.running_hash.insert(uid.clone(), hash);
         *log.starts_by_uid.entry(uid.clone()).or_default() += 1;
+        self.probe_runs
+            .lock()
+            .insert(uid.clone(), ProbeRun::default());
         if !log.running.insert(uid) {
             log.violations
                 .push(format!("{key} started twice without a stop"));
@@ -143,6 +181,36 @@ impl Driver for SimDriver {
                 return Err(DriverError("still stopping".into()));
             }
         }
+        // A stop of an instance whose object still exists is a restart: INV-PROBE allows it
+        // only after failureThreshold liveness (or startup) failures in a row (K17: never
+        // for readiness).
+        let restart = self
+            .store
+            .get("Instance", &instance.key())
+            .ok()
+            .flatten()
+            .is_some_and(|o| o.metadata.uid == instance.metadata.uid);
+        if restart
+            && let Some(run) = self
+                .probe_runs
+                .lock()
+                .get_mut(&instance.metadata.uid)
+                .filter(|r| !r.stop_checked)
+        {
+            run.stop_checked = true;
+            let liveness = failure_threshold(instance, "livenessProbe")
+                .is_some_and(|t| run.liveness_failures >= t);
+            let startup = failure_threshold(instance, "startupProbe")
+                .is_some_and(|t| run.startup_failures >= t);
+            if !liveness && !startup {
+                log.violations.push(format!(
+                    "{} restarted after {} liveness and {} startup failures in a row",
+                    instance.key(),
+                    run.liveness_failures,
+                    run.startup_failures
+                ));
+            }
+        }
         let fail = *self.faults_on.lock() && self.rng.lock().chance(self.faults.lock().fail_stop);
         if fail {
             return Err(DriverError("injected stop failure".into()));
@@ -150,6 +218,60 @@ impl Driver for SimDriver {
         log.running.remove(&instance.metadata.uid);
         log.running_hash.remove(&instance.metadata.uid);
         Ok(())
+    }
+
+    /// The SimProber: readiness and liveness flap while faults are on; a version in
+    /// `startup_never` never passes its startup probe. Checks that liveness and readiness
+    /// are never probed before the run's startup probe passed.
+    fn probe(&self, instance: &Object, probe: &Probe) -> Result<ProbeOutcome, DriverError> {
+        let t = probe.spec["type"].as_str().unwrap_or("").to_string();
+        let mut log = self.log.lock();
+        log.calls
+            .push((format!("probe-{t}"), instance.metadata.name.clone()));
+        let mut runs = self.probe_runs.lock();
+        let run = runs.entry(instance.metadata.uid.clone()).or_default();
+        let gated = instance.spec["startupProbe"].is_object() && !run.startup_ok;
+        if t != "startup" && gated {
+            log.violations.push(format!(
+                "{t} probe of {} before its startup probe passed",
+                instance.key()
+            ));
+        }
+        let faults_on = *self.faults_on.lock();
+        let faults = self.faults.lock();
+        let mut rng = self.rng.lock();
+        let mut flap = |left: &mut u32, p: f64| {
+            if *left == 0 && faults_on && rng.chance(p) {
+                *left = 1 + rng.below(4) as u32;
+            }
+            if *left > 0 {
+                *left -= 1;
+                false
+            } else {
+                true
+            }
+        };
+        let version = instance.spec["version"].as_str().unwrap_or("");
+        let ok = match t.as_str() {
+            "startup" => !faults.startup_never.contains(version),
+            "readiness" => flap(&mut run.readiness_flap_left, faults.readiness_flap),
+            _ => flap(&mut run.liveness_flap_left, faults.liveness_flap),
+        };
+        match (t.as_str(), ok) {
+            ("startup", true) => {
+                run.startup_ok = true;
+                run.startup_failures = 0;
+            }
+            ("startup", false) => run.startup_failures += 1,
+            ("liveness", true) => run.liveness_failures = 0,
+            ("liveness", false) => run.liveness_failures += 1,
+            _ => {}
+        }
+        Ok(if ok {
+            ProbeOutcome::Success
+        } else {
+            ProbeOutcome::Failure(format!("simulated {t} failure"))
+        })
     }
 }
 
@@ -185,6 +307,7 @@ impl Sim {
             faults: Mutex::new(faults),
             faults_on: Mutex::new(true),
             log: Mutex::new(DriverLog::default()),
+            probe_runs: Mutex::new(BTreeMap::new()),
         });
         let cp = ControlPlane::stepped(
             store.clone(),
