@@ -6,7 +6,8 @@ const http = require('node:http')
 const path = require('node:path')
 const { Store, ControlPlane } = require(path.join(__dirname, '../../bindings/node'))
 
-// The driver: start() runs an instance and resolves with its address; stop() stops it.
+// The driver: start() runs an instance and resolves with its address; stop() stops it;
+// probe() answers the instances' readiness probe with a GET on the server it started.
 const servers = new Map()
 const driver = {
   async start(instance) {
@@ -21,11 +22,21 @@ const driver = {
     servers.delete(instance.metadata.name)
     if (server) await new Promise((resolve) => server.close(resolve))
   },
+  async probe(instance, probe) {
+    const server = servers.get(instance.metadata.name)
+    if (!server) return false
+    try {
+      await get(`127.0.0.1:${server.address().port}`, probe.httpGet.path)
+      return true
+    } catch {
+      return false
+    }
+  },
 }
 
-const get = (address) =>
+const get = (address, urlPath = '/') =>
   new Promise((resolve, reject) => {
-    http.get(`http://${address}/`, (res) => {
+    http.get(`http://${address}${urlPath}`, (res) => {
       let body = ''
       res.on('data', (c) => (body += c)).on('end', () => resolve(body.trim()))
     }).on('error', reject)
@@ -52,7 +63,10 @@ async function main() {
     spec: {
       replicas: 3,
       selector: { matchLabels: { app: 'web' } },
-      template: { metadata: { labels: { app: 'web' } }, spec: { version: '1' } },
+      template: {
+        metadata: { labels: { app: 'web' } },
+        spec: { version: '1', readinessProbe: { httpGet: { path: '/', port: 80 }, periodSeconds: 1 } },
+      },
     },
   })
   await until(() => cp.endpoints('default/web').length === 3, '3 ready instances')

@@ -5,8 +5,9 @@ Deployment of HTTP servers, a scale-up, a rolling update, a rollback and a scale
     python examples/python/host.py --fake     # no processes (a dict stands in)
 
 The driver's `start` returns once the instance serves (its port accepts connections) with
-the address traffic should go to; `stop` is idempotent. floyd calls both from its own
-threads, holding the GIL only for the call.
+the address traffic should go to; `stop` is idempotent; `probe` answers the instances'
+readiness probe with an HTTP GET on the port it gave the instance. floyd calls them from its
+own threads, holding the GIL only for the call.
 """
 
 import argparse
@@ -61,6 +62,22 @@ class ProcessDriver:
                 proc.kill()
                 proc.wait()
 
+    def probe(self, instance, probe):
+        """The readinessProbe's httpGet, sent to the port this driver chose for the instance
+        (the template cannot know it)."""
+        with self.lock:
+            _, address = self.procs.get(instance["metadata"]["uid"], (None, None))
+        if address is None:
+            return False
+        if self.fake:
+            return True
+        url = f"http://{address}{probe['httpGet'].get('path', '/')}"
+        try:
+            with urllib.request.urlopen(url, timeout=probe["timeoutSeconds"]) as r:
+                return 200 <= r.status < 400
+        except OSError:
+            return False
+
     def running(self):
         with self.lock:
             return len(self.procs)
@@ -99,7 +116,12 @@ def deployment(replicas, version):
             "selector": {"matchLabels": {"app": "web"}},
             "template": {
                 "metadata": {"labels": {"app": "web"}},
-                "spec": {"version": version, "command": server, "env": {"VERSION": version}},
+                "spec": {
+                    "version": version,
+                    "command": server,
+                    "env": {"VERSION": version},
+                    "readinessProbe": {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1},
+                },
             },
             "strategy": {
                 "type": "RollingUpdate",
