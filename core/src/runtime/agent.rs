@@ -291,11 +291,7 @@ impl Shared {
                     .as_array()
                     .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
                     .is_some_and(|c| c["status"] == "True");
-                st.ready_written = Some(if ready {
-                    (true, "", String::new())
-                } else {
-                    (false, "", String::new())
-                });
+                st.ready_written = Some((ready, "", String::new()));
                 st.arm_probes(now, ready);
             }
             st
