@@ -68,6 +68,8 @@ pub struct FakeClock {
 
 struct FakeState {
     elapsed: Duration,
+    /// Seconds the wall clock was stepped by [`FakeClock::jump_wall`] (monotonic time is not).
+    wall_jump: i64,
     wakers: Vec<Weak<dyn Fn() + Send + Sync>>,
 }
 
@@ -96,6 +98,7 @@ impl FakeClock {
             wall_origin: SystemTime::UNIX_EPOCH + Duration::from_secs(FAKE_WALL_ORIGIN_SECS),
             state: Mutex::new(FakeState {
                 elapsed: Duration::ZERO,
+                wall_jump: 0,
                 wakers: Vec::new(),
             }),
             moved: Condvar::new(),
@@ -129,6 +132,13 @@ impl FakeClock {
     }
 
     /// Moves time forward to `t` if it lies in the future.
+    /// Steps the wall clock by `secs` (either way), as an administrator or NTP stepping the
+    /// system clock would; monotonic time does not move. Nobody is woken.
+    pub fn jump_wall(&self, secs: i64) {
+        let mut st = self.state.lock();
+        st.wall_jump = st.wall_jump.saturating_add(secs);
+    }
+
     pub fn advance_to(&self, t: Instant) {
         let now = self.now();
         if t > now {
@@ -142,7 +152,14 @@ impl Clock for FakeClock {
         self.origin + self.state.lock().elapsed
     }
     fn wall(&self) -> SystemTime {
-        self.wall_origin + self.state.lock().elapsed
+        let st = self.state.lock();
+        let t = self.wall_origin + st.elapsed;
+        let jump = Duration::from_secs(st.wall_jump.unsigned_abs());
+        if st.wall_jump >= 0 {
+            t + jump
+        } else {
+            t.checked_sub(jump).unwrap_or(SystemTime::UNIX_EPOCH)
+        }
     }
     fn park_timeout(&self, _deadline: Instant) -> Option<Duration> {
         None
@@ -156,6 +173,32 @@ impl Clock for FakeClock {
         while st.elapsed < until {
             self.moved.wait(&mut st);
         }
+    }
+}
+
+/// Wall time that moves with the monotonic clock: read once from the wall clock when made,
+/// then advanced by monotonic time only. A component that stamps and compares times with
+/// it is unaffected by the wall clock being stepped while it runs (an administrator, NTP, a
+/// VM resumed): its timestamps never go backwards, and no deadline fires early or late
+/// because of a step. It is re-anchored when the component is made again (a store reopened,
+/// a control plane rebuilt), so steps are picked up across restarts.
+#[derive(Clone, Copy, Debug)]
+pub struct WallAnchor {
+    wall: SystemTime,
+    mono: Instant,
+}
+
+impl WallAnchor {
+    pub fn new(clock: &dyn Clock) -> WallAnchor {
+        WallAnchor {
+            wall: clock.wall(),
+            mono: clock.now(),
+        }
+    }
+
+    /// The anchored wall time now.
+    pub fn wall(&self, clock: &dyn Clock) -> SystemTime {
+        self.wall + clock.now().saturating_duration_since(self.mono)
     }
 }
 

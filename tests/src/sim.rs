@@ -286,6 +286,11 @@ pub struct Sim {
     pub steps: u64,
     /// While set, the control plane's cache is not fed (informer lag).
     pub lagging: bool,
+    /// Steps the wall clock now and then (±1 h, ±1 day), drawn from an RNG of their own
+    /// so that a run with jumps makes every other draw of the same run without them.
+    pub wall_jumps: Option<Rng>,
+    /// Wall-clock steps made so far.
+    pub jumps: u32,
 }
 
 impl Sim {
@@ -329,12 +334,26 @@ impl Sim {
             cp,
             steps: 0,
             lagging: false,
+            wall_jumps: None,
+            jumps: 0,
         }
+    }
+
+    /// From now on, step the wall clock at random (see [`Sim::wall_jumps`]).
+    pub fn jump_wall_clock(&mut self) {
+        self.wall_jumps = Some(Rng::new(self.seed ^ 0x5EED_CAFE));
     }
 
     /// One scheduling decision: a controller step, a driver call, or time passing.
     pub fn tick(&mut self) {
         self.steps += 1;
+        if let Some(r) = self.wall_jumps.as_mut()
+            && r.chance(0.02)
+        {
+            let secs = [3_600, -3_600, 86_400, -86_400][r.below(4) as usize];
+            self.clock.jump_wall(secs);
+            self.jumps += 1;
+        }
         match self.rng.below(4) {
             0 | 1 => {
                 self.cp.step_with(!self.lagging).unwrap();

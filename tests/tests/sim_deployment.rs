@@ -638,3 +638,51 @@ fn k5_termination_complete_counts_stopping_instances_toward_surge() {
         "TerminationStarted ran at most {inst} at once; the scenario no longer tests anything"
     );
 }
+
+/// What a run decided, without its timestamps: every driver call in order, every object's
+/// key and resource version, and the Deployment's conditions (type, status, reason).
+fn decisions(sim: &Sim) -> (u64, Vec<String>) {
+    let d = sim.store.get("Deployment", "default/web").unwrap().unwrap();
+    let conds = d.status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| format!("{}={} {}", c["type"], c["status"], c["reason"]))
+        .collect();
+    (sim.trace_hash(), conds)
+}
+
+/// `reliability.md` §3(e), clock jumps: stepping the wall clock by ±1 h and ±1 day while
+/// rollouts run (with minReadySeconds, a progress deadline and failing starts) changes no
+/// decision: monotonic time drives deadlines, and the timestamps floyd writes and compares
+/// move with it.
+#[test]
+fn wall_clock_jumps_change_no_decision() {
+    for seed in seeds(20) {
+        let run = |jumps: bool| {
+            let mut sim = Sim::new(
+                seed,
+                Faults {
+                    fail_start: 0.3,
+                    ..Faults::default()
+                },
+            );
+            if jumps {
+                sim.jump_wall_clock();
+            }
+            let mut d = deployment("web", 4, "v1", rolling(1, 0), 90);
+            d.spec["minReadySeconds"] = json!(5);
+            sim.store.create(d).unwrap();
+            sim.run_until(Duration::from_secs(300), |_| false);
+            set_version(&sim, "web", "v2");
+            sim.run_until(Duration::from_secs(600), |_| false);
+            assert_eq!(sim.jumps > 10, jumps, "seed {seed}: {} jumps", sim.jumps);
+            decisions(&sim)
+        };
+        let (calm, jumped) = (run(false), run(true));
+        assert_eq!(
+            calm, jumped,
+            "seed {seed}: a wall-clock jump changed a decision"
+        );
+    }
+}

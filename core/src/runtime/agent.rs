@@ -426,7 +426,7 @@ impl Shared {
         if let Some((call, why)) = work.kill {
             self.count(|c| c.probe_restarts += 1);
             tracing::info!(instance = %key, reason = %why, "restarting an instance whose probe failed");
-            let now_wall = rfc3339(self.cfg.clock.wall());
+            let now_wall = rfc3339(self.wall());
             let cond = ready_condition(false, probe_reason(&why), &why, &now_wall);
             let _ = self.patch_instance_status(key, uid, |status| {
                 set_ready(status, cond.clone());
@@ -436,7 +436,7 @@ impl Shared {
             return;
         }
         if let Some(derived) = work.ready {
-            let now_wall = rfc3339(self.cfg.clock.wall());
+            let now_wall = rfc3339(self.wall());
             let (ready, reason, message) = &derived;
             let cond = ready_condition(*ready, reason, message, &now_wall);
             let written =
@@ -685,7 +685,7 @@ impl Shared {
             self.submit_stop(key.to_string(), obj.clone(), call);
             return;
         }
-        let now_wall = rfc3339(self.cfg.clock.wall());
+        let now_wall = rfc3339(self.wall());
         let status = match &r {
             Ok(started) => {
                 st.phase = Phase::Running;
@@ -747,7 +747,7 @@ impl Shared {
                     let (uid, failures) = (st.uid.clone(), st.failures);
                     drop(states);
                     s.agent_queue.add_after(key.clone(), backoff);
-                    let now_wall = rfc3339(s.cfg.clock.wall());
+                    let now_wall = rfc3339(s.wall());
                     let status = json!({
                         "phase": "Running",
                         "conditions": [ready_condition(false, probe_reason(&why), &why, &now_wall)],
@@ -819,7 +819,7 @@ impl Shared {
     ) -> serde_json::Value {
         let backoff = self.enter_backoff(st);
         self.agent_queue.add_after(key.to_string(), backoff);
-        let now_wall = rfc3339(self.cfg.clock.wall());
+        let now_wall = rfc3339(self.wall());
         json!({
             "phase": "Pending",
             "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now_wall,
@@ -987,7 +987,7 @@ impl Shared {
         let failures = st.failures;
         drop(states);
         self.agent_queue.add_after(key.to_string(), backoff);
-        let now_wall = rfc3339(self.cfg.clock.wall());
+        let now_wall = rfc3339(self.wall());
         self.write_instance_status(
             key,
             &uid,

@@ -113,7 +113,7 @@ impl Shared {
             return self.sync_selecting_all(&d_obj);
         }
         let d = DeploymentView::from_object(&d_obj)?;
-        let now = self.cfg.clock.wall();
+        let now = self.wall();
         let rss = self.claim_replicasets(&d_obj, &d)?;
         if d.deleting {
             // `syncStatusOnly`.

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
 use parking_lot::{Condvar, Mutex};
 
-use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::clock::{Clock, SharedClock, SystemClock, WallAnchor};
 use crate::controller::expectations::Expectations;
 use crate::error::{Error, Result};
 use crate::store::{Object, Store};
@@ -571,6 +571,10 @@ pub(crate) struct Shared {
     pub stopped: AtomicBool,
     /// Simulator fault: the next this-many instance creations fail as a timed-out write.
     pub failing_creates: crate::sync::AtomicU64,
+    /// Wall time for every timestamp the controllers write and compare (minReadySeconds,
+    /// progress deadlines, blue-green delays): anchored to the monotonic clock when the
+    /// control plane was built, so a wall-clock step while it runs changes no decision.
+    pub wall: WallAnchor,
 }
 
 /// The controllers, wired to the store and a host driver.
@@ -643,6 +647,7 @@ impl ControlPlane {
             stats: Mutex::new(ControlPlaneStats::default()),
             stopped: AtomicBool::new(false),
             failing_creates: crate::sync::AtomicU64::new(0),
+            wall: WallAnchor::new(&*cfg.clock),
             executor,
             cache,
             store,
@@ -956,6 +961,11 @@ impl Shared {
                 _ => {}
             }
         }
+    }
+
+    /// The anchored wall time (see [`WallAnchor`]).
+    pub(crate) fn wall(&self) -> std::time::SystemTime {
+        self.wall.wall(&*self.cfg.clock)
     }
 
     fn now(&self) -> Instant {

@@ -135,7 +135,7 @@ impl Shared {
             }
             Err(e) => return Err(e),
         };
-        let wall = self.cfg.clock.wall();
+        let wall = self.wall();
 
         // Claim among the active instances only, as upstream (terminal or deleting ones are
         // neither adopted nor released): ours by controller reference and selector; adopt

@@ -27,7 +27,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
-use crate::clock::{SharedClock, SystemClock, rfc3339};
+use crate::clock::{SharedClock, SystemClock, WallAnchor, rfc3339};
 use crate::error::{Error, Result};
 use crate::log::{Cursor, Durability, Frame, Log, LogConfig};
 use crate::snapshot;
@@ -208,6 +208,9 @@ pub(crate) struct StoreInner {
     rng: Mutex<u64>,
     snapshot_lock: Mutex<()>,
     snapshot_rv: AtomicU64,
+    /// Wall time for stamps, anchored to the monotonic clock when the store opened, so that
+    /// creation and deletion timestamps never go backwards while it is open.
+    wall: WallAnchor,
 }
 
 /// The store handle; cheap to clone, all clones share one store.
@@ -430,7 +433,7 @@ impl Store {
         }
         obj.metadata.uid = self.inner.new_uid();
         obj.metadata.generation = 1;
-        obj.metadata.creation_timestamp = Some(rfc3339(self.inner.cfg.clock.wall()));
+        obj.metadata.creation_timestamp = Some(self.inner.stamp());
         obj.metadata.deletion_timestamp = None;
         validate::validate_fields(&obj, &self.inner.cfg.limits)?;
         // Encoded before taking the shard's lock: a create's payload does not depend on
@@ -709,7 +712,7 @@ impl Store {
                 }
             }
             let mut last = (*cur).clone();
-            last.metadata.deletion_timestamp = Some(rfc3339(self.inner.cfg.clock.wall()));
+            last.metadata.deletion_timestamp = Some(self.inner.stamp());
             last.metadata.resource_version.clear();
             let (rv, e) = self.inner.append(EventType::Deleted, &last)?;
             end = e;
@@ -920,11 +923,17 @@ impl StoreInner {
             objects: AtomicU64::new(0),
             events: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-            cfg,
             rng: Mutex::new(seed),
             snapshot_lock: Mutex::new(()),
             snapshot_rv: AtomicU64::new(0),
+            wall: WallAnchor::new(&*cfg.clock),
+            cfg,
         }
+    }
+
+    /// Now, for timestamps (see [`WallAnchor`]).
+    fn stamp(&self) -> String {
+        rfc3339(self.wall.wall(&*self.cfg.clock))
     }
 
     fn check_open(&self) -> Result<()> {
