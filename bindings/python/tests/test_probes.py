@@ -188,3 +188,29 @@ def test_an_invalid_probe_in_a_template_is_never_started(store):
         eventually(lambda: cp.stats()["syncErrors"] == 1, what="the sync error")
         time.sleep(0.2)
         assert d.starts == 0 and store.list("Instance")[0] == []
+
+
+def test_an_async_probe_is_awaited_on_the_given_loop(store):
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    t = threading.Thread(target=loop.run_forever, daemon=True)
+    t.start()
+
+    class AsyncProber(Prober):
+        async def probe(self, inst, probe):
+            await asyncio.sleep(0.001)
+            assert asyncio.get_running_loop() is loop
+            return Prober.probe(self, inst, probe)
+
+    d = AsyncProber()
+    d.healthy["readiness"] = True
+    try:
+        with floyd.ControlPlane(store, d, loop=loop):
+            store.create(replicaset(2, readinessProbe=READINESS))
+            eventually(lambda: ready_count(store) == 2, what="ready through the async probe")
+            assert all(p["type"] == "readiness" for _, p in d.seen)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(10)
+        loop.close()

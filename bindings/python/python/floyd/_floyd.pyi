@@ -285,15 +285,29 @@ class _Started(TypedDict, total=False):
 _StartResult = _Started | dict[str, Any] | None
 """None, or {"address": "host:port" | None}; nothing else."""
 
+class _ProbeSpec(TypedDict, total=False):
+    """What an optional `driver.probe(instance, probe)` receives: the instance's
+    readinessProbe / livenessProbe / startupProbe with its defaults filled in."""
+
+    type: Literal["readiness", "liveness", "startup"]
+    initialDelaySeconds: int
+    periodSeconds: int
+    timeoutSeconds: int
+    successThreshold: int
+    failureThreshold: int
+    exec: dict[str, Any]
+    httpGet: dict[str, Any]
+    tcpSocket: dict[str, Any]
+    grpc: dict[str, Any]
+
 class _Driver(Protocol):
     """The host's driver: any object with these two methods (plain or `async def`; async
     ones need `ControlPlane(..., loop=...)`). They run on floyd's driver threads, holding the
     GIL only for the call. Raising fails the call; `start` returns None or
     {"address": "host:port"}, `stop` returns None; `stop` must be idempotent.
 
-    Optionally, `probe(instance, probe) -> bool` runs the instance's probes itself (`probe`
-    is the readinessProbe / livenessProbe / startupProbe with its defaults and a `"type"` of
-    "readiness", "liveness" or "startup"); raising is a probe error (tried three times, then
+    Optionally, `probe(instance, probe: _ProbeSpec) -> bool` runs the instance's probes
+    itself (plain or `async def`); raising or returning a non-bool is a probe error (tried three times, then
     discarded). Without it, floyd's built-in httpGet / tcpSocket / exec handlers run them."""
 
     def start(self, instance: _Obj, /) -> _StartResult | Awaitable[_StartResult]: ...
