@@ -1,7 +1,7 @@
 # floyd — the two commands that matter: `make demo` and `make test`.
 # Everything they need is installed by scripts/setup (idempotent); see DEVELOPERS.md.
 
-.PHONY: all setup test demo bench stress sim fuzz-smoke lint fmt clean
+.PHONY: all setup test demo bench stress soak sim fuzz-smoke lint fmt clean
 
 all: test
 
@@ -19,6 +19,10 @@ bench:
 
 stress:
 	FLOYD_CRASH_TRIALS=2000 cargo test --release --locked -p floyd-tests --test crash -- --nocapture
+
+# reliability.md L-1 at its nightly length (make test runs 45 s of it)
+soak:
+	FLOYD_SOAK_SECS=1800 cargo test --release --locked -p floyd-tests --test l1_steady_state -- --nocapture
 
 # More simulation seeds: make sim SEEDS=5000
 SEEDS ?= 2000

@@ -253,6 +253,10 @@ impl HandlerRegistration {
     }
 }
 
+/// A handler trims the ring when it has caught up after reading this many notes since its
+/// last trim (and every four times as many while it is behind).
+const TRIM_EVERY: u64 = 64;
+
 /// Where a handler thread starts.
 struct HandlerStart {
     cursor: u64,
@@ -678,9 +682,25 @@ impl Shared {
         }
     }
 
+    /// Releases the ring's notes every handler has read.
+    fn trim_ring(&self) {
+        let min = {
+            let c = self.control.lock();
+            c.handlers
+                .iter()
+                .map(|h| h.cursor.load(Ordering::Acquire))
+                .min()
+        };
+        if let Some(min) = min {
+            self.ring.trim(min);
+        }
+    }
+
     fn run_handler(self: Arc<Self>, h: Arc<HandlerSlot>, start: HandlerStart) {
         let mut known: HashMap<Arc<str>, Arc<Object>> = HashMap::new();
         let mut cursor = start.cursor;
+        // Where this handler last trimmed the ring: it trims every TRIM_EVERY notes.
+        let mut trimmed_at = cursor;
         for (k, o) in start.initial.unwrap_or_default() {
             if self.stopped.load(Ordering::Acquire) || h.removed.load(Ordering::Acquire) {
                 return;
@@ -759,6 +779,10 @@ impl Shared {
                         }
                     }
                     h.cursor.store(cursor, Ordering::Release);
+                    if cursor >= trimmed_at + 4 * TRIM_EVERY {
+                        trimmed_at = cursor;
+                        self.trim_ring();
+                    }
                 }
                 Read::Overrun => {
                     h.relists.fetch_add(1, Ordering::Relaxed);
@@ -773,6 +797,10 @@ impl Shared {
                     h.cursor.store(cursor, Ordering::Release);
                 }
                 Read::Empty => {
+                    if cursor >= trimmed_at + TRIM_EVERY {
+                        trimmed_at = cursor;
+                        self.trim_ring();
+                    }
                     let deadline = resyncing.then_some(next_tick);
                     self.signal.wait(seen, deadline, &*self.clock);
                 }
