@@ -34,6 +34,7 @@ use floyd::informer::Informer;
 use floyd::runtime::{ControlPlane, ControlPlaneConfig, NoopDriver};
 use floyd::store::{LabelSelector, Object, Store, StoreConfig};
 use floyd::{ErrorKind, RateLimiter, WorkQueue, WorkQueueConfig};
+use floyd_tests::sim::Rng;
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -49,21 +50,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-/// SplitMix64, one per producer.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn object(name: u64, payload: usize) -> Object {
@@ -254,7 +240,7 @@ fn l1_steady_state_stays_bounded() {
                 oldest.clone(),
             );
             std::thread::spawn(move || {
-                let mut rng = Rng(p + 1);
+                let mut rng = Rng::new(p + 1);
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
@@ -336,7 +322,7 @@ fn l1_steady_state_stays_bounded() {
     let roller = {
         let (store, stop) = (store.clone(), stop.clone());
         std::thread::spawn(move || {
-            let mut rng = Rng(99);
+            let mut rng = Rng::new(99);
             let mut v = 0;
             while !stop.load(Ordering::Relaxed) {
                 v += 1;
