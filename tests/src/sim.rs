@@ -444,3 +444,19 @@ impl Sim {
         )
     }
 }
+
+/// The seeds a simulation test runs: `FLOYD_SIM_SEED` alone (a replay), else
+/// `0..FLOYD_SIM_SEEDS`, else `0..default`.
+pub fn seeds(default: u64) -> Vec<u64> {
+    if let Some(s) = std::env::var("FLOYD_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![s];
+    }
+    let n = std::env::var("FLOYD_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    (0..n).collect()
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use floyd::Clock;
 use floyd::controller::deployment::util::POD_TEMPLATE_HASH_LABEL;
 use floyd::store::Object;
-use floyd_tests::sim::{Faults, Sim};
+use floyd_tests::sim::{Faults, Sim, seeds};
 use serde_json::{Value, json};
 
 fn deployment(name: &str, replicas: i64, version: &str, strategy: Value, deadline: i64) -> Object {
@@ -66,20 +66,6 @@ fn complete(sim: &Sim, name: &str, replicas: usize, version: &str) -> bool {
                     })
                 }) && d.status["observedGeneration"] == d.metadata.generation
             })
-}
-
-fn seeds(default: u64) -> Vec<u64> {
-    if let Some(s) = std::env::var("FLOYD_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return vec![s];
-    }
-    let n = std::env::var("FLOYD_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    (0..n).collect()
 }
 
 /// Fake time a run needs beyond the rollout itself when starts fail at random: after n

@@ -8,22 +8,8 @@
 use std::time::Duration;
 
 use floyd::store::Object;
-use floyd_tests::sim::{Faults, Sim};
+use floyd_tests::sim::{Faults, Sim, seeds};
 use serde_json::{Value, json};
-
-fn seeds(default: u64) -> Vec<u64> {
-    if let Some(s) = std::env::var("FLOYD_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return vec![s];
-    }
-    let n = std::env::var("FLOYD_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    (0..n).collect()
-}
 
 /// A probe the SimProber answers; `timeoutSeconds` is long so that a call waiting in the
 /// simulator's driver queue does not time out (a timeout is a failure the driver never

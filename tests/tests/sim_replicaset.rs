@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use floyd::store::Object;
-use floyd_tests::sim::{Faults, Sim};
+use floyd_tests::sim::{Faults, Sim, seeds};
 use serde_json::json;
 
 fn replicaset(name: &str, replicas: i64) -> Object {
@@ -75,20 +75,6 @@ fn check(sim: &Sim, sets: &[(&str, usize)]) {
         "{}: driver violations {v:?}",
         sim.replay_hint("sim_replicaset")
     );
-}
-
-fn seeds(default: u64) -> Vec<u64> {
-    if let Some(s) = std::env::var("FLOYD_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return vec![s];
-    }
-    let n = std::env::var("FLOYD_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    (0..n).collect()
 }
 
 /// Runs one faulty scenario and returns its trace hash.

@@ -442,28 +442,10 @@ impl Shared {
             let written =
                 self.patch_instance_status(key, uid, |status| set_ready(status, cond.clone()));
             match written {
-                Ok(()) => {
-                    if let Some(st) = self
-                        .agent
-                        .states
-                        .lock()
-                        .get_mut(key)
-                        .filter(|st| st.uid == uid)
-                    {
-                        st.ready_written = Some(derived);
-                    }
-                }
+                Ok(()) => self.with_state(key, uid, |st| st.ready_written = Some(derived)),
                 Err(e) => {
                     tracing::warn!(instance = %key, error = %e, "could not record instance readiness");
-                    if let Some(st) = self
-                        .agent
-                        .states
-                        .lock()
-                        .get_mut(key)
-                        .filter(|st| st.uid == uid)
-                    {
-                        st.probe_changed = true;
-                    }
+                    self.with_state(key, uid, |st| st.probe_changed = true);
                     self.agent_queue.add_rate_limited(key.to_string());
                 }
             }
@@ -474,6 +456,19 @@ impl Shared {
         if let Some(w) = work.wake {
             self.agent_queue
                 .add_after(key.to_string(), w.saturating_duration_since(now));
+        }
+    }
+
+    /// Runs `f` on the agent's state of instance `key` if it is still the one with `uid`.
+    fn with_state(&self, key: &str, uid: &str, f: impl FnOnce(&mut InstanceState)) {
+        if let Some(st) = self
+            .agent
+            .states
+            .lock()
+            .get_mut(key)
+            .filter(|st| st.uid == uid)
+        {
+            f(st);
         }
     }
 
