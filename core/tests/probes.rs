@@ -588,7 +588,7 @@ fn a_rollout_whose_new_version_fails_readiness_stops_and_keeps_the_old_instances
             Object::from_json(&json!({
                 "kind": "Deployment", "metadata": {"name": "web"},
                 "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
-                         "progressDeadlineSeconds": 3,
+                         "progressDeadlineSeconds": 60,
                          "strategy": {"type": "RollingUpdate",
                                       "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                          "template": template("1", good)}
@@ -603,6 +603,9 @@ fn a_rollout_whose_new_version_fails_readiness_stops_and_keeps_the_old_instances
 
     let mut next = (*store.get("Deployment", "default/web").unwrap().unwrap()).clone();
     next.spec["template"] = template("2", bad);
+    // A short deadline for the broken version only: v1's own rollout may take a while on a
+    // loaded machine.
+    next.spec["progressDeadlineSeconds"] = json!(3);
     store.update(next).unwrap();
     let err = cp
         .wait_for_rollout("default/web", Duration::from_secs(30))
