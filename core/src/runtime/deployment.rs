@@ -776,12 +776,12 @@ impl Shared {
     }
 
     /// Records the new ReplicaSet on the Deployment: `revision` as its revision annotation
-    /// (`SetDeploymentRevision`) and `cond` among its conditions. Upstream writes both with
-    /// one `UpdateStatus` (the apps status strategy keeps annotation changes); floyd's
-    /// `update_status` keeps everything but the status, so the annotation is an `update`
-    /// of its own, made first. Each write happens only if it changes something. Returns the
-    /// Deployment as stored and its view with both set, or `None` when the Deployment
-    /// changed or vanished meanwhile (its event requeues the key).
+    /// (`SetDeploymentRevision`) and `cond` among its conditions, in one write made only if
+    /// either changes something. Upstream writes both with one `UpdateStatus` (the apps
+    /// status strategy keeps annotation changes); so does floyd, through the store's
+    /// `update_status_and_annotations`. Returns the Deployment as stored and its view with
+    /// both set, or `None` when the Deployment changed or vanished meanwhile (its event
+    /// requeues the key).
     fn record_new_rs(
         &self,
         d_obj: Arc<Object>,
@@ -789,51 +789,36 @@ impl Shared {
         revision: &str,
         cond: Option<Condition>,
     ) -> Result<Option<(Arc<Object>, DeploymentView)>> {
-        let mut d_obj = d_obj;
-        if du::set_deployment_revision(&mut d.annotations, revision) {
-            let mut next = (*d_obj).clone();
-            next.metadata.annotations = d.annotations.clone();
-            match self.store.update(next) {
-                Ok(o) => {
-                    self.count(|c| c.store_writes += 1);
-                    d_obj = o;
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        crate::ErrorKind::Conflict | crate::ErrorKind::NotFound
-                    ) =>
-                {
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let annotated = du::set_deployment_revision(&mut d.annotations, revision);
+        let mut status = d.status.clone();
         if let Some(cond) = cond {
-            let mut status = d.status.clone();
             dep::set_deployment_condition(&mut status, cond);
-            if status != d.status {
-                let mut next = (*d_obj).clone();
-                next.status = status.to_json();
-                match self.store.update_status(next) {
-                    Ok(o) => {
-                        self.count(|c| c.store_writes += 1);
-                        d_obj = o;
-                        d.status = status;
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            crate::ErrorKind::Conflict | crate::ErrorKind::NotFound
-                        ) =>
-                    {
-                        return Ok(None);
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
         }
-        Ok(Some((d_obj, d)))
+        let status_changed = status != d.status;
+        if !annotated && !status_changed {
+            return Ok(Some((d_obj, d)));
+        }
+        let mut next = (*d_obj).clone();
+        next.metadata.annotations = d.annotations.clone();
+        if status_changed {
+            next.status = status.to_json();
+        }
+        match self.store.update_status_and_annotations(next) {
+            Ok(o) => {
+                self.count(|c| c.store_writes += 1);
+                d.status = status;
+                Ok(Some((o, d)))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    crate::ErrorKind::Conflict | crate::ErrorKind::NotFound
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// With the TerminationComplete replacement policy, lowers the scale-ups in `scales` so
@@ -1235,9 +1220,13 @@ mod tests {
     fn creating_the_new_replica_set_records_its_revision_on_the_deployment() {
         let (store, _, cp) = plane();
         let s = &cp.shared;
-        store
+        let created_rv = store
             .create(deployment("web", json!({}), json!({})))
-            .unwrap();
+            .unwrap()
+            .resource_version()
+            .unwrap()
+            .unwrap()
+            .0;
         s.cache.pump(None).unwrap();
         s.sync_deployment(KEY).unwrap();
         let rss = replica_sets(&store);
@@ -1254,6 +1243,22 @@ mod tests {
         );
         let p = progressing(&d).unwrap();
         assert_eq!(p.reason, dep::NEW_RS_CREATED_REASON);
+        // Both in one write, the sync's first, as upstream's single UpdateStatus.
+        let mut w = store.watch(Some("Deployment"), created_rv, None).unwrap();
+        let first = w.try_next().unwrap().expect("the Deployment was written");
+        assert_eq!(
+            first
+                .object
+                .metadata
+                .annotations
+                .get(du::REVISION_ANNOTATION),
+            Some(&"1".to_string())
+        );
+        assert_eq!(
+            progressing(&first.object).map(|c| c.reason),
+            Some(dep::NEW_RS_CREATED_REASON.to_string()),
+            "the revision and the condition are one write"
+        );
     }
 
     #[test]

@@ -49,6 +49,17 @@ const EV_ADDED: u16 = 1;
 const EV_MODIFIED: u16 = 2;
 const EV_DELETED: u16 = 3;
 
+/// What an update of a stored object replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    /// Spec and metadata (`update`): the status is kept.
+    All,
+    /// The status only (`update_status`).
+    Status,
+    /// The status and the annotations (Deployment status, as upstream's apps strategy).
+    StatusAndAnnotations,
+}
+
 /// What happened to an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -589,15 +600,25 @@ impl Store {
     /// status subresource). `Conflict` if `metadata.resourceVersion` is set and stale;
     /// generation += 1 when the spec changes. An update that changes nothing writes nothing.
     pub fn update(&self, obj: Object) -> Result<Arc<Object>> {
-        self.write_existing(obj, false)
+        self.write_existing(obj, Part::All)
     }
 
     /// Replaces only an object's status; generation unchanged.
     pub fn update_status(&self, obj: Object) -> Result<Arc<Object>> {
-        self.write_existing(obj, true)
+        self.write_existing(obj, Part::Status)
     }
 
-    fn write_existing(&self, obj: Object, status_only: bool) -> Result<Arc<Object>> {
+    /// Replaces an object's status and its annotations in one write; generation unchanged.
+    /// Upstream's apps status strategy keeps annotation changes in a Deployment's
+    /// `UpdateStatus`, and its controller records the revision annotation and the
+    /// `NewReplicaSetCreated` condition that way: the Deployment controller uses this for
+    /// the same single write. Not public: `update_status` keeps everything but the status,
+    /// for every kind.
+    pub(crate) fn update_status_and_annotations(&self, obj: Object) -> Result<Arc<Object>> {
+        self.write_existing(obj, Part::StatusAndAnnotations)
+    }
+
+    fn write_existing(&self, obj: Object, part: Part) -> Result<Arc<Object>> {
         self.inner.check_open()?;
         let mut obj = obj;
         obj.apply_defaults();
@@ -626,9 +647,12 @@ impl Store {
                 )));
             }
             // `spec_changed` settles "is this a no-op?" without comparing whole objects.
-            let (mut next, spec_changed) = if status_only {
+            let (mut next, spec_changed) = if part != Part::All {
                 let mut n = (*cur).clone();
                 n.status = obj.status;
+                if part == Part::StatusAndAnnotations {
+                    n.metadata.annotations = obj.metadata.annotations;
+                }
                 (n, false)
             } else {
                 let mut n = obj;
@@ -649,19 +673,23 @@ impl Store {
                 return Ok(cur);
             }
             // What was copied from `cur` above, or compared already, is not again.
-            let known = if status_only {
+            let known = match part {
                 // Only the status can differ, and `next != cur`: it does.
-                validate::Known {
+                Part::Status => validate::Known {
                     spec_changed: Some(false),
                     status_changed: Some(true),
                     metadata_same: true,
-                }
-            } else {
-                validate::Known {
+                },
+                Part::StatusAndAnnotations => validate::Known {
+                    spec_changed: Some(false),
+                    status_changed: None,
+                    metadata_same: false,
+                },
+                Part::All => validate::Known {
                     spec_changed: Some(spec_changed),
                     status_changed: Some(false),
                     metadata_same: false,
-                }
+                },
             };
             validate::validate_changed_fields(&next, &cur, known, &self.inner.cfg.limits)?;
             next.metadata.resource_version.clear();
@@ -1234,6 +1262,83 @@ mod watch_after_tests {
             assert_eq!(got.len(), want.len(), "{ns:?}");
             assert_eq!(got, want, "{ns:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod status_and_annotations_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deployment(s: &Store) -> Arc<Object> {
+        s.create(
+            Object::from_json(&json!({
+                "kind": "Deployment",
+                "metadata": {"name": "web", "labels": {"app": "web"},
+                             "annotations": {"team": "a"}},
+                "spec": {"replicas": 3},
+            }))
+            .expect("valid object"),
+        )
+        .expect("create")
+    }
+
+    /// One write changes the status and the annotations; the spec, the labels and the
+    /// generation stay the stored ones whatever the caller's copy says.
+    #[test]
+    fn status_and_annotations_change_in_one_write_and_nothing_else_does() {
+        let s = Store::memory();
+        let cur = deployment(&s);
+        let mut next = (*cur).clone();
+        next.status = json!({"observedGeneration": 1});
+        next.metadata.annotations.insert("rev".into(), "2".into());
+        next.metadata.labels.insert("app".into(), "other".into());
+        next.spec["replicas"] = json!(9);
+        let got = s.update_status_and_annotations(next).expect("write");
+        assert_eq!(got.status, json!({"observedGeneration": 1}));
+        assert_eq!(got.metadata.annotations["rev"], "2");
+        assert_eq!(got.metadata.annotations["team"], "a");
+        assert_eq!(got.metadata.labels["app"], "web", "labels are kept");
+        assert_eq!(got.spec["replicas"], json!(3), "the spec is kept");
+        assert_eq!(got.metadata.generation, cur.metadata.generation);
+        let rv = |o: &Object| o.resource_version().unwrap().unwrap().0;
+        assert!(rv(&got) > rv(&cur));
+        let w = s
+            .watch(Some("Deployment"), rv(&cur), None)
+            .expect("watch")
+            .try_next()
+            .expect("event")
+            .expect("one event");
+        assert_eq!(w.event_type, EventType::Modified);
+        assert_eq!(w.rv, rv(&got));
+
+        // Nothing to change: no write.
+        let same = s
+            .update_status_and_annotations((*got).clone())
+            .expect("no-op");
+        assert_eq!(rv(&same), rv(&got));
+    }
+
+    #[test]
+    fn a_bad_annotation_or_a_stale_version_is_refused() {
+        let s = Store::memory();
+        let cur = deployment(&s);
+        let mut bad = (*cur).clone();
+        bad.metadata
+            .annotations
+            .insert("not a key!".into(), "x".into());
+        let e = s.update_status_and_annotations(bad).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Invalid, "{e}");
+
+        let mut first = (*cur).clone();
+        first.status = json!({"replicas": 1});
+        s.update_status_and_annotations(first).expect("write");
+        let mut stale = (*cur).clone();
+        stale.metadata.annotations.insert("rev".into(), "2".into());
+        let e = s.update_status_and_annotations(stale).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Conflict, "{e}");
+        let now = s.get("Deployment", "default/web").unwrap().unwrap();
+        assert!(!now.metadata.annotations.contains_key("rev"));
     }
 }
 
