@@ -140,11 +140,16 @@ impl Cache {
                     .unwrap_or_default()
             };
             let mut idx = self.by_owner.write();
-            if let Some(m) = old
-                .as_ref()
-                .and_then(|prev| idx.get_mut(&(o.kind.clone(), owner_of(prev))))
-            {
-                m.remove(&key);
+            if let Some(prev) = &old {
+                let owner = (o.kind.clone(), owner_of(prev));
+                if let Some(m) = idx.get_mut(&owner) {
+                    m.remove(&key);
+                    // An owner's last object gone: its entry goes too (each rollout's
+                    // ReplicaSet is a new owner; empty entries would pile up forever).
+                    if m.is_empty() {
+                        idx.remove(&owner);
+                    }
+                }
             }
             if ev.event_type != EventType::Deleted {
                 idx.entry((o.kind.clone(), owner_of(o)))
@@ -207,5 +212,53 @@ impl Cache {
     /// Stops following (the watch is dropped).
     pub fn close(&self) {
         self.watch.lock().take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn instance(name: &str, owner_uid: &str) -> Object {
+        Object::from_json(&json!({
+            "kind": "Instance",
+            "metadata": {"name": name, "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+                "uid": owner_uid, "controller": true}]},
+            "spec": {},
+        }))
+        .expect("valid object")
+    }
+
+    /// Owners come and go with every rollout: an owner whose last object is gone leaves no
+    /// entry behind, and one whose object moved to another owner neither.
+    #[test]
+    fn the_owner_index_forgets_owners_without_objects() {
+        let store = Store::memory();
+        let cache = Cache::new(&store).expect("cache");
+        store.create(instance("a", "u1")).expect("create");
+        store.create(instance("b", "u1")).expect("create");
+        cache.pump(None).expect("pump");
+        assert_eq!(cache.instances_owned_by("u1").len(), 2);
+
+        store.delete("Instance", "default/a", None).expect("delete");
+        cache.pump(None).expect("pump");
+        assert_eq!(cache.instances_owned_by("u1").len(), 1);
+        assert_eq!(cache.by_owner.read().len(), 1, "u1 still owns b");
+
+        // b moves to u2, then goes.
+        let b = store.get("Instance", "default/b").expect("get").expect("b");
+        let mut moved = (*b).clone();
+        moved.metadata.owner_references[0].uid = "u2".into();
+        store.update(moved).expect("update");
+        cache.pump(None).expect("pump");
+        assert!(cache.instances_owned_by("u1").is_empty());
+        assert_eq!(cache.instances_owned_by("u2").len(), 1);
+        assert_eq!(cache.by_owner.read().len(), 1, "only u2 is left");
+
+        store.delete("Instance", "default/b", None).expect("delete");
+        cache.pump(None).expect("pump");
+        assert!(cache.by_owner.read().is_empty(), "no owner has objects");
     }
 }
