@@ -206,6 +206,13 @@ pub(crate) fn backoff_with(failures: u32, initial: Duration, max: Duration) -> D
 }
 
 impl Shared {
+    /// An instance the agent is done with (gone, or stopped): the rate limiter forgets its
+    /// failures, as a controller forgets a key it synced. Instance names are not reused by
+    /// the controllers, so a count kept past this point would only pile up.
+    fn forget_instance(&self, key: &str) {
+        self.agent_queue.forget(&key.to_string());
+    }
+
     pub(crate) fn process_agent(self: &Arc<Self>, key: &str) {
         // The call in flight first: past its deadline it has failed; otherwise look again at
         // the deadline (the queue keeps only the earliest delay of a key, so re-arm here).
@@ -253,7 +260,11 @@ impl Shared {
                     }
                 }
             }
+            let gone = !states.contains_key(key);
             drop(states);
+            if gone {
+                self.forget_instance(key);
+            }
             self.agent_queue.done(&key.to_string());
             return;
         }
@@ -608,6 +619,8 @@ impl Shared {
                     .is_some_and(|st| st.uid == obj.metadata.uid && st.waits_for(&call))
                 {
                     states.remove(&key);
+                    drop(states);
+                    s.forget_instance(&key);
                 }
                 return;
             }
@@ -756,6 +769,7 @@ impl Shared {
                 Ok(()) => {
                     states.remove(&key);
                     drop(states);
+                    s.forget_instance(&key);
                     s.stopped(&obj);
                 }
                 Err(e) => {
@@ -1104,6 +1118,81 @@ fn set_ready(status: &mut serde_json::Value, cond: serde_json::Value) {
 mod tests {
     use super::*;
     use crate::runtime::{RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX};
+
+    use crate::clock::FakeClock;
+    use crate::runtime::{ControlPlane, ControlPlaneConfig, Driver, DriverError, Started};
+    use crate::store::{Store, StoreConfig};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Starts everything; fails the first `n` stops.
+    struct StopFails(AtomicU32);
+
+    impl Driver for StopFails {
+        fn start(&self, _: &Object) -> std::result::Result<Started, DriverError> {
+            Ok(Started::default())
+        }
+        fn stop(&self, _: &Object) -> std::result::Result<(), DriverError> {
+            let left = self.0.load(Ordering::SeqCst);
+            if left > 0 {
+                self.0.store(left - 1, Ordering::SeqCst);
+                return Err(DriverError("stop refused".into()));
+            }
+            Ok(())
+        }
+    }
+
+    /// A stop that failed was retried through the rate limiter; once the instance is
+    /// stopped and gone, the limiter has forgotten it (instance names are not reused, so a
+    /// kept count would pile up for every instance that ever failed a call).
+    #[test]
+    fn the_rate_limiter_forgets_an_instance_once_it_is_stopped_and_gone() {
+        let clock = FakeClock::shared();
+        let store = Store::memory_with(StoreConfig {
+            clock: clock.clone(),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let cp = ControlPlane::stepped(
+            store.clone(),
+            Arc::new(StopFails(AtomicU32::new(2))),
+            ControlPlaneConfig {
+                clock: clock.clone(),
+                ..ControlPlaneConfig::default()
+            },
+        )
+        .unwrap();
+        let run = |rounds: usize| {
+            for _ in 0..rounds {
+                cp.step().unwrap();
+                while cp.run_driver_call() {}
+                clock.advance(Duration::from_millis(100));
+            }
+        };
+        let key = "default/i0".to_string();
+        store
+            .create(
+                Object::from_json(&json!({"kind": "Instance", "metadata": {"name": "i0"},
+                                          "spec": {}}))
+                .unwrap(),
+            )
+            .unwrap();
+        run(20);
+        assert!(cp.running_instances().contains(&key));
+
+        store.delete("Instance", &key, None).unwrap();
+        let queue = &cp.shared.agent_queue;
+        let mut most = 0;
+        for _ in 0..200 {
+            run(1);
+            most = most.max(queue.num_requeues(&key));
+            if !cp.running_instances().contains(&key) {
+                break;
+            }
+        }
+        assert_eq!(most, 2, "each refused stop was retried through the limiter");
+        assert!(!cp.running_instances().contains(&key), "stopped in the end");
+        assert_eq!(queue.num_requeues(&key), 0, "and forgotten");
+    }
 
     #[test]
     fn crash_loop_backoff_doubles_to_five_minutes() {

@@ -145,7 +145,8 @@ impl Shared {
 
     fn sync_endpoints(&self, key: &str) -> Result<()> {
         let Some(svc) = self.cache.get("Service", key) else {
-            // The Service is gone: so are its Endpoints.
+            // The Service is gone: so are its Endpoints and its round-robin position.
+            self.pickers.next.lock().remove(key);
             return match self.store.delete("Endpoints", key, None) {
                 Err(e) if e.kind() != crate::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
@@ -381,6 +382,72 @@ mod tests {
         for (b, s) in before.iter().zip(picks(&shrunk)) {
             assert!(s == *b || *b == addrs[0], "{b} -> {s}");
         }
+    }
+
+    /// A deleted Service leaves no round-robin position behind (Services come and go with
+    /// the host's applications; positions kept for gone ones would pile up).
+    #[test]
+    fn a_deleted_service_forgets_its_round_robin_position() {
+        use crate::clock::FakeClock;
+        use crate::runtime::{ControlPlane, ControlPlaneConfig, Driver, DriverError, Started};
+        use crate::store::{Store, StoreConfig};
+
+        struct Addressed;
+        impl Driver for Addressed {
+            fn start(&self, _: &Object) -> std::result::Result<Started, DriverError> {
+                Ok(Started {
+                    address: Some("10.0.0.1:80".into()),
+                })
+            }
+            fn stop(&self, _: &Object) -> std::result::Result<(), DriverError> {
+                Ok(())
+            }
+        }
+        let clock = FakeClock::shared();
+        let store = Store::memory_with(StoreConfig {
+            clock: clock.clone(),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let cp = ControlPlane::stepped(
+            store.clone(),
+            Arc::new(Addressed),
+            ControlPlaneConfig {
+                clock: clock.clone(),
+                ..ControlPlaneConfig::default()
+            },
+        )
+        .unwrap();
+        let run = || {
+            for _ in 0..20 {
+                cp.step().unwrap();
+                while cp.run_driver_call() {}
+                clock.advance(std::time::Duration::from_millis(100));
+            }
+        };
+        for o in [
+            json!({"kind": "Service", "metadata": {"name": "web"},
+                   "spec": {"selector": {"app": "web"}}}),
+            json!({"kind": "Instance", "metadata": {"name": "i0", "labels": {"app": "web"}},
+                   "spec": {}}),
+        ] {
+            store.create(Object::from_json(&o).unwrap()).unwrap();
+        }
+        run();
+        assert_eq!(
+            cp.pick("default/web", None).unwrap().as_deref(),
+            Some("10.0.0.1:80")
+        );
+        assert_eq!(cp.shared.pickers.next.lock().len(), 1);
+        store.delete("Service", "default/web", None).unwrap();
+        run();
+        assert!(cp.shared.pickers.next.lock().is_empty());
+        let after = cp.pick("default/web", None);
+        assert!(!matches!(after, Ok(Some(_))), "{after:?}");
+        assert!(
+            cp.shared.pickers.next.lock().is_empty(),
+            "a pick after the delete adds none"
+        );
     }
 
     /// Over the cap of 1000 addresses: ready ones are kept first, and the object is marked.
