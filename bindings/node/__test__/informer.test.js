@@ -274,8 +274,15 @@ test('terminating a worker stops its informers and control planes together, and 
     \`, { eval: true })
     w.on('message', async () => {
       if (process.platform === 'linux') {
-        const before = coreThreads()
-        if (!before.some((n) => n.startsWith('floyd-reflector')) || !before.some((n) => n.startsWith('floyd-handler'))) {
+        // A new thread takes its name when it first runs, so a loaded machine may show it
+        // unnamed for a moment after start().
+        const named = (ts) => ts.some((n) => n.startsWith('floyd-reflector')) && ts.some((n) => n.startsWith('floyd-handler'))
+        let before = coreThreads()
+        for (let i = 0; i < 500 && !named(before); i++) {
+          await new Promise((r) => setTimeout(r, 10))
+          before = coreThreads()
+        }
+        if (!named(before)) {
           throw new Error('expected informer threads while the worker runs, saw ' + before.join(','))
         }
       }

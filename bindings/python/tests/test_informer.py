@@ -350,12 +350,17 @@ def test_cycle_through_handler_is_collected_and_exit_is_clean():
         inf.start()
         inf.wait_for_sync(10)
         s.create({"kind": "ConfigMap", "metadata": {"name": "a", "namespace": "d"}})
-        assert informer_threads() == 2
+        # A new thread takes its name when it first runs (Rust names it from inside), so a
+        # loaded machine may show it unnamed for a moment after start() returns.
+        import time
+        deadline = time.monotonic() + 10
+        while informer_threads() != 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert informer_threads() == 2, informer_threads()
         del inf
         gc.collect()
         assert informer_threads() == 0, informer_threads()
         # One left running at exit, with a handler that sleeps: exit must not hang.
-        import time
         live = floyd.Informer(s, "ConfigMap")
         live.add_event_handler(on_add=lambda o: time.sleep(0.2))
         live.start()
