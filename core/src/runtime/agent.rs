@@ -1119,9 +1119,8 @@ mod tests {
     use super::*;
     use crate::runtime::{RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX};
 
-    use crate::clock::FakeClock;
-    use crate::runtime::{ControlPlane, ControlPlaneConfig, Driver, DriverError, Started};
-    use crate::store::{Store, StoreConfig};
+    use crate::runtime::test_support::{run, stepped_plane};
+    use crate::runtime::{Driver, DriverError, Started};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// Starts everything; fails the first `n` stops.
@@ -1146,28 +1145,8 @@ mod tests {
     /// kept count would pile up for every instance that ever failed a call).
     #[test]
     fn the_rate_limiter_forgets_an_instance_once_it_is_stopped_and_gone() {
-        let clock = FakeClock::shared();
-        let store = Store::memory_with(StoreConfig {
-            clock: clock.clone(),
-            ..StoreConfig::default()
-        })
-        .unwrap();
-        let cp = ControlPlane::stepped(
-            store.clone(),
-            Arc::new(StopFails(AtomicU32::new(2))),
-            ControlPlaneConfig {
-                clock: clock.clone(),
-                ..ControlPlaneConfig::default()
-            },
-        )
-        .unwrap();
-        let run = |rounds: usize| {
-            for _ in 0..rounds {
-                cp.step().unwrap();
-                while cp.run_driver_call() {}
-                clock.advance(Duration::from_millis(100));
-            }
-        };
+        let (store, clock, cp) = stepped_plane(Arc::new(StopFails(AtomicU32::new(2))));
+        let steps = |rounds: usize| run(&cp, &clock, rounds);
         let key = "default/i0".to_string();
         store
             .create(
@@ -1176,14 +1155,14 @@ mod tests {
                 .unwrap(),
             )
             .unwrap();
-        run(20);
+        steps(20);
         assert!(cp.running_instances().contains(&key));
 
         store.delete("Instance", &key, None).unwrap();
         let queue = &cp.shared.agent_queue;
         let mut most = 0;
         for _ in 0..200 {
-            run(1);
+            steps(1);
             most = most.max(queue.num_requeues(&key));
             if !cp.running_instances().contains(&key) {
                 break;

@@ -388,9 +388,8 @@ mod tests {
     /// the host's applications; positions kept for gone ones would pile up).
     #[test]
     fn a_deleted_service_forgets_its_round_robin_position() {
-        use crate::clock::FakeClock;
-        use crate::runtime::{ControlPlane, ControlPlaneConfig, Driver, DriverError, Started};
-        use crate::store::{Store, StoreConfig};
+        use crate::runtime::test_support::{run, stepped_plane};
+        use crate::runtime::{Driver, DriverError, Started};
 
         struct Addressed;
         impl Driver for Addressed {
@@ -403,28 +402,8 @@ mod tests {
                 Ok(())
             }
         }
-        let clock = FakeClock::shared();
-        let store = Store::memory_with(StoreConfig {
-            clock: clock.clone(),
-            ..StoreConfig::default()
-        })
-        .unwrap();
-        let cp = ControlPlane::stepped(
-            store.clone(),
-            Arc::new(Addressed),
-            ControlPlaneConfig {
-                clock: clock.clone(),
-                ..ControlPlaneConfig::default()
-            },
-        )
-        .unwrap();
-        let run = || {
-            for _ in 0..20 {
-                cp.step().unwrap();
-                while cp.run_driver_call() {}
-                clock.advance(std::time::Duration::from_millis(100));
-            }
-        };
+        let (store, clock, cp) = stepped_plane(Arc::new(Addressed));
+        let steps = || run(&cp, &clock, 20);
         for o in [
             json!({"kind": "Service", "metadata": {"name": "web"},
                    "spec": {"selector": {"app": "web"}}}),
@@ -433,14 +412,14 @@ mod tests {
         ] {
             store.create(Object::from_json(&o).unwrap()).unwrap();
         }
-        run();
+        steps();
         assert_eq!(
             cp.pick("default/web", None).unwrap().as_deref(),
             Some("10.0.0.1:80")
         );
         assert_eq!(cp.shared.pickers.next.lock().len(), 1);
         store.delete("Service", "default/web", None).unwrap();
-        run();
+        steps();
         assert!(cp.shared.pickers.next.lock().is_empty());
         let after = cp.pick("default/web", None);
         assert!(!matches!(after, Ok(Some(_))), "{after:?}");

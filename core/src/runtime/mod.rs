@@ -977,6 +977,43 @@ impl Shared {
     }
 }
 
+/// A stepped control plane on a fake clock and an in-memory store, for unit tests that
+/// drive a host driver of their own.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::store::StoreConfig;
+
+    pub(crate) fn stepped_plane(driver: Arc<dyn Driver>) -> (Store, Arc<FakeClock>, ControlPlane) {
+        let clock = FakeClock::shared();
+        let store = Store::memory_with(StoreConfig {
+            clock: clock.clone(),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let cp = ControlPlane::stepped(
+            store.clone(),
+            driver,
+            ControlPlaneConfig {
+                clock: clock.clone(),
+                ..ControlPlaneConfig::default()
+            },
+        )
+        .unwrap();
+        (store, clock, cp)
+    }
+
+    /// `rounds` steps, each running every driver call and then 100 ms of fake time.
+    pub(crate) fn run(cp: &ControlPlane, clock: &FakeClock, rounds: usize) {
+        for _ in 0..rounds {
+            cp.step().unwrap();
+            while cp.run_driver_call() {}
+            clock.advance(Duration::from_millis(100));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
