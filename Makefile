@@ -24,10 +24,11 @@ stress:
 soak:
 	FLOYD_SOAK_SECS=1800 cargo test --release --locked -p floyd-tests --test l1_steady_state -- --nocapture
 
-# More simulation seeds: make sim SEEDS=5000
+# More simulation seeds: make sim SEEDS=5000; new ones: make sim SEED_BASE=100000
 SEEDS ?= 2000
+SEED_BASE ?= 0
 sim:
-	FLOYD_SIM_SEEDS=$(SEEDS) cargo test --release --locked -p floyd-tests --test sim_replicaset --test sim_deployment --test sim_probes
+	FLOYD_SIM_SEEDS=$(SEEDS) FLOYD_SIM_SEED_BASE=$(SEED_BASE) cargo test --release --locked -p floyd-tests --test sim_replicaset --test sim_deployment --test sim_probes
 
 fuzz-smoke:
 	scripts/fuzz-smoke

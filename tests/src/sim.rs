@@ -446,7 +446,8 @@ impl Sim {
 }
 
 /// The seeds a simulation test runs: `FLOYD_SIM_SEED` alone (a replay), else
-/// `0..FLOYD_SIM_SEEDS`, else `0..default`.
+/// `FLOYD_SIM_SEEDS` of them (else `default`), counting up from `FLOYD_SIM_SEED_BASE`
+/// (else 0), so that a long run can explore seeds no earlier run tried.
 pub fn seeds(default: u64) -> Vec<u64> {
     if let Some(s) = std::env::var("FLOYD_SIM_SEED")
         .ok()
@@ -458,5 +459,9 @@ pub fn seeds(default: u64) -> Vec<u64> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default);
-    (0..n).collect()
+    let base: u64 = std::env::var("FLOYD_SIM_SEED_BASE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (base..base.saturating_add(n)).collect()
 }
