@@ -156,3 +156,56 @@ fn l5_dead_producer_is_padded_and_reader_progresses() {
         assert_eq!(read_prefix(&seg), vec![(rv, b"live".to_vec())]);
     });
 }
+
+#[test]
+fn l6_close_seals_the_tail_and_waits_only_for_claims_below_it() {
+    // Two producers append while a third thread closes: the closer seals the tail, and
+    // `Log::close` then waits until everything below the tail it got back is published or
+    // padded (that waiting and padding are L1, L4 and L5). Whatever the interleaving, a claim
+    // below that tail is written, so the wait ends; a claim above it is sealed and abandoned
+    // untouched, so nothing is written after the close (which then releases the directory).
+    loom::model(|| {
+        let size = SEGMENT_HEADER_LEN + 2 * 32;
+        let seg = segment(size);
+        let tail = Arc::new(Tail::new(0, SEGMENT_HEADER_LEN as u64));
+        let producers: Vec<_> = (0..2u8)
+            .map(|i| {
+                let (seg, tail) = (seg.clone(), tail.clone());
+                thread::spawn(move || {
+                    let c = tail.claim(frame_len(4));
+                    if c.is_sealed() {
+                        return (c.offset(), None);
+                    }
+                    (c.offset(), Some(seg.write_event(&c, 1, &[i; 4]).unwrap()))
+                })
+            })
+            .collect();
+        let (_, sealed_at) = tail.seal();
+        let mut written = vec![];
+        for h in producers {
+            match h.join().unwrap() {
+                (off, Some(rv)) => {
+                    assert!(
+                        off + 32 <= sealed_at,
+                        "a claim at {off} was written above the seal at {sealed_at}"
+                    );
+                    written.push(rv);
+                }
+                (off, None) => {
+                    assert!(
+                        off >= sealed_at,
+                        "a claim at {off}, below the seal at {sealed_at}, was abandoned"
+                    );
+                }
+            }
+        }
+        // Below the seal: exactly the written frames, all published, reaching the seal.
+        written.sort_unstable();
+        let frames = read_prefix(&seg);
+        assert_eq!(frames.iter().map(|f| f.0).collect::<Vec<_>>(), written);
+        let end = frames
+            .last()
+            .map_or(SEGMENT_HEADER_LEN as u64, |f| f.0 + 32);
+        assert_eq!(end, sealed_at);
+    });
+}

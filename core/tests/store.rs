@@ -62,6 +62,31 @@ fn create_sets_identity_and_rejects_duplicates() {
 }
 
 #[test]
+fn a_data_directory_is_open_once_at_a_time_and_close_releases_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = Store::open(dir.path(), cfg()).unwrap();
+    s.create(obj("Thing", "a", json!({}))).unwrap();
+    let e = Store::open(dir.path(), cfg()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert!(e.to_string().contains("in use by this process"), "{e}");
+    // Closed, the directory opens again while the old handle and its watch still exist.
+    let w = s
+        .watch(Some("Thing"), 0, Some(Duration::from_millis(10)))
+        .unwrap();
+    s.close().unwrap();
+    let (again, rep) = Store::open(dir.path(), cfg()).unwrap();
+    assert_eq!(rep.replayed, 1);
+    assert!(again.get("Thing", "default/a").unwrap().is_some());
+    let err = s.create(obj("Thing", "b", json!({}))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ShutDown);
+    assert_eq!(s.snapshot().unwrap_err().kind(), ErrorKind::ShutDown);
+    again.create(obj("Thing", "c", json!({}))).unwrap();
+    again.snapshot().unwrap();
+    drop((w, s));
+    assert_eq!(again.list("Thing", None, None).unwrap().0.len(), 2);
+}
+
+#[test]
 fn generate_name_and_bad_input() {
     let s = Store::memory();
     let mut o = obj("Instance", "", json!({}));

@@ -196,3 +196,51 @@ fn kill9_keeps_every_acknowledged_write() {
         "no write was ever acknowledged: the test did not test anything"
     );
 }
+
+/// A data directory is open in one process at a time: while a child process has the store
+/// open, opening it here fails with `Io` naming the child; once the child is killed (the
+/// kernel drops its lock), it opens here with everything the child wrote.
+#[test]
+fn a_directory_open_in_another_process_is_refused_until_that_process_dies() {
+    if let Ok(dir) = std::env::var("FLOYD_LOCK_CHILD") {
+        let (store, _) = Store::open(&dir, cfg()).expect("child open");
+        store.create(item(7, 0)).expect("child create");
+        // On a line of its own: the harness has printed the test's name without one.
+        println!("\nOPEN");
+        std::io::stdout().flush().unwrap();
+        // Killed long before; the bound only keeps a broken parent from leaving it behind.
+        std::thread::sleep(Duration::from_secs(300));
+        std::process::exit(0);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap().to_string();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_directory_open_in_another_process_is_refused_until_that_process_dies",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FLOYD_LOCK_CHILD", &dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.trim() == "OPEN")),
+        "the child never opened the store"
+    );
+    let err = Store::open(&dir, cfg()).expect_err("a second open while the child has it");
+    assert_eq!(err.kind(), floyd::ErrorKind::Io, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("in use") && msg.contains(&format!("process {}", child.id())),
+        "the error should name the holder: {msg}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (store, _) = Store::open(&dir, cfg()).expect("open after the holder died");
+    assert!(store.get("Item", "default/w7-0").unwrap().is_some());
+    store.close().unwrap();
+}

@@ -281,6 +281,19 @@ test('Io: the data directory cannot be created', () => {
   throwsCode(() => Store.open(path.join(file, 'sub')), 'Io')
 })
 
+test('Io: a data directory is open once at a time; close releases it', () => {
+  const dir = tmpdir()
+  const s = Store.open(dir)
+  s.create(obj('a'))
+  const err = throwsCode(() => Store.open(dir), 'Io')
+  assert.ok(err.message.includes('in use by this process'), err.message)
+  s.close() // releases the directory although `s` is still referenced
+  const again = Store.open(dir)
+  assert.notEqual(again.get('Widget', 'default/a'), null)
+  throwsCode(() => s.create(obj('b')), 'ShutDown')
+  again.close()
+})
+
 test('Corrupt: a compacted log without a snapshot covering it', async () => {
   const dir = tmpdir()
   const s = Store.open(dir, { segmentSize: 4096 })

@@ -212,6 +212,19 @@ def test_io_error(tmp_path):
         floyd.Store.open(str(f))
 
 
+def test_a_directory_is_open_once_at_a_time(tmp_path):
+    path = tmp_path / "data"
+    s = floyd.Store.open(path)
+    s.create(cm("a"))
+    with pytest.raises(floyd.Io, match="in use by this process"):
+        floyd.Store.open(path)
+    s.close()  # releases the directory although `s` is still referenced
+    with floyd.Store.open(path) as again:
+        assert again.get("ConfigMap", "default/a") is not None
+    with pytest.raises(floyd.ShutDown):
+        s.create(cm("b"))
+
+
 def test_corrupt_segment(tmp_path):
     path = tmp_path / "data"
     with floyd.Store.open(path, segment_size=65536) as s:

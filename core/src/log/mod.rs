@@ -493,10 +493,16 @@ impl Log {
 
     /// Closes the log: refuses new appends, syncs what was published (unless the log is
     /// poisoned), stops the background thread. Idempotent.
+    ///
+    /// When `close` returns, nothing of this log writes to its files any more (appends
+    /// racing the close either finished, were padded, or fail with `ShutDown` having
+    /// written nothing), and a directory's lock is released, so the directory can be
+    /// opened again, in this process or another, while this handle still exists.
     pub fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.inner.drain_claims();
         {
             let _st = self.inner.state.lock();
             self.inner.work.notify_all();
@@ -506,7 +512,11 @@ impl Log {
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
-        self.inner.check_poison()
+        let r = self.inner.check_poison();
+        // No unblocker pads anything after this: each checks `closed` under this lock.
+        drop(self.inner.state.lock());
+        self.inner.storage.release();
+        r
     }
 
     /// Stops the background thread without the final sync, as a crash would (tests).
@@ -641,6 +651,11 @@ impl Inner {
                     }
                 }
             }
+            if claim.is_sealed() {
+                // Claimed after `close` sealed the tail, which no longer waits for it:
+                // nothing may be written (see `Tail::seal`).
+                return Err(Error::ShutDown("the log is closed".into()));
+            }
             if off < size {
                 seg.raw.pad_to_end(&claim);
             }
@@ -760,6 +775,50 @@ impl Inner {
         let _st = self.state.lock();
         self.work.notify_one();
         Ok(())
+    }
+
+    /// On close: seals the tail and waits until every claim made before the seal is
+    /// published or padded. A claim that stays unpublished for the unblock timeout (a
+    /// producer stalled between claim and publish) is padded, as the unblocker would, so
+    /// this is bounded.
+    fn drain_claims(&self) {
+        let (tag, off) = {
+            // A rotation in flight finishes first (it resets the tail); later ones fail on
+            // `closed`, so none undoes the seal.
+            let _r = self.rotate_lock.lock();
+            self.tail.seal()
+        };
+        let current = self.current.load_full();
+        if raw::seq_tag(current.raw.seq) != tag {
+            return; // a rotation moves the tail only under the lock held above
+        }
+        let target = current.raw.base + off.min(current.raw.size as u64);
+        // Real time, in steps: the injected clock may be a fake one that never moves.
+        const STEP: Duration = Duration::from_micros(200);
+        let mut waited = Duration::ZERO;
+        let mut last = self.advance_watermark();
+        while last < target {
+            std::thread::sleep(STEP);
+            waited += STEP;
+            let now = self.advance_watermark();
+            if now != last {
+                (last, waited) = (now, Duration::ZERO);
+                continue;
+            }
+            if waited >= self.cfg.unblock_timeout {
+                let mut st = self.state.lock();
+                if let Some(seg) = self.segments.read().get(&st.wseq).cloned() {
+                    let frontier = (target - seg.raw.base).min(seg.raw.size as u64);
+                    if seg.raw.unblock(st.woff, frontier as usize).is_some() {
+                        st.unblocked += 1;
+                        tracing::warn!(position = last, "close padded an abandoned claim");
+                    }
+                }
+                drop(st);
+                waited = Duration::ZERO;
+                last = self.advance_watermark();
+            }
+        }
     }
 
     /// Advances the published watermark over published frames; returns its position.
@@ -1087,10 +1146,17 @@ impl Cursor {
         match *stuck {
             Some((p, since)) if p == pos => {
                 if now.saturating_duration_since(since) >= self.inner.cfg.unblock_timeout {
+                    // Under the state lock, and not once the log closed: `close` drains
+                    // claims itself and then releases the files (see `Log::close`).
+                    let mut st = self.inner.state.lock();
+                    if self.inner.closed.load(Ordering::Acquire) {
+                        return;
+                    }
                     let frontier = (self.inner.tail_position() - self.seg.raw.base)
                         .min(self.seg.raw.size as u64) as usize;
                     if self.seg.raw.unblock(self.off, frontier).is_some() {
-                        self.inner.state.lock().unblocked += 1;
+                        st.unblocked += 1;
+                        drop(st);
                         tracing::warn!(position = pos, "a reader padded an abandoned claim");
                         self.inner.notify_readers();
                     }

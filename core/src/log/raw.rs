@@ -28,6 +28,9 @@ use crate::sync::{AtomicU64, Ordering};
 /// low bits of the segment's sequence number.
 const OFFSET_BITS: u32 = 40;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+/// What [`Tail::seal`] adds to the offset: above any segment (at most 2^31 bytes), with
+/// room below the sequence tag for the claims of every producer racing the close.
+pub const SEALED: u64 = 1 << (OFFSET_BITS - 1);
 /// Segment sequence numbers are compared modulo this in the tail word.
 pub const SEQ_TAG_MASK: u64 = (1 << (64 - OFFSET_BITS)) - 1;
 /// How far ahead of its own frame an appender prefetches (see `Region::prefetch_write`):
@@ -59,6 +62,10 @@ impl Claim {
     pub fn len(&self) -> u32 {
         self.len
     }
+    /// Made after [`Tail::seal`]: the log is closing and nothing may be written here.
+    pub fn is_sealed(&self) -> bool {
+        self.off >= SEALED
+    }
 }
 
 impl Tail {
@@ -83,6 +90,17 @@ impl Tail {
     /// `(sequence tag, offset)` now.
     pub fn load(&self) -> (u64, u64) {
         let t = self.0.load(Ordering::Acquire);
+        (t >> OFFSET_BITS, t & OFFSET_MASK)
+    }
+    /// Seals the tail for a close: adds [`SEALED`] to its offset in the same atomic step
+    /// claims use, and returns the tail from just before. Claims ordered before the seal
+    /// lie below the returned tail and are written as usual, so the closer can wait for
+    /// them; claims after it get offsets of at least `SEALED`, beyond any segment, and
+    /// their producers abandon them untouched ([`Claim::is_sealed`]). Nothing then writes
+    /// above the returned tail. The caller must keep rotations (`Tail::reset`) from
+    /// running after the seal.
+    pub fn seal(&self) -> (u64, u64) {
+        let t = self.0.fetch_add(SEALED, Ordering::AcqRel);
         (t >> OFFSET_BITS, t & OFFSET_MASK)
     }
 }

@@ -35,16 +35,29 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn copy(&self, from: &str, to: &str) -> Result<()>;
     /// Where errors point to.
     fn describe(&self, name: &str) -> PathBuf;
+    /// The log has closed and writes nothing more: let another log open this storage.
+    fn release(&self) {}
 }
 
+/// The file in a log directory whose exclusive lock marks the directory as in use.
+pub const LOCK_FILE: &str = "LOCK";
+
 /// Segment files in a real directory.
+///
+/// A `FileStorage` holds an exclusive advisory lock (`flock`) on the directory's
+/// [`LOCK_FILE`] until its log closes (or it is dropped), so one log directory is open once at a time,
+/// across processes and within one. Two logs appending to the same segments would claim
+/// the same positions, and one's recovery would cut the other's tail while it writes.
+/// The kernel drops the lock when the holder exits, however it exits.
 #[derive(Debug)]
 pub struct FileStorage {
     dir: PathBuf,
+    lock: Mutex<Option<File>>,
 }
 
 impl FileStorage {
-    /// Opens (creating if needed) the directory.
+    /// Opens (creating if needed) the directory and takes its lock. `Io` if another
+    /// open log holds the lock; the error names the holder's process id.
     pub fn new(dir: impl AsRef<Path>) -> Result<FileStorage> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
@@ -54,7 +67,11 @@ impl FileStorage {
                 format!("{} is not a directory", dir.display()),
             ));
         }
-        Ok(FileStorage { dir })
+        let lock = lock_dir(&dir)?;
+        Ok(FileStorage {
+            dir,
+            lock: Mutex::new(lock),
+        })
     }
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
@@ -140,6 +157,66 @@ impl Storage for FileStorage {
     fn describe(&self, name: &str) -> PathBuf {
         self.path(name)
     }
+
+    fn release(&self) {
+        if let Some(f) = self.lock.lock().take() {
+            let _ = f.unlock();
+        }
+    }
+}
+
+/// Takes the exclusive lock on `dir`'s [`LOCK_FILE`] without waiting, and records this
+/// process's id in it. `None` (with a warning) where the filesystem has no locks.
+fn lock_dir(dir: &Path) -> Result<Option<File>> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let ctx = || format!("lock {}", path.display());
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(ctx(), e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim().parse::<u32>() {
+                Ok(pid) if pid == std::process::id() => format!("this process ({pid})"),
+                Ok(pid) => format!("process {pid}"),
+                Err(_) => "another process".to_string(),
+            };
+            return Err(Error::io(
+                ctx(),
+                std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "the directory is in use by {holder}: a log (and the store over it) \
+                         can be open once at a time; close and drop the other handle first"
+                    ),
+                ),
+            ));
+        }
+        Err(fs::TryLockError::Error(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::Unsupported | std::io::ErrorKind::InvalidInput
+            ) || e.raw_os_error() == Some(libc::ENOLCK) =>
+        {
+            tracing::warn!(path = %path.display(), error = %e,
+                "the filesystem has no file locks; nothing stops a second open of this log");
+            return Ok(None);
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(Error::io(ctx(), e)),
+    }
+    // Only a hint for the error above; the lock itself is what excludes.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(Some(file))
 }
 
 /// Reserves real blocks for the whole file so a full disk is an error now instead of a

@@ -329,7 +329,9 @@ fn decode_frame(f: &Frame) -> Result<WatchEvent> {
 }
 
 impl Store {
-    /// Opens (or creates) a store in `path`.
+    /// Opens (or creates) a store in `path`. A directory is open in one store at a time:
+    /// while another store has it open, in this process or another, this fails with `Io`
+    /// naming the holder. [`Store::close`] (or dropping every handle) releases it.
     pub fn open(path: impl AsRef<Path>, cfg: StoreConfig) -> Result<(Store, OpenReport)> {
         let dir = path.as_ref().to_path_buf();
         let snap_dir = dir.join("snapshots");
@@ -843,6 +845,9 @@ impl Store {
     pub fn snapshot(&self) -> Result<SnapshotSummary> {
         self.inner.check_open()?;
         let _one = self.inner.snapshot_lock.lock();
+        // Again under the lock: `close` takes it once after closing, so no snapshot writes
+        // files after the directory was released.
+        self.inner.check_open()?;
         let (objs, rv) = self.list_all()?;
         let mut compacted = 0;
         let (path, bytes) = match &self.inner.dir {
@@ -913,11 +918,16 @@ impl Store {
         self.inner.last_rv.load(Ordering::Acquire)
     }
 
-    /// Closes the store: later calls fail with `ShutDown`; watches end. Idempotent.
+    /// Closes the store: later calls fail with `ShutDown`; watches end. Idempotent. A
+    /// snapshot in progress finishes first; appends racing the close either finish or fail
+    /// with `ShutDown` having written nothing; then the data directory is released for
+    /// the next [`Store::open`].
     pub fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // A snapshot in progress finishes (and compacts) before the directory is released.
+        drop(self.inner.snapshot_lock.lock());
         self.inner.log.close()
     }
 
