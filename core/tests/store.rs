@@ -86,6 +86,38 @@ fn a_data_directory_is_open_once_at_a_time_and_close_releases_it() {
     assert_eq!(again.list("Thing", None, None).unwrap().0.len(), 2);
 }
 
+fn snapshot_temporaries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
+}
+
+#[test]
+fn snapshot_temporaries_never_outlive_a_failed_snapshot_or_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = Store::open(dir.path(), cfg()).unwrap();
+    s.create(obj("Thing", "a", json!({}))).unwrap();
+    // The rename into place fails (a non-empty directory holds the name): the snapshot is
+    // an `Io` error and its temporary is gone with it.
+    let rv = s.resource_version();
+    let blocker = dir.path().join(format!("snapshots/snap-{rv:020}.snap"));
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    assert_eq!(s.snapshot().unwrap_err().kind(), ErrorKind::Io);
+    assert_eq!(snapshot_temporaries(dir.path()), Vec::<String>::new());
+    std::fs::remove_dir_all(&blocker).unwrap();
+    s.snapshot().unwrap();
+    s.close().unwrap();
+    // A crash in the middle of a snapshot leaves a temporary: the next open removes it.
+    let stale = dir.path().join("snapshots/snap-00000000000000000099.tmp");
+    std::fs::write(&stale, vec![7u8; 4096]).unwrap();
+    let (again, rep) = Store::open(dir.path(), cfg()).unwrap();
+    assert!(!stale.exists());
+    assert!(rep.snapshot.is_some());
+    assert!(again.get("Thing", "default/a").unwrap().is_some());
+}
+
 #[test]
 fn generate_name_and_bad_input() {
     let s = Store::memory();

@@ -149,6 +149,21 @@ fn kill9_keeps_every_acknowledged_write() {
 
         let (store, report) = Store::open(&dir, cfg())
             .unwrap_or_else(|e| panic!("trial {trial}: reopen failed: {e}"));
+        // A kill in the middle of a snapshot leaves its temporary: the open removed it.
+        let leftovers = std::fs::read_dir(std::path::Path::new(&dir).join("snapshots"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
+            .count();
+        assert_eq!(
+            leftovers, 0,
+            "trial {trial}: snapshot temporaries after open"
+        );
         let (items, _) = store.list("Item", None, None).unwrap();
         let mut present: HashMap<(u32, u32), u64> = HashMap::new();
         for o in &items {

@@ -206,7 +206,9 @@ impl Header {
 /// Entries may come in any order; keys must be unique and no entry's rv may exceed `rv`
 /// (`Invalid` otherwise). The file is written as `snap-<rv>.tmp`, fsynced, renamed to
 /// `snap-<rv>.snap` and the directory fsynced, so a crash leaves either no snapshot or a
-/// complete one (a leftover `.tmp` is ignored by [`list_snapshots`]).
+/// complete one (a leftover `.tmp` is ignored by [`list_snapshots`] and removed by
+/// [`remove_temporaries`]). A failure (a full disk, say) removes the `.tmp` before it
+/// returns, so a failed snapshot does not keep its space.
 pub fn write_snapshot<'a>(
     dir: &Path,
     rv: u64,
@@ -240,6 +242,7 @@ pub fn write_snapshot<'a>(
     let tmp_path = dir.join(format!("snap-{rv:020}.tmp"));
     let io_err = |what: &str, e: io::Error| Error::io(format!("{what} {}", tmp_path.display()), e);
     let file = File::create(&tmp_path).map_err(|e| io_err("create", e))?;
+    let mut tmp_guard = RemoveOnDrop(Some(&tmp_path));
     let mut w = BufWriter::with_capacity(1 << 20, file);
     w.write_all(&[0u8; HEADER_LEN])
         .map_err(|e| io_err("write", e))?;
@@ -297,6 +300,7 @@ pub fn write_snapshot<'a>(
             e,
         )
     })?;
+    tmp_guard.0 = None;
     sync_dir(dir)?;
     Ok(SnapshotInfo {
         rv,
@@ -304,6 +308,41 @@ pub fn write_snapshot<'a>(
         objects: list.len() as u64,
         bytes: HEADER_LEN as u64 + offset + index.len() as u64,
     })
+}
+
+/// Removes a temporary file unless disarmed (set to `None`) first.
+struct RemoveOnDrop<'a>(Option<&'a Path>);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Removes the `snap-*.tmp` files a crash in the middle of [`write_snapshot`] left in
+/// `dir`, and returns how many. Only for a directory nothing else is writing snapshots
+/// into (the store calls it on open, holding the data directory's lock).
+pub fn remove_temporaries(dir: &Path) -> Result<usize> {
+    let read = match fs::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+    };
+    let mut removed = 0;
+    for entry in read {
+        let entry = entry.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("snap-") && name.ends_with(".tmp") {
+            let path = entry.path();
+            fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

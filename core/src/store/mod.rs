@@ -351,6 +351,14 @@ impl Store {
         let (log, log_report) = Log::open_dir(dir.join("log"), log_cfg)?;
         report.log = log_report;
         let inner = StoreInner::new(log, Some(dir), cfg);
+        // Safe under the log's directory lock: no other store writes snapshots here.
+        let leftovers = snapshot::remove_temporaries(&snap_dir)?;
+        if leftovers > 0 {
+            tracing::warn!(
+                files = leftovers,
+                "removed snapshot temporaries an earlier crash left"
+            );
+        }
 
         // The newest snapshot that passes every check: header and body checksums, every
         // entry, and its version recorded in the log (an orphan snapshot written just
