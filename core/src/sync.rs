@@ -128,3 +128,63 @@ mod tests {
         assert_eq!(p.downcast_ref::<&str>(), Some(&"in the second half"));
     }
 }
+
+/// When an object was made, in fork generations (see `log::fork_generation`): a stamp from
+/// before a fork marks, in the child, a copy of the parent's object whose threads do not
+/// exist in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ForkStamp(u64);
+
+impl ForkStamp {
+    pub(crate) fn now() -> ForkStamp {
+        ForkStamp(crate::log::fork_generation())
+    }
+    /// True in a forked child for a stamp taken before the fork.
+    pub(crate) fn is_forked_copy(self) -> bool {
+        self != ForkStamp::now()
+    }
+}
+
+/// A thread's handle that knows which process spawned the thread. In a forked child the
+/// thread does not exist: joining its handle would never return (or panic), and detaching
+/// it would act on a thread id that means nothing here. So there `join` returns `None` at
+/// once and dropping forgets the handle.
+#[derive(Debug)]
+pub(crate) struct Joinable<T> {
+    handle: Option<std::thread::JoinHandle<T>>,
+    spawned: ForkStamp,
+}
+
+impl<T> From<std::thread::JoinHandle<T>> for Joinable<T> {
+    fn from(handle: std::thread::JoinHandle<T>) -> Joinable<T> {
+        Joinable {
+            handle: Some(handle),
+            spawned: ForkStamp::now(),
+        }
+    }
+}
+
+impl<T> Joinable<T> {
+    pub(crate) fn thread(&self) -> Option<&std::thread::Thread> {
+        self.handle.as_ref().map(|h| h.thread())
+    }
+    /// Joins the thread; `None` in a forked child (the thread is the parent's).
+    pub(crate) fn join(mut self) -> Option<std::thread::Result<T>> {
+        let h = self.handle.take()?;
+        if self.spawned.is_forked_copy() {
+            std::mem::forget(h);
+            return None;
+        }
+        Some(h.join())
+    }
+}
+
+impl<T> Drop for Joinable<T> {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take()
+            && self.spawned.is_forked_copy()
+        {
+            std::mem::forget(h);
+        }
+    }
+}

@@ -3,6 +3,7 @@
 import os
 import pathlib
 import threading
+import time
 
 import pytest
 
@@ -223,6 +224,89 @@ def test_a_directory_is_open_once_at_a_time(tmp_path):
         assert again.get("ConfigMap", "default/a") is not None
     with pytest.raises(floyd.ShutDown):
         s.create(cm("b"))
+
+
+class _NullDriver:
+    def start(self, instance):
+        return {"address": "127.0.0.1:1"}
+
+    def stop(self, instance):
+        pass
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the platform has no fork")
+def test_a_forked_child_cannot_write_and_leaves_the_parents_store_alone(tmp_path):
+    # multiprocessing forks by default on Linux before Python 3.14. A child holding the
+    # parent's objects must not write into the parent's files, wait for the parent's
+    # threads (which do not exist in the child) when it stops or drops them, or release
+    # the parent's directory lock.
+    path = tmp_path / "data"
+    s = floyd.Store.open(path)
+    s.create(cm("a"))
+    cp = floyd.ControlPlane(s, _NullDriver(), workers=2)
+    cp.start()
+    s.create(
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"version": "v1"}},
+            },
+        }
+    )
+    assert cp.wait_for_rollout("default/web", timeout=30)["readyReplicas"] == 2
+    inf = floyd.Informer(s, "ConfigMap")
+    inf.start()
+    assert inf.wait_for_sync(10)
+    q = floyd.WorkQueue()
+    q.add_after("later", 3600)  # its timer thread waits
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 0
+        try:
+            try:
+                s.create(cm("child"))
+                code = 1
+            except floyd.ShutDown:
+                pass
+            try:
+                floyd.Store.open(path)
+                code = 2
+            except floyd.Io:
+                pass
+            cp.stop()
+            inf.stop()
+            q.shut_down()
+            s.close()
+            del cp, inf, q, s
+        except BaseException:
+            code = 3
+        os._exit(code)
+    for _ in range(300):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung")
+    assert os.waitstatus_to_exitcode(status) == 0
+    with pytest.raises(floyd.Io, match="in use by this process"):
+        floyd.Store.open(path)
+    # Everything still works in the parent.
+    s.create(cm("b"))
+    assert inf.wait_for_version(s.resource_version(), 10)
+    assert sorted(o["metadata"]["name"] for o in inf.list()) == ["a", "b"]
+    cp.scale("default/web", 3)
+    assert cp.wait_for_rollout("default/web", timeout=30)["readyReplicas"] == 3
+    assert len(q) == 0
+    cp.stop()
+    inf.stop()
+    q.shut_down()
+    s.close()
 
 
 def test_corrupt_segment(tmp_path):

@@ -21,7 +21,6 @@ mod wait;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
@@ -270,7 +269,7 @@ struct Control {
     /// client-go's `resyncCheckPeriod`.
     check_period: Duration,
     handlers: Vec<Arc<HandlerSlot>>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Vec<crate::sync::Joinable<()>>,
     next_id: u64,
     transform: Option<Transform>,
 }
@@ -400,7 +399,7 @@ impl Shared {
         let me = std::thread::current().id();
         for t in threads {
             // A handler that stops its own informer cannot join itself.
-            if t.thread().id() != me {
+            if t.thread().is_some_and(|t| t.id() != me) {
                 let _ = t.join();
             }
         }
@@ -1052,7 +1051,7 @@ impl Informer {
             .name(format!("floyd-reflector-{}", s.kind))
             .spawn(move || sh.run_reflector(t))
             .map_err(|e| Error::io("spawn reflector thread", e))?;
-        c.threads.push(th);
+        c.threads.push(th.into());
         Ok(())
     }
 
@@ -1149,10 +1148,11 @@ fn spawn_handler(
     s: Arc<Shared>,
     h: Arc<HandlerSlot>,
     start: HandlerStart,
-) -> Result<JoinHandle<()>> {
+) -> Result<crate::sync::Joinable<()>> {
     std::thread::Builder::new()
         .name(format!("floyd-handler-{}-{}", s.kind, h.id))
         .spawn(move || s.run_handler(h, start))
+        .map(Into::into)
         .map_err(|e| Error::io("spawn informer handler thread", e))
 }
 

@@ -20,7 +20,6 @@ pub mod storage;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -217,6 +216,9 @@ pub(crate) struct Inner {
     closed: AtomicBool,
     poisoned: Mutex<Option<String>>,
     is_poisoned: AtomicBool,
+    /// When the log was opened: in a forked child of the process that opened it, this is a
+    /// copy that must not write.
+    fork: crate::sync::ForkStamp,
     oldest: AtomicU64,
     truncated_bytes: u64,
 }
@@ -233,7 +235,7 @@ impl std::fmt::Debug for Inner {
 #[derive(Debug)]
 pub struct Log {
     inner: Arc<Inner>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Mutex<Option<crate::sync::Joinable<()>>>,
 }
 
 /// Releases a claim that was never published (a panic between claim and publish): the
@@ -252,7 +254,43 @@ impl Drop for ClaimGuard<'_> {
     }
 }
 
+/// Counts the forks this process descends from since floyd first opened a log in it (the
+/// child's handler of `pthread_atfork` increments it). A log opened before a fork must not
+/// be used by the child: the child would write into the parent's files with none of the
+/// parent's threads, and its `close` would release the parent's directory lock. Python's
+/// `multiprocessing` forks by default on Linux before 3.14.
+static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    // A lock-free atomic add: async-signal-safe, as code between fork and exec must be.
+    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The current fork generation, installing the handler on first use.
+pub(crate) fn fork_generation() -> u64 {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: registers a plain `extern "C" fn()` with no captured state, which only
+        // performs an atomic add; nothing is passed that could dangle, and a registration
+        // cannot be undone, so the function (a static item) outlives it.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        if rc != 0 {
+            tracing::warn!(
+                rc,
+                "pthread_atfork failed: a forked child is not kept off the log"
+            );
+        }
+    });
+    FORK_GENERATION.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Log {
+    /// Whether this log was opened by the process this one was forked from (it refuses
+    /// every write here, and closing it leaves the parent's files and threads alone).
+    pub fn is_forked_copy(&self) -> bool {
+        self.inner.forked()
+    }
+
     /// Opens (or creates) a log in `dir` on real files.
     pub fn open_dir(dir: impl AsRef<Path>, cfg: LogConfig) -> Result<(Log, RecoveryReport)> {
         let storage = Arc::new(FileStorage::new(dir)?);
@@ -322,6 +360,7 @@ impl Log {
             closed: AtomicBool::new(false),
             poisoned: Mutex::new(None),
             is_poisoned: AtomicBool::new(false),
+            fork: crate::sync::ForkStamp::now(),
             oldest: AtomicU64::new(first.raw.base),
             truncated_bytes: rec.report.truncated_bytes,
             storage,
@@ -335,7 +374,7 @@ impl Log {
         Ok((
             Log {
                 inner,
-                thread: Mutex::new(Some(thread)),
+                thread: Mutex::new(Some(thread.into())),
             },
             rec.report,
         ))
@@ -498,8 +537,17 @@ impl Log {
     /// racing the close either finished, were padded, or fail with `ShutDown` having
     /// written nothing), and a directory's lock is released, so the directory can be
     /// opened again, in this process or another, while this handle still exists.
+    ///
+    /// In a forked child of the process that opened the log, `close` only marks this copy
+    /// closed: the threads it would stop do not exist here, and the files and the
+    /// directory's lock still belong to the parent.
     pub fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if self.inner.forked() {
+            // Dropping the background thread's handle here forgets it (`Joinable`).
+            drop(self.thread.try_lock().and_then(|mut t| t.take()));
             return Ok(());
         }
         self.inner.drain_claims();
@@ -547,7 +595,19 @@ impl Inner {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::ShutDown("the log is closed".into()));
         }
+        if self.forked() {
+            return Err(Error::ShutDown(
+                "this process is a fork of the one that opened the log, which still owns its \
+                 files; open the store again here once that process has closed it"
+                    .into(),
+            ));
+        }
         self.check_poison()
+    }
+
+    /// Whether this is a forked child's copy of a log its parent opened.
+    fn forked(&self) -> bool {
+        self.fork.is_forked_copy()
     }
 
     fn check_poison(&self) -> Result<()> {

@@ -20,7 +20,6 @@ mod replicaset;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
@@ -215,7 +214,7 @@ struct Slot {
 }
 
 struct Worker {
-    handle: JoinHandle<()>,
+    handle: crate::sync::Joinable<()>,
     slot: Arc<Slot>,
 }
 
@@ -302,7 +301,10 @@ impl Pool {
         let mut workers = self.workers.lock();
         // Replaced threads that have exited since are forgotten (their handles detach).
         workers.retain(|w| !w.slot.exited.load(Ordering::Acquire));
-        workers.push(Worker { handle, slot });
+        workers.push(Worker {
+            handle: handle.into(),
+            slot,
+        });
         Ok(())
     }
 }
@@ -580,8 +582,9 @@ pub(crate) struct Shared {
 /// The controllers, wired to the store and a host driver.
 pub struct ControlPlane {
     shared: Arc<Shared>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    threads: Mutex<Vec<crate::sync::Joinable<()>>>,
     started: AtomicBool,
+    made: crate::sync::ForkStamp,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -670,6 +673,7 @@ impl ControlPlane {
         Ok(ControlPlane {
             shared,
             threads: Mutex::new(vec![]),
+            made: crate::sync::ForkStamp::now(),
             started: AtomicBool::new(false),
         })
     }
@@ -793,6 +797,12 @@ impl ControlPlane {
     /// and exits when the call returns. Idempotent.
     pub fn stop(&self) -> Result<()> {
         if self.shared.stopped.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if self.made.is_forked_copy() {
+            // A forked child's copy: none of its threads exist here, nothing runs in them
+            // to wait for, and no driver call of the parent's is this process's to finish.
+            self.threads.lock().clear();
             return Ok(());
         }
         self.shared.rs_queue.shut_down();
@@ -938,10 +948,11 @@ impl Drop for ControlPlane {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<crate::sync::Joinable<()>> {
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(f)
+        .map(Into::into)
         .map_err(|e| Error::io("spawn a control plane thread", e))
 }
 

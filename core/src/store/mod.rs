@@ -934,8 +934,12 @@ impl Store {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        // A snapshot in progress finishes (and compacts) before the directory is released.
-        drop(self.inner.snapshot_lock.lock());
+        // A snapshot in progress finishes (and compacts) before the directory is released;
+        // in a forked child no snapshot of this store runs, and its lock may be a copy
+        // taken while a thread of the parent held it.
+        if !self.inner.log.is_forked_copy() {
+            drop(self.inner.snapshot_lock.lock());
+        }
         self.inner.log.close()
     }
 

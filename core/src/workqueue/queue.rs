@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::utils::CachePadded;
@@ -151,7 +150,7 @@ impl<K> Default for WorkQueueConfig<K> {
 pub struct WorkQueue<K: Hash + Eq + Clone + Send + 'static> {
     inner: Arc<Inner<K>>,
     limiter: RateLimiter<K>,
-    timer: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    timer: parking_lot::Mutex<Option<crate::sync::Joinable<()>>>,
     /// Keeps the fake clock's advance callback alive as long as the queue.
     _on_advance: Arc<dyn Fn() + Send + Sync>,
 }
@@ -452,7 +451,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
             .name(name)
             .spawn(move || inner.timer_loop());
         match spawned {
-            Ok(h) => *t = Some(h),
+            Ok(h) => *t = Some(h.into()),
             // Without a thread, delayed items still go out on the next clock advance
             // callback or never; the OS refusing a thread is not something we can fix here.
             Err(e) => tracing::error!("workqueue: cannot start timer thread: {e}"),
