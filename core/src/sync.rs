@@ -111,24 +111,6 @@ pub(crate) fn on_two_threads<A: Send, B>(
     })
 }
 
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::on_two_threads;
-
-    #[test]
-    fn both_halves_run_and_a_panic_comes_back() {
-        let data: Vec<u64> = (0..1000).collect();
-        let (lo, hi) = data.split_at(500);
-        let (a, b) = on_two_threads("t", || hi.iter().sum::<u64>(), || lo.iter().sum::<u64>());
-        assert_eq!((a, b), (374_750, 124_750));
-        let r = std::panic::catch_unwind(|| {
-            on_two_threads("t", || -> u8 { panic!("in the second half") }, || 1u8)
-        });
-        let p = r.expect_err("the panic resumes on the caller");
-        assert_eq!(p.downcast_ref::<&str>(), Some(&"in the second half"));
-    }
-}
-
 /// When an object was made, in fork generations (see `log::fork_generation`): a stamp from
 /// before a fork marks, in the child, a copy of the parent's object whose threads do not
 /// exist in this process.
@@ -186,5 +168,23 @@ impl<T> Drop for Joinable<T> {
         {
             std::mem::forget(h);
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::on_two_threads;
+
+    #[test]
+    fn both_halves_run_and_a_panic_comes_back() {
+        let data: Vec<u64> = (0..1000).collect();
+        let (lo, hi) = data.split_at(500);
+        let (a, b) = on_two_threads("t", || hi.iter().sum::<u64>(), || lo.iter().sum::<u64>());
+        assert_eq!((a, b), (374_750, 124_750));
+        let r = std::panic::catch_unwind(|| {
+            on_two_threads("t", || -> u8 { panic!("in the second half") }, || 1u8)
+        });
+        let p = r.expect_err("the panic resumes on the caller");
+        assert_eq!(p.downcast_ref::<&str>(), Some(&"in the second half"));
     }
 }

@@ -45,10 +45,10 @@ pub const LOCK_FILE: &str = "LOCK";
 /// Segment files in a real directory.
 ///
 /// A `FileStorage` holds an exclusive advisory lock (`flock`) on the directory's
-/// [`LOCK_FILE`] until its log closes (or it is dropped), so one log directory is open once at a time,
-/// across processes and within one. Two logs appending to the same segments would claim
-/// the same positions, and one's recovery would cut the other's tail while it writes.
-/// The kernel drops the lock when the holder exits, however it exits.
+/// [`LOCK_FILE`] until its log closes (or it is dropped), so a log directory is open once
+/// at a time, across processes and within one. Two logs appending to the same segments
+/// would claim the same positions, and one's recovery would cut the other's tail while it
+/// writes. The kernel drops the lock when the holder exits, however it exits.
 #[derive(Debug)]
 pub struct FileStorage {
     dir: PathBuf,
