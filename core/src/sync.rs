@@ -127,7 +127,10 @@ impl ForkStamp {
     }
     /// True in a forked child for a stamp taken before the fork.
     pub(crate) fn is_forked_copy(self) -> bool {
-        self != ForkStamp::now()
+        #[cfg(not(loom))]
+        return self.0 != crate::log::current_fork_generation();
+        #[cfg(loom)]
+        return false;
     }
 }
 

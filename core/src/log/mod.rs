@@ -281,6 +281,12 @@ pub(crate) fn fork_generation() -> u64 {
             );
         }
     });
+    current_fork_generation()
+}
+
+/// The fork generation now, without installing anything (for the checks on hot paths: a
+/// stamp taken before the handler existed is 0, and so is this until a fork happens).
+pub(crate) fn current_fork_generation() -> u64 {
     FORK_GENERATION.load(std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -866,19 +872,30 @@ impl Inner {
                 continue;
             }
             if waited >= self.cfg.unblock_timeout {
-                let mut st = self.state.lock();
-                if let Some(seg) = self.segments.read().get(&st.wseq).cloned() {
-                    let frontier = (target - seg.raw.base).min(seg.raw.size as u64);
-                    if seg.raw.unblock(st.woff, frontier as usize).is_some() {
-                        st.unblocked += 1;
-                        tracing::warn!(position = last, "close padded an abandoned claim");
-                    }
+                if self.pad_stalled_claim(&mut self.state.lock(), target) {
+                    tracing::warn!(position = last, "close padded an abandoned claim");
                 }
-                drop(st);
                 waited = Duration::ZERO;
                 last = self.advance_watermark();
             }
         }
+    }
+
+    /// Pads the claim the watermark stalls at, up to the claim frontier `frontier` (a
+    /// position, capped at the segment's end); counts it. `false` if it got published
+    /// meanwhile.
+    fn pad_stalled_claim(&self, st: &mut SyncState, frontier: u64) -> bool {
+        let Some(seg) = self.segments.read().get(&st.wseq).cloned() else {
+            return false;
+        };
+        let frontier = frontier
+            .saturating_sub(seg.raw.base)
+            .min(seg.raw.size as u64);
+        let padded = seg.raw.unblock(st.woff, frontier as usize).is_some();
+        if padded {
+            st.unblocked += 1;
+        }
+        padded
     }
 
     /// Advances the published watermark over published frames; returns its position.
@@ -971,16 +988,9 @@ impl Inner {
                 match st.stalled_since {
                     Some((p, since)) if p == published => {
                         if now.saturating_duration_since(since) >= self.cfg.unblock_timeout {
-                            if let Some(seg) = self.segments.read().get(&st.wseq).cloned() {
-                                let frontier = (tail - seg.raw.base).min(seg.raw.size as u64);
-                                if seg.raw.unblock(st.woff, frontier as usize).is_some() {
-                                    st.unblocked += 1;
-                                    tracing::warn!(
-                                        position = published,
-                                        "padded an abandoned claim"
-                                    );
-                                    self.notify_readers();
-                                }
+                            if self.pad_stalled_claim(&mut st, tail) {
+                                tracing::warn!(position = published, "padded an abandoned claim");
+                                self.notify_readers();
                             }
                             st.stalled_since = None;
                             continue;
