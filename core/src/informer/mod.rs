@@ -287,6 +287,7 @@ struct Shared {
     signal: Arc<Signal>,
     control: Mutex<Control>,
     stopped: AtomicBool,
+    made: crate::sync::ForkStamp,
     store_closed: AtomicBool,
     synced: AtomicBool,
     /// Ring head right after the first list was published.
@@ -392,6 +393,11 @@ impl Shared {
 
     fn stop(&self) {
         if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.made.is_forked_copy() {
+            // A forked child's copy: its threads are the parent's, and they may have held
+            // its locks at the fork, forever here. Touch nothing.
             return;
         }
         self.signal.notify();
@@ -893,6 +899,7 @@ impl Informer {
                 transform: cfg.transform,
             }),
             stopped: AtomicBool::new(false),
+            made: crate::sync::ForkStamp::now(),
             store_closed: AtomicBool::new(false),
             synced: AtomicBool::new(false),
             sync_seq: AtomicU64::new(0),

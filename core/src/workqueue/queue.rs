@@ -151,6 +151,7 @@ pub struct WorkQueue<K: Hash + Eq + Clone + Send + 'static> {
     inner: Arc<Inner<K>>,
     limiter: RateLimiter<K>,
     timer: parking_lot::Mutex<Option<crate::sync::Joinable<()>>>,
+    made: crate::sync::ForkStamp,
     /// Keeps the fake clock's advance callback alive as long as the queue.
     _on_advance: Arc<dyn Fn() + Send + Sync>,
 }
@@ -254,6 +255,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
             inner,
             limiter,
             timer: parking_lot::Mutex::new(None),
+            made: crate::sync::ForkStamp::now(),
             _on_advance: on_advance,
         };
         if q.inner.hook.is_some() && q.inner.real_clock {
@@ -389,6 +391,12 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
     /// Stops accepting adds, releases every blocked getter and draining shut-down, and drops
     /// items waiting for a delay. Idempotent.
     pub fn shut_down(&self) {
+        if self.made.is_forked_copy() {
+            // A forked child's copy: the parent's threads may have held its locks at the
+            // fork, forever here, and none of its waiters exist. Mark it and touch nothing.
+            self.inner.shutting_down.store(true, Ordering::SeqCst);
+            return;
+        }
         {
             let mut r = self.inner.ready.lock();
             r.shutting_down = true;
@@ -405,6 +413,12 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
     /// handed out and every handed-out item is done, or until a concurrent `shut_down`
     /// releases it. Workers must keep calling `get` and `done`.
     pub fn shut_down_with_drain(&self) {
+        if self.made.is_forked_copy() {
+            // A forked child's copy: the parent's threads may have held its locks at the
+            // fork, forever here, and none of its waiters exist. Mark it and touch nothing.
+            self.inner.shutting_down.store(true, Ordering::SeqCst);
+            return;
+        }
         {
             let mut r = self.inner.ready.lock();
             r.shutting_down = true;
@@ -459,6 +473,9 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
     }
 
     fn stop_timer(&self) {
+        if self.made.is_forked_copy() {
+            return; // see `shut_down`
+        }
         {
             let mut d = self.inner.delays.lock();
             d.stopped = true;
