@@ -194,8 +194,11 @@ fn reopen_recovers_everything_and_continues_after_it() {
 
 #[test]
 fn always_mode_acks_only_synced_frames_and_groups_syncs() {
-    let sim = SimStorage::new();
-    let (log, _) = Log::open(Arc::new(sim.clone()), cfg(Durability::Always)).unwrap();
+    // Each sync takes a millisecond, as a disk's does, so the appenders that arrive while
+    // one is in flight wait together: with instant syncs the eight threads may never
+    // overlap, and a run without a shared sync would say nothing about group commit.
+    let sim = SlowSync(SimStorage::new());
+    let (log, _) = Log::open(Arc::new(sim), cfg(Durability::Always)).unwrap();
     let log = Arc::new(log);
     let hs: Vec<_> = (0..8u32)
         .map(|w| {
@@ -218,6 +221,47 @@ fn always_mode_acks_only_synced_frames_and_groups_syncs() {
         syncs < 1600,
         "{syncs} syncs for 1600 appends: no group commit"
     );
+}
+
+/// Simulated storage whose `sync` takes a millisecond.
+#[derive(Debug)]
+struct SlowSync(SimStorage);
+
+impl Storage for SlowSync {
+    fn list(&self) -> floyd::Result<Vec<String>> {
+        self.0.list()
+    }
+    fn create(&self, name: &str, len: u64) -> floyd::Result<floyd::log::raw::Region> {
+        self.0.create(name, len)
+    }
+    fn open(&self, name: &str) -> floyd::Result<floyd::log::raw::Region> {
+        self.0.open(name)
+    }
+    fn sync(
+        &self,
+        name: &str,
+        region: &floyd::log::raw::Region,
+        off: usize,
+        len: usize,
+    ) -> floyd::Result<()> {
+        std::thread::sleep(Duration::from_millis(1));
+        self.0.sync(name, region, off, len)
+    }
+    fn sync_dir(&self) -> floyd::Result<()> {
+        self.0.sync_dir()
+    }
+    fn rename(&self, from: &str, to: &str) -> floyd::Result<()> {
+        self.0.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> floyd::Result<()> {
+        self.0.remove(name)
+    }
+    fn copy(&self, from: &str, to: &str) -> floyd::Result<()> {
+        self.0.copy(from, to)
+    }
+    fn describe(&self, name: &str) -> std::path::PathBuf {
+        self.0.describe(name)
+    }
 }
 
 #[test]
