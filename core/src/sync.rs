@@ -132,6 +132,24 @@ impl ForkStamp {
         #[cfg(loom)]
         return false;
     }
+    /// `ShutDown` in a forked child for an object made before the fork. The object's
+    /// threads stayed in the parent, so nothing would update it here or wake a waiter, and a
+    /// thread of the parent may have held one of its locks at the fork, forever here.
+    pub(crate) fn check(self, what: &str) -> crate::error::Result<()> {
+        if self.is_forked_copy() {
+            return Err(inherited_by_fork(what));
+        }
+        Ok(())
+    }
+}
+
+/// The error every call on an object inherited across `fork` returns in the child.
+pub(crate) fn inherited_by_fork(what: &str) -> crate::error::Error {
+    crate::error::Error::ShutDown(format!(
+        "this {what} belongs to the process this one was forked from: its threads and its \
+         data stayed there; open what this process needs here (a data directory once that \
+         process has closed it)"
+    ))
 }
 
 /// A thread's handle that knows which process spawned the thread. In a forked child the

@@ -4,6 +4,7 @@ import os
 import pathlib
 import threading
 import time
+import traceback
 
 import pytest
 
@@ -235,7 +236,7 @@ class _NullDriver:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the platform has no fork")
-def test_a_forked_child_cannot_write_and_leaves_the_parents_store_alone(tmp_path):
+def test_a_forked_child_is_refused_at_once_and_leaves_the_parent_alone(tmp_path):
     # multiprocessing forks by default on Linux before Python 3.14. A child holding the
     # parent's objects must not write into the parent's files, wait for the parent's
     # threads (which do not exist in the child) when it stops or drops them, or release
@@ -261,27 +262,46 @@ def test_a_forked_child_cannot_write_and_leaves_the_parents_store_alone(tmp_path
     inf.start()
     assert inf.wait_for_sync(10)
     q = floyd.WorkQueue()
+    q.add("queued")
     q.add_after("later", 3600)  # its timer thread waits
+    w = s.watch("ConfigMap", s.resource_version(), None)
     pid = os.fork()
     if pid == 0:  # the child: report through the exit code only
         code = 0
         try:
-            try:
-                s.create(cm("child"))
-                code = 1
-            except floyd.ShutDown:
-                pass
+            # Every call on an inherited object is refused at once: nothing here would
+            # update it or wake a waiter, and a thread of the parent may have held its locks.
+            for call in (
+                lambda: s.create(cm("child")),
+                lambda: s.get("ConfigMap", "default/a"),
+                lambda: s.list("ConfigMap"),
+                lambda: inf.get("default/a"),
+                lambda: inf.wait_for_version(2**62, None),
+                lambda: cp.wait_for_rollout("default/web", timeout=60),
+            ):
+                try:
+                    call()
+                    code = 1
+                except floyd.ShutDown:
+                    pass
             try:
                 floyd.Store.open(path)
                 code = 2
             except floyd.Io:
                 pass
+            # An inherited watch ends, as it does when its store closes.
+            if next(iter(w), None) is not None:
+                code = 5
+            # An inherited queue is shut down and empty.
+            if len(q) != 0 or q.get() is not None:
+                code = 4
             cp.stop()
             inf.stop()
             q.shut_down()
             s.close()
             del cp, inf, q, s
         except BaseException:
+            traceback.print_exc()
             code = 3
         os._exit(code)
     for _ in range(300):
@@ -302,6 +322,8 @@ def test_a_forked_child_cannot_write_and_leaves_the_parents_store_alone(tmp_path
     assert sorted(o["metadata"]["name"] for o in inf.list()) == ["a", "b"]
     cp.scale("default/web", 3)
     assert cp.wait_for_rollout("default/web", timeout=30)["readyReplicas"] == 3
+    assert q.get() == "queued"
+    q.done("queued")
     assert len(q) == 0
     cp.stop()
     inf.stop()

@@ -388,7 +388,7 @@ impl Shared {
                 self.kind
             )));
         }
-        Ok(())
+        self.made.check("informer")
     }
 
     fn stop(&self) {
@@ -1003,6 +1003,7 @@ impl Informer {
     /// Unregisters a handler; its thread ends after the call it is in.
     pub fn remove_event_handler(&self, reg: &HandlerRegistration) -> Result<()> {
         let s = self.s();
+        s.made.check("informer")?;
         let mut c = s.control.lock();
         c.handlers.retain(|h| h.id != reg.slot.id);
         reg.slot.removed.store(true, Ordering::Release);

@@ -601,13 +601,7 @@ impl Inner {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::ShutDown("the log is closed".into()));
         }
-        if self.forked() {
-            return Err(Error::ShutDown(
-                "this process is a fork of the one that opened the log, which still owns its \
-                 files; open the store again here once that process has closed it"
-                    .into(),
-            ));
-        }
+        self.fork.check("log")?;
         self.check_poison()
     }
 
@@ -1112,6 +1106,9 @@ impl Cursor {
     /// The next published frame, or `None` if nothing is published yet. `Expired` if the
     /// cursor fell behind compaction.
     pub fn try_next(&mut self) -> Result<Option<Frame>> {
+        // In a forked child a cursor of the parent's log could wait for ever (its appenders,
+        // who wake readers, are the parent's) and must not pad the parent's claims.
+        self.inner.fork.check("log")?;
         loop {
             if self.off >= self.seg.raw.size {
                 let next = self

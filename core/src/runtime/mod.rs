@@ -817,7 +817,8 @@ impl ControlPlane {
         if self.made.is_forked_copy() {
             // A forked child's copy: none of its threads exist here, nothing runs in them
             // to wait for, and no driver call of the parent's is this process's to finish.
-            self.threads.lock().clear();
+            // Its locks are left alone too (a thread of the parent may have held one at the
+            // fork); the thread handles forget themselves when dropped.
             return Ok(());
         }
         self.shared.rs_queue.shut_down();
@@ -836,7 +837,7 @@ impl ControlPlane {
         if self.shared.stopped.load(Ordering::Acquire) {
             return Err(Error::ShutDown("the control plane is stopped".into()));
         }
-        Ok(())
+        self.made.check("control plane")
     }
 
     pub fn stats(&self) -> ControlPlaneStats {

@@ -990,6 +990,11 @@ impl StoreInner {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::ShutDown("the store is closed".into()));
         }
+        if self.log.is_forked_copy() {
+            // Its index is the parent's as of the fork, never updated here, and a writer of
+            // the parent may have held one of its locks at the fork.
+            return Err(crate::sync::inherited_by_fork("store"));
+        }
         Ok(())
     }
 
@@ -1134,7 +1139,8 @@ impl Watch {
             let f = match self.cursor.next_timeout(timeout) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(None),
-                Err(e) if e.kind() == crate::ErrorKind::ShutDown => {
+                // The log's "closed" in the store's words (a forked child's copy keeps its own).
+                Err(e) if e.kind() == crate::ErrorKind::ShutDown && self.store.is_closed() => {
                     return Err(Error::ShutDown("the store is closed".into()));
                 }
                 Err(e) => return Err(e),

@@ -147,6 +147,7 @@ impl<K> Default for WorkQueueConfig<K> {
 ///
 /// Share it between threads by reference or in an `Arc`. Dropping it stops its timer thread;
 /// items still queued or waiting are dropped with it.
+/// In a process forked after the queue was made, the child's copy acts as shut down and empty.
 pub struct WorkQueue<K: Hash + Eq + Clone + Send + 'static> {
     inner: Arc<Inner<K>>,
     limiter: RateLimiter<K>,
@@ -278,6 +279,9 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
     /// Marks `item` as needing processing. Coalesces with a queued copy; if the item is
     /// being processed it is queued again when that finishes. Ignored after shut-down.
     pub fn add(&self, item: K) {
+        if self.forked() {
+            return;
+        }
         self.inner.add(item)
     }
 
@@ -286,7 +290,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
     /// long to represent as an `Instant` never fires.
     pub fn add_after(&self, item: K, delay: Duration) {
         let inner = &*self.inner;
-        if inner.shutting_down.load(Ordering::Acquire) {
+        if inner.shutting_down.load(Ordering::Acquire) || self.forked() {
             return;
         }
         inner.retries.fetch_add(1, Ordering::Relaxed);
@@ -332,17 +336,26 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
     /// `add_after(item, limiter.when(&item))`: the limiter records a failure even when the
     /// queue is shutting down, as upstream.
     pub fn add_rate_limited(&self, item: K) {
+        if self.forked() {
+            return;
+        }
         let delay = self.limiter.when(&item);
         self.add_after(item, delay);
     }
 
     /// Clears `item`'s rate-limiter history. The caller must still call [`WorkQueue::done`].
     pub fn forget(&self, item: &K) {
+        if self.forked() {
+            return;
+        }
         self.limiter.forget(item)
     }
 
     /// Failures the rate limiter has on record for `item`.
     pub fn num_requeues(&self, item: &K) -> u64 {
+        if self.forked() {
+            return 0;
+        }
         self.limiter.num_requeues(item)
     }
 
@@ -350,12 +363,18 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
     /// [`WorkQueue::done`]). Items still queued are handed out after shut-down; `None` means
     /// shut down and nothing left.
     pub fn get(&self) -> Option<K> {
+        if self.forked() {
+            return None;
+        }
         self.inner.get(Deadline::Never)
     }
 
     /// [`WorkQueue::get`] that gives up after `timeout` of clock time and returns `None`.
     /// A zero timeout never blocks.
     pub fn get_timeout(&self, timeout: Duration) -> Option<K> {
+        if self.forked() {
+            return None;
+        }
         if timeout.is_zero() {
             return self.inner.get(Deadline::Now);
         }
@@ -367,6 +386,9 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
 
     /// Takes an item if one is queued, without blocking.
     pub fn try_get(&self) -> Option<K> {
+        if self.forked() {
+            return None;
+        }
         self.inner.get(Deadline::Now)
     }
 
@@ -374,12 +396,18 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
     /// (also after shut-down, as upstream). `done` of an item that is not processing does
     /// nothing (upstream would queue a duplicate of a queued item; see `docs/workqueue.md`).
     pub fn done(&self, item: &K) {
+        if self.forked() {
+            return;
+        }
         self.inner.done(item)
     }
 
     /// Items queued and ready to hand out (not those waiting for a delay, nor those re-added
     /// while processing).
     pub fn len(&self) -> usize {
+        if self.forked() {
+            return 0;
+        }
         self.inner.ready.lock().items.len()
     }
 
@@ -442,13 +470,23 @@ impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
 
     /// Whether a shut-down has begun.
     pub fn shutting_down(&self) -> bool {
-        self.inner.shutting_down.load(Ordering::Acquire)
+        self.inner.shutting_down.load(Ordering::Acquire) || self.forked()
     }
 
     /// A reading of the queue's metrics; in-flight ages are computed now from the clock.
     /// For a named queue this also publishes the in-flight gauges to the `metrics` hook.
     pub fn metrics(&self) -> Metrics {
+        if self.forked() {
+            return Metrics::default();
+        }
         self.inner.metrics()
+    }
+
+    /// A forked child's copy of a queue made in its parent acts as a queue that is shut
+    /// down and empty, touching none of its locks: a thread of the parent may have held one
+    /// at the fork, and the parent's workers and timer thread do not exist here.
+    fn forked(&self) -> bool {
+        self.made.is_forked_copy()
     }
 
     fn ensure_timer(&self) {
