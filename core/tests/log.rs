@@ -321,6 +321,28 @@ fn a_directory_opens_once_at_a_time_and_close_releases_it() {
     drop(third);
 }
 
+/// A cursor after a position the log has not reached returns only the frames after it, also
+/// across a segment boundary (etcd#20221: a watch on a future revision returned old events).
+#[test]
+fn a_cursor_after_a_future_position_skips_the_frames_written_up_to_it() {
+    let (log, _) = Log::open(Arc::new(SimStorage::new()), cfg(Durability::None)).unwrap();
+    log.append(1, &payload(0, 0)).unwrap();
+    let future = log.tail_position() + SEG + 500;
+    let mut cur = log.cursor_after(future).unwrap();
+    assert!(cur.try_next().unwrap().is_none());
+    let mut rvs = vec![];
+    for s in 1..400 {
+        rvs.push(log.append(1, &payload(1, s)).unwrap());
+    }
+    let mut got = vec![];
+    while let Some(f) = cur.try_next().unwrap() {
+        got.push(f.rv);
+    }
+    let want: Vec<u64> = rvs.into_iter().filter(|&rv| rv > future).collect();
+    assert!(!want.is_empty() && want.len() < 399);
+    assert_eq!(got, want);
+}
+
 fn rep_first(log: &Log) -> u64 {
     log.cursor().unwrap().try_next().unwrap().unwrap().rv
 }

@@ -438,6 +438,131 @@ fn watch_after_compaction_is_expired_and_store_recovers_from_snapshot() {
     assert!(s.resource_version() > first_rv);
 }
 
+/// What a write returned: the event a watch must deliver for it.
+type Written = (u64, &'static str, EventType, String);
+
+/// `watch(kind, v)` delivers exactly the written events of `kind` with `rv > v`, in order, or
+/// fails with `Expired`, which it must iff `v < oldest − 1` (`reliability.md` S8, INV-WATCH).
+fn assert_resumes_exactly(s: &Store, hist: &[Written], v: u64, ctx: &str) {
+    let oldest = s.stats().unwrap().oldest_version;
+    for kind in [Some("Instance"), Some("Service"), None] {
+        match s.watch(kind, v, Some(Duration::ZERO)) {
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Expired, "{ctx}: v={v}: {e}");
+                assert!(
+                    v + 1 < oldest,
+                    "{ctx}: v={v} oldest={oldest}: resumable, {e}"
+                );
+            }
+            Ok(mut w) => {
+                assert!(v + 1 >= oldest, "{ctx}: v={v} oldest={oldest}: not expired");
+                let mut got = Vec::new();
+                while let Some(e) = w.try_next().unwrap() {
+                    got.push((e.rv, e.event_type, e.object.metadata.name.clone()));
+                }
+                let want: Vec<_> = hist
+                    .iter()
+                    .filter(|(rv, k, _, _)| *rv > v && kind.is_none_or(|kind| kind == *k))
+                    .map(|(rv, _, t, n)| (*rv, *t, n.clone()))
+                    .collect();
+                assert_eq!(got, want, "{ctx}: v={v} kind={kind:?}");
+            }
+        }
+    }
+}
+
+/// Where a watch can resume around the compaction point, from a future version, and after
+/// a reopen: the versions of real events, the ones next to them, and `oldest − 2 ..= oldest
+/// + 1` (etcd#18089 and #19179 dropped a delete at the compaction revision).
+#[test]
+fn watch_resumes_exactly_around_compaction_from_the_future_and_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hist: Vec<Written> = Vec::new();
+    let (s, _) = Store::open(dir.path(), cfg()).unwrap();
+    let step = |s: &Store, i: u64, hist: &mut Vec<Written>| {
+        let kind = if i.is_multiple_of(3) {
+            "Service"
+        } else {
+            "Instance"
+        };
+        let name = format!("o{}", i % 40);
+        let key = format!("default/{name}");
+        let (o, t) = match s.get(kind, &key).unwrap() {
+            None => (
+                s.create(obj(kind, &name, json!({"i": i}))).unwrap(),
+                EventType::Added,
+            ),
+            Some(_) if i.is_multiple_of(5) => {
+                (s.delete(kind, &key, None).unwrap(), EventType::Deleted)
+            }
+            Some(_) => (
+                s.update(obj(kind, &name, json!({"i": i}))).unwrap(),
+                EventType::Modified,
+            ),
+        };
+        hist.push((rv(&o), kind, t, name));
+    };
+    for i in 0..500 {
+        step(&s, i, &mut hist);
+    }
+    s.snapshot().unwrap();
+    for i in 500..1000 {
+        step(&s, i, &mut hist);
+    }
+    let snap = s.snapshot().unwrap();
+    assert!(snap.compacted_segments > 0, "the test needs a compaction");
+    for i in 1000..1100 {
+        step(&s, i, &mut hist);
+    }
+    let oldest = s.stats().unwrap().oldest_version;
+    let first_kept = hist.iter().position(|h| h.0 >= oldest).unwrap();
+    assert!(first_kept > 0, "some events were compacted away");
+    let last = hist.last().unwrap().0;
+    let mut vs = vec![oldest - 2, oldest - 1, oldest, oldest + 1, last, last + 1];
+    for h in [
+        &hist[first_kept - 1],
+        &hist[first_kept],
+        &hist[first_kept + 1],
+        &hist[hist.len() / 2],
+    ] {
+        vs.extend([h.0 - 1, h.0, h.0 + 1]);
+    }
+    for &v in &vs {
+        assert_resumes_exactly(&s, &hist, v, "open");
+    }
+    // A watch from a version not reached yet waits for it and then delivers only later
+    // events.
+    let future = last + 4000;
+    let mut w = s.watch(Some("Instance"), future, None).unwrap();
+    assert!(w.try_next().unwrap().is_none());
+    let mut i = 1100;
+    while hist.last().unwrap().0 <= future + 2000 {
+        step(&s, i, &mut hist);
+        i += 1;
+    }
+    let mut got = Vec::new();
+    while let Some(e) = w.try_next().unwrap() {
+        got.push(e.rv);
+    }
+    let want: Vec<u64> = hist
+        .iter()
+        .filter(|h| h.0 > future && h.1 == "Instance")
+        .map(|h| h.0)
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+    drop(w);
+    s.close().unwrap();
+    // The same answers after a reopen, which recovers from the newest snapshot.
+    let (s, rep) = Store::open(dir.path(), cfg()).unwrap();
+    assert!(rep.snapshot.is_some());
+    assert_eq!(s.stats().unwrap().oldest_version, oldest);
+    vs.push(future);
+    for &v in &vs {
+        assert_resumes_exactly(&s, &hist, v, "reopened");
+    }
+}
+
 #[test]
 fn corrupt_newest_snapshot_falls_back_to_the_previous_one() {
     let dir = tempfile::tempdir().unwrap();

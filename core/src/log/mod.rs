@@ -436,6 +436,7 @@ impl Log {
             inner: self.inner.clone(),
             seg: first,
             off: SEGMENT_HEADER_LEN,
+            after: 0,
         })
     }
 
@@ -461,6 +462,7 @@ impl Log {
             inner: self.inner.clone(),
             seg,
             off: SEGMENT_HEADER_LEN,
+            after,
         };
         c.skip_through(after)?;
         Ok(c)
@@ -500,10 +502,9 @@ impl Log {
                 .collect();
             let removed = vs.iter().filter_map(|q| segs.remove(q)).collect();
             let first = segs.values().next().expect("current stays");
-            self.inner.oldest.store(
-                first.raw.base + SEGMENT_HEADER_LEN as u64,
-                Ordering::Release,
-            );
+            // The same value `open` sets: the oldest retained segment's start, so that
+            // `oldest` and which versions are resumable do not change across a reopen.
+            self.inner.oldest.store(first.raw.base, Ordering::Release);
             removed
         };
         for s in &victims {
@@ -1095,6 +1096,10 @@ pub struct Cursor {
     inner: Arc<Inner>,
     seg: Arc<Segment>,
     off: usize,
+    /// Frames at or before this version are skipped, also those published after the cursor
+    /// was made: a cursor after a version not reached yet must not return the frames
+    /// written before it (etcd#20221, a watch on a future revision returned old events).
+    after: u64,
 }
 
 impl Cursor {
@@ -1153,6 +1158,9 @@ impl Cursor {
                 } => {
                     let rv = self.seg.raw.base + self.off as u64;
                     self.off += len;
+                    if rv <= self.after {
+                        continue;
+                    }
                     let payload = Bytes::from_owner(MappedPayload {
                         seg: self.seg.clone(),
                         off: payload_off,
