@@ -572,7 +572,7 @@ fn corrupt_newest_snapshot_falls_back_to_the_previous_one() {
             s.create(obj("Instance", &format!("i{i}"), json!({"i": i})))
                 .unwrap();
         }
-        s.snapshot().unwrap();
+        let older = s.snapshot().unwrap();
         for i in 50..80 {
             s.create(obj("Instance", &format!("i{i}"), json!({"i": i})))
                 .unwrap();
@@ -587,14 +587,75 @@ fn corrupt_newest_snapshot_falls_back_to_the_previous_one() {
         let mid = b.len() / 2;
         b[mid] ^= 0x55;
         std::fs::write(&p, b).unwrap();
-        all
+        (all, older.path.unwrap(), p)
     };
+    let (expected, older, newest) = expected;
     let (s, rep) = Store::open(dir.path(), cfg()).unwrap();
     let (all, _) = s.list("Instance", None, None).unwrap();
     assert_eq!(all, expected);
-    // Either the newest snapshot was rejected at open, or its damaged entry was detected;
-    // the state is exact in both cases.
-    assert!(rep.snapshot.is_some() || !rep.broken_snapshots.is_empty());
+    // The body checksum rejects the newest snapshot at open; it is set aside as `.broken`
+    // and the older one is used, with the log after it replayed.
+    assert_eq!(rep.snapshot.as_deref(), Some(older.as_path()));
+    assert_eq!(rep.broken_snapshots.len(), 1, "{rep:?}");
+    assert!(!newest.exists());
+    assert!(rep.broken_snapshots[0].exists());
+    assert_eq!(rep.replayed, 31);
+}
+
+/// A snapshot whose version the log does not hold (written just before a crash that cut the
+/// log's tail behind it: `reliability.md` P8, C11) must not be used: its state includes
+/// writes the log lost, and the versions after the cut would be handed out again.
+#[test]
+fn a_snapshot_ahead_of_the_log_is_set_aside_and_the_older_one_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (older, newest, expected, cut_at) = {
+        let (s, _) = Store::open(dir.path(), cfg()).unwrap();
+        for i in 0..50 {
+            s.create(obj("Instance", &format!("i{i}"), json!({"i": i})))
+                .unwrap();
+        }
+        let older = s.snapshot().unwrap();
+        for i in 50..70 {
+            s.create(obj("Instance", &format!("i{i}"), json!({"i": i})))
+                .unwrap();
+        }
+        let (kept, _) = s.list("Instance", None, None).unwrap();
+        let first_lost = rv(&s.create(obj("Instance", "lost", json!({}))).unwrap());
+        for i in 70..80 {
+            s.update(obj("Instance", &format!("i{}", i - 70), json!({"lost": i})))
+                .unwrap();
+        }
+        let newest = s.snapshot().unwrap();
+        assert_eq!(newest.compacted_segments, 0);
+        s.close().unwrap();
+        (older.path.unwrap(), newest.path.unwrap(), kept, first_lost)
+    };
+    // The log loses its tail from `first_lost` on: zeros read as never written.
+    let seg_size = cfg().segment_size;
+    let seg = dir
+        .path()
+        .join("log")
+        .join(format!("seg-{:016x}.log", cut_at / seg_size));
+    let mut b = std::fs::read(&seg).unwrap();
+    let off = (cut_at % seg_size) as usize;
+    b[off..].fill(0);
+    std::fs::write(&seg, b).unwrap();
+
+    let (s, rep) = Store::open(dir.path(), cfg()).unwrap();
+    assert_eq!(rep.snapshot.as_deref(), Some(older.as_path()), "{rep:?}");
+    assert_eq!(rep.broken_snapshots.len(), 1, "{rep:?}");
+    assert!(!newest.exists());
+    assert_eq!(rep.replayed, 20);
+    let (all, _) = s.list("Instance", None, None).unwrap();
+    assert_eq!(all, expected);
+    assert!(s.resource_version() < cut_at);
+    // The next write gets a version past what the log holds, and a reopen agrees.
+    let next = s.create(obj("Instance", "next", json!({}))).unwrap();
+    assert!(rv(&next) > s.stats().unwrap().snapshot_version);
+    s.close().unwrap();
+    let (s, rep) = Store::open(dir.path(), cfg()).unwrap();
+    assert!(rep.broken_snapshots.is_empty(), "{rep:?}");
+    assert_eq!(s.list("Instance", None, None).unwrap().0.len(), 71);
 }
 
 /// A watch from version 0 of every kind starts with one consistent cut of all kinds. Kinds
