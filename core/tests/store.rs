@@ -901,3 +901,183 @@ proptest! {
         let _ = Arc::clone(&o);
     }
 }
+
+/// One operation of the history below: its start and end on a sequentially consistent
+/// counter (so "A ended before B started" is real-time order), and the version it wrote or
+/// read (0: the key did not exist).
+#[derive(Clone, Copy, Debug)]
+struct HistOp {
+    start: u64,
+    end: u64,
+    key: usize,
+    write: bool,
+    rv: u64,
+}
+
+/// A history checker (`reliability.md` §3.0(5)): 16 threads write and read 6 keys at
+/// random, unconditionally, with optimistic concurrency, and by listing. The recorded
+/// history must be linearizable in the ways a client can see:
+/// - a write that ended before another started has the lower version (versions are a
+///   total order consistent with real time);
+/// - a read that started after a write ended sees that write or a later one;
+/// - two reads of a key in real-time order never go back;
+/// - versions are unique, and the watch from 0 of the log lists exactly the writes.
+#[test]
+fn a_concurrent_history_is_linearizable_in_real_time() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const KEYS: usize = 6;
+    const THREADS: u64 = 16;
+    let s = Store::memory_with(cfg()).unwrap();
+    let tick = Arc::new(AtomicU64::new(0));
+    let hs: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (s, tick) = (s.clone(), tick.clone());
+            std::thread::spawn(move || {
+                let mut rng = 0x9E37_79B9_u64.wrapping_mul(t + 1);
+                let mut next = || {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng
+                };
+                let mut ops = Vec::new();
+                for i in 0..300 {
+                    let key = (next() % KEYS as u64) as usize;
+                    let name = format!("k{key}");
+                    let choice = next() % 4;
+                    let start = tick.fetch_add(1, Ordering::SeqCst);
+                    let (write, rv) = match choice {
+                        0 => {
+                            let o = s.get("Reg", &format!("default/{name}")).unwrap();
+                            (false, o.map_or(0, |o| rv(&o)))
+                        }
+                        1 => {
+                            let (all, _) = s.list("Reg", None, None).unwrap();
+                            let o = all.iter().find(|o| o.metadata.name == name);
+                            (false, o.map_or(0, |o| rv(o)))
+                        }
+                        2 => {
+                            // Read-modify-write with the version read: Conflict means a
+                            // concurrent write won, and nothing was written.
+                            let cur = s.get("Reg", &format!("default/{name}")).unwrap();
+                            match cur {
+                                None => {
+                                    match s.create(obj("Reg", &name, json!({"t": t, "i": i}))) {
+                                        Ok(o) => (true, rv(&o)),
+                                        Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                                        Err(e) => panic!("{e}"),
+                                    }
+                                }
+                                Some(c) => {
+                                    let mut o = (*c).clone();
+                                    o.spec = json!({"t": t, "i": i});
+                                    match s.update(o) {
+                                        Ok(o) => (true, rv(&o)),
+                                        Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                                        Err(e) => panic!("{e}"),
+                                    }
+                                }
+                            }
+                        }
+                        _ => {
+                            let o = obj("Reg", &name, json!({"t": t, "i": i}));
+                            match s.update(o.clone()) {
+                                Ok(o) => (true, rv(&o)),
+                                Err(e) if e.kind() == ErrorKind::NotFound => match s.create(o) {
+                                    Ok(o) => (true, rv(&o)),
+                                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                                        continue;
+                                    }
+                                    Err(e) => panic!("{e}"),
+                                },
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    };
+                    let end = tick.fetch_add(1, Ordering::SeqCst);
+                    ops.push(HistOp {
+                        start,
+                        end,
+                        key,
+                        write,
+                        rv,
+                    });
+                }
+                ops
+            })
+        })
+        .collect();
+    let ops: Vec<HistOp> = hs.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let writes: Vec<&HistOp> = ops.iter().filter(|o| o.write).collect();
+    let reads: Vec<&HistOp> = ops.iter().filter(|o| !o.write).collect();
+    assert!(
+        writes.len() > 500 && reads.len() > 500,
+        "{} writes",
+        writes.len()
+    );
+    // Unique versions, in real-time order.
+    let mut by_end = writes.clone();
+    by_end.sort_by_key(|o| o.end);
+    let mut rvs: Vec<u64> = writes.iter().map(|o| o.rv).collect();
+    rvs.sort_unstable();
+    rvs.dedup();
+    assert_eq!(rvs.len(), writes.len(), "a version was handed out twice");
+    for b in &writes {
+        // The highest version among writes that ended before `b` started.
+        let before = by_end
+            .iter()
+            .take_while(|a| a.end < b.start)
+            .map(|a| a.rv)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            before < b.rv,
+            "write {b:?} got a version below one that preceded it"
+        );
+    }
+    let mut constrained = 0;
+    for key in 0..KEYS {
+        let kw: Vec<&&HistOp> = by_end.iter().filter(|o| o.key == key).collect();
+        let mut kr: Vec<&&HistOp> = reads.iter().filter(|o| o.key == key).collect();
+        for r in &kr {
+            let seen_at_least = kw
+                .iter()
+                .take_while(|w| w.end < r.start)
+                .map(|w| w.rv)
+                .max()
+                .unwrap_or(0);
+            constrained += usize::from(seen_at_least > 0);
+            assert!(
+                r.rv >= seen_at_least,
+                "read {r:?} missed a write of version {seen_at_least} that ended before it"
+            );
+            // Whatever it saw was written, and not after the read ended.
+            if r.rv > 0 {
+                let w = kw.iter().find(|w| w.rv == r.rv).expect("a written version");
+                assert!(w.start < r.end, "read {r:?} saw a write that had not begun");
+            }
+        }
+        kr.sort_by_key(|o| o.end);
+        for r2 in &kr {
+            let floor = kr
+                .iter()
+                .take_while(|r1| r1.end < r2.start)
+                .map(|r1| r1.rv)
+                .max()
+                .unwrap_or(0);
+            assert!(r2.rv >= floor, "read {r2:?} went back below {floor}");
+        }
+    }
+    assert!(
+        constrained > reads.len() / 2,
+        "too few reads followed a write: {constrained} of {}",
+        reads.len()
+    );
+    // The log holds exactly the acknowledged writes.
+    let mut w = s.watch(Some("Reg"), 1, Some(Duration::ZERO)).unwrap();
+    let mut logged = Vec::new();
+    while let Some(e) = w.try_next().unwrap() {
+        logged.push(e.rv);
+    }
+    assert_eq!(logged, rvs);
+}

@@ -3,6 +3,7 @@ and driver misbehaviour (reliability.md §3 (f)): raising, returning garbage, re
 store, BaseException, async methods; use after stop and bad arguments."""
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import os
@@ -684,14 +685,32 @@ def running_loop():
 
 
 class AsyncRecorder(Recorder):
+    """Records, for every call, the loop its coroutine ran on and the thread it ran in."""
+
+    def __init__(self):
+        super().__init__()
+        self.ran_on = []  # (method, running loop, thread ident)
+
+    def _where(self, method):
+        with self.lock:
+            self.ran_on.append((method, asyncio.get_running_loop(), threading.get_ident()))
+
     async def start(self, inst):
         await asyncio.sleep(0.01)
-        assert asyncio.get_running_loop() is not None
+        self._where("start")
         return Recorder.start(self, inst)
 
     async def stop(self, inst):
         await asyncio.sleep(0.01)
+        self._where("stop")
         Recorder.stop(self, inst)
+
+
+def loop_thread(loop):
+    """The ident of the thread running `loop`."""
+    f = concurrent.futures.Future()
+    loop.call_soon_threadsafe(lambda: f.set_result(threading.get_ident()))
+    return f.result(10)
 
 
 def test_async_driver_runs_on_the_given_loop(store, cp_factory, running_loop):
@@ -703,6 +722,16 @@ def test_async_driver_runs_on_the_given_loop(store, cp_factory, running_loop):
     eventually(lambda: len(endpoints(cp)) == 3)
     cp.scale(RS, 1, kind="ReplicaSet")
     eventually(lambda: len(d.running) == 1 and not cp.stats()["agentQueue"])
+    with d.lock:
+        ran_on = list(d.ran_on)
+    methods = [m for m, _, _ in ran_on]
+    assert methods.count("start") >= 3 and methods.count("stop") >= 2, ran_on
+    # Every coroutine ran on the loop passed as loop=, in the thread running that loop.
+    thread = loop_thread(running_loop)
+    assert thread != threading.get_ident()
+    for method, loop, ident in ran_on:
+        assert loop is running_loop, f"{method} ran on {id(loop):#x}, not {id(running_loop):#x}"
+        assert ident == thread, f"{method} ran in thread {ident}, not the loop's {thread}"
 
 
 def test_async_driver_raising_on_the_loop(store, cp_factory, running_loop):

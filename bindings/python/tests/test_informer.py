@@ -219,9 +219,146 @@ def test_index_function_calling_informer_is_invalid(store):
         assert errs
 
 
-def test_final_state_unknown_key_on_tombstone():
-    # The tombstone path needs a relist after compaction; the flag's name is exported.
+def test_delete_found_by_relist_is_a_tombstone_with_final_state_unknown():
+    """K15, client-go's DeletedFinalStateUnknown: the reflector is held while objects are
+    deleted and the log is compacted past it; released, its watch is Expired, it relists
+    once, and each delete it missed reaches on_delete once, as the last object it knew with
+    obj["finalStateUnknown"] = True. The binding exposes no transform hook, so the reflector
+    is held in a callable index function (it runs on the reflector thread): it waits on an
+    Event for the object "gate" (Event.wait releases the GIL). While it waits it holds a
+    cache shard lock, so the test touches only the store (and the atomic
+    last_synced_version) until the gate is open."""
     assert floyd.FINAL_STATE_UNKNOWN == "finalStateUnknown"
+    kind = "ConfigMap"
+    reached, release = threading.Event(), threading.Event()
+    lock = threading.Lock()
+    calls = []  # ("add" | "update" | "delete", key, obj) in delivery order
+
+    def gate(o):
+        if o["metadata"]["name"] == "gate" and not release.is_set():
+            reached.set()
+            release.wait(30)  # bounded: a failing test never leaves the reflector stuck
+        return []
+
+    def key(o):
+        return f"{o['metadata']['namespace']}/{o['metadata']['name']}"
+
+    def record(what, o):
+        with lock:
+            calls.append((what, key(o), o))
+
+    def deletes_of(k):
+        with lock:
+            return [o for what, kk, o in calls if what == "delete" and kk == k]
+
+    def filler(n):
+        for _ in range(n):
+            store.create(
+                {
+                    "kind": "Filler",
+                    "metadata": {"name": f"f{store.resource_version()}"},
+                    "spec": {"pad": "p" * 200},
+                }
+            )
+
+    def rv(o):
+        return int(o["metadata"]["resourceVersion"])
+
+    def store_state():
+        return {key(o): rv(o) for o in store.list(kind)[0]}
+
+    # 4 KiB segments: a few hundred small writes fill several, so a snapshot compacts some.
+    store = floyd.Store.memory(segment_size=4096)
+    inf = floyd.Informer(store, kind)
+    try:
+        for i in range(7):
+            store.create(obj(f"o{i}", a=1))
+        inf.add_index("gate", gate)
+        inf.add_event_handler(
+            on_add=lambda o: record("add", o),
+            on_update=lambda old, new: record("update", new),
+            on_delete=lambda o: record("delete", o),
+        )
+        inf.start()
+        assert inf.wait_for_sync(10)
+        # A watched delete, and a watched update whose state is what the informer knows last.
+        store.delete(kind, "default/o5")
+        cur = store.get(kind, "default/o1")
+        cur["spec"]["a"] = 2
+        store.update(cur)
+        assert inf.wait_for_version(store.resource_version(), timeout=10)
+        assert wait_until(lambda: len(deletes_of("default/o5")) == 1, timeout=10)
+        known = {k: inf.get(k) for k in ("default/o0", "default/o1", "default/o3")}
+        assert known["default/o1"]["spec"]["a"] == 2
+        assert inf.stats()["expired"] == 0
+
+        try:
+            store.create(obj("gate"))
+            assert reached.wait(10), "the reflector never reached the gate"
+            before = inf.last_synced_version()
+            # Past the reflector's segment, so these events are compacted away unseen.
+            filler(40)
+            cur = store.get(kind, "default/o0")
+            cur["spec"]["a"] = 3  # the informer never sees this state
+            store.update(cur)
+            store.delete(kind, "default/o0")
+            store.delete(kind, "default/o1")
+            cur = store.get(kind, "default/o2")
+            cur["spec"]["a"] = 9
+            store.update(cur)
+            store.create(obj("new"))
+            filler(80)
+            store.delete(kind, "default/o3")
+            filler(80)
+            snap = store.snapshot()
+            assert snap["compactedSegments"] > 0, f"the test needs a compaction: {snap}"
+            assert store.stats()["oldestVersion"] > before + 1
+            assert inf.last_synced_version() == before, "the reflector was not held"
+        finally:
+            release.set()
+
+        assert wait_until(
+            lambda: inf.stats()["lists"] == 2
+            and inf.last_synced_version() >= store.resource_version(),
+            timeout=10,
+        ), inf.stats()
+        # A watched delete after the relist: the handler has seen everything before it.
+        store.delete(kind, "default/o4")
+        assert wait_until(lambda: len(deletes_of("default/o4")) == 1, timeout=10)
+
+        st = inf.stats()
+        assert st["expired"] == 1, st
+        assert st["lists"] == 2, f"exactly one relist: {st}"
+        assert "expired" in st["lastError"].lower(), st
+        assert st["handlerErrors"] == 0 and st["indexErrors"] == 0, st
+        for k in ("default/o0", "default/o1", "default/o3"):
+            dels = deletes_of(k)
+            assert len(dels) == 1, (k, dels)
+            tomb = dict(dels[0])
+            assert tomb.pop("finalStateUnknown") is True, (k, dels[0])
+            assert tomb == known[k], (k, tomb, known[k])  # the last state the informer knew
+        for k in ("default/o5", "default/o4"):
+            dels = deletes_of(k)
+            assert len(dels) == 1 and "finalStateUnknown" not in dels[0], (k, dels)
+        # The relist delivered the gap's other changes, and nothing twice.
+        with lock:
+            seen = [(what, k, rv(o)) for what, k, o in calls]
+        assert len(seen) == len(set(seen)), seen
+        assert ("add", "default/new", rv(store.get(kind, "default/new"))) in seen
+        assert ("update", "default/o2", rv(store.get(kind, "default/o2"))) in seen
+        # The handler's calls rebuild the store, and so does the cache.
+        state = {}
+        for what, k, r in seen:
+            if what == "delete":
+                del state[k]
+            else:
+                state[k] = r
+        assert state == store_state()
+        assert {key(o): rv(o) for o in inf.list()} == store_state()
+    finally:
+        release.set()
+        inf.stop()
+        store.close()
 
 
 def test_use_after_stop_is_shutdown(seeded):
