@@ -558,7 +558,10 @@ fn k10_scaling_from_zero_with_a_broken_start_is_not_a_rollout_timeout() {
         .unwrap();
     // Exactly as before the scale (docs/semantics.md): not a timeout, and not reset.
     assert_eq!(progressing["status"], "True", "{progressing}");
-    assert_eq!(progressing["reason"], "NewReplicaSetAvailable", "{progressing}");
+    assert_eq!(
+        progressing["reason"], "NewReplicaSetAvailable",
+        "{progressing}"
+    );
     assert_eq!(d.status["availableReplicas"].as_i64().unwrap_or(0), 0);
     assert_eq!(
         live(&sim).len(),
