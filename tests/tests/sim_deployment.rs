@@ -82,6 +82,53 @@ fn rolling(surge: i64, unavailable: i64) -> Value {
     json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}})
 }
 
+/// A `maxSurge` / `maxUnavailable` value: a count or a percentage.
+#[derive(Clone, Copy, Debug)]
+enum IntOrPercent {
+    Int(i64),
+    Percent(i64),
+}
+
+impl IntOrPercent {
+    fn json(self) -> Value {
+        match self {
+            IntOrPercent::Int(n) => json!(n),
+            IntOrPercent::Percent(p) => json!(format!("{p}%")),
+        }
+    }
+    /// Of `r` replicas: percentages round up for the surge and down for unavailability.
+    fn of(self, r: i64, round_up: bool) -> i64 {
+        match self {
+            IntOrPercent::Int(n) => n,
+            IntOrPercent::Percent(p) if round_up => (r * p + 99) / 100,
+            IntOrPercent::Percent(p) => r * p / 100,
+        }
+    }
+}
+
+use IntOrPercent::{Int, Percent};
+
+/// Drawn by seed: counts, percentages, and pairs that resolve to 0 / 0 (upstream then allows
+/// one unavailable instance, `ResolveFenceposts`).
+const STRATEGIES: [(IntOrPercent, IntOrPercent); 9] = [
+    (Int(1), Int(0)),
+    (Int(2), Int(1)),
+    (Int(0), Int(1)),
+    (Int(1), Int(1)),
+    (Percent(25), Percent(25)),
+    (Percent(50), Percent(0)),
+    (Percent(0), Percent(34)),
+    (Percent(10), Percent(10)),
+    (Percent(0), Percent(10)),
+];
+
+/// `ResolveFenceposts` computed independently of floyd's: (maxSurge, maxUnavailable).
+fn fenceposts(surge: IntOrPercent, unavailable: IntOrPercent, r: i64) -> (i64, i64) {
+    let s = surge.of(r, true);
+    let u = unavailable.of(r, false);
+    if s == 0 && u == 0 { (0, 1) } else { (s, u) }
+}
+
 #[test]
 fn rolling_update_respects_surge_and_availability() {
     for seed in seeds(200) {
@@ -96,9 +143,17 @@ fn rolling_update_respects_surge_and_availability() {
             },
         );
         let r = 3 + (seed % 5) as usize;
-        let (s, u) = [(1, 0), (2, 1), (0, 1), (1, 1)][(seed % 4) as usize];
+        let (surge, unavailable) = STRATEGIES[(seed % STRATEGIES.len() as u64) as usize];
+        let (s, u) = fenceposts(surge, unavailable, r as i64);
         sim.store
-            .create(deployment("web", r as i64, "v1", rolling(s, u), 600))
+            .create(deployment(
+                "web",
+                r as i64,
+                "v1",
+                json!({"type": "RollingUpdate", "rollingUpdate": {
+                    "maxSurge": surge.json(), "maxUnavailable": unavailable.json()}}),
+                600,
+            ))
             .unwrap();
         assert!(
             sim.run_until(Duration::from_secs(600) + START_FAILURE_TAIL, |x| complete(
