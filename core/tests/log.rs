@@ -797,6 +797,74 @@ fn bit_flips_are_cut_at_the_tail_and_corrupt_in_the_middle() {
     assert!(corrupt > 0 && cut > 0);
 }
 
+/// A flip anywhere in a segment that is not the last is damage in the middle of the log:
+/// `Corrupt`, never a cut (`reliability.md` C5). Only bytes no checksum covers (alignment
+/// padding after a payload, the unused end of a segment) may go unnoticed, and then every
+/// frame reads back intact.
+#[test]
+fn bit_flips_in_a_segment_before_the_last_are_corrupt_never_cut() {
+    let (sim, rvs) = written(400);
+    let names = segment_names(&sim);
+    assert!(names.len() >= 3);
+    let all = read_all(&reopen(&sim).unwrap().0);
+    assert_eq!(all.len(), 400);
+    let mut corrupt = 0;
+    for name in &names[..names.len() - 1] {
+        let pristine = sim.read(name).unwrap();
+        for byte in (0..pristine.len()).step_by(97) {
+            let mut b = pristine.clone();
+            b[byte] ^= 1 << (byte % 8);
+            match reopen(&sim_with(&sim, name, b)) {
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Corrupt, "{name} byte {byte}: {e}");
+                    corrupt += 1;
+                }
+                Ok((log, rep)) => {
+                    assert_eq!(rep.truncated_bytes, 0, "{name} byte {byte} cut: {rep:?}");
+                    assert_eq!(read_all(&log), all, "{name} byte {byte} changed data");
+                }
+            }
+        }
+    }
+    assert!(corrupt > rvs.len() / 4, "only {corrupt} flips were noticed");
+}
+
+/// A segment file that is empty or is a directory, in the middle or at the end, is `Corrupt`
+/// naming the file: never a panic, a mapping beyond the file, or a silent cut.
+#[test]
+fn an_empty_or_non_file_segment_is_corrupt() {
+    for (victim, damage) in [(1, "empty"), (1, "dir"), (2, "empty"), (2, "dir")] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open_dir(dir.path(), cfg(Durability::None)).unwrap();
+        for i in 0..400 {
+            log.append(1, &payload(0, i)).unwrap();
+        }
+        log.close().unwrap();
+        drop(log);
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        names.sort();
+        assert!(names.len() >= 3);
+        let path = &names[if victim == 1 { 1 } else { names.len() - 1 }];
+        std::fs::remove_file(path).unwrap();
+        match damage {
+            "empty" => drop(std::fs::File::create(path).unwrap()),
+            _ => std::fs::create_dir(path).unwrap(),
+        }
+        let e = Log::open_dir(dir.path(), cfg(Durability::None)).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Corrupt,
+            "{damage} segment {victim}: {e}"
+        );
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        assert!(e.to_string().contains(&file), "{e}");
+    }
+}
+
 #[test]
 fn damaged_headers_and_missing_segments_are_corrupt() {
     let (sim, _) = written(400);
