@@ -574,8 +574,10 @@ impl Log {
         r
     }
 
-    /// Stops the background thread without the final sync, as a crash would (tests).
-    pub fn abandon(self) {
+    /// Stops the log as a crash would (tests): no final sync, later appends fail, and once
+    /// this returns no append writes into the segments any more (claims below the seal are
+    /// drained, as in `close`), so a power cut can be taken while appenders still run.
+    pub fn abandon(&self) {
         self.inner.is_poisoned.store(true, Ordering::Release);
         *self.inner.poisoned.lock() = Some("abandoned".into());
         self.inner.commit.fail();
