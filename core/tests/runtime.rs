@@ -741,6 +741,45 @@ fn crash_loop_backoff_doubles_to_the_cap_and_resets_after_ten_quiet_minutes() {
     assert_eq!(status_of(&store, "a")["restartCount"], 9);
 }
 
+/// A host restart (a new control plane on the same store) while an instance waits out its
+/// crash-loop backoff: the instance is not running, so the new agent starts it at once
+/// rather than adopting it as running, which would leave it down for good. Running
+/// instances are adopted, not started twice.
+#[test]
+fn a_restart_during_a_crash_loop_backoff_starts_the_waiting_instance() {
+    let clock = FakeClock::shared();
+    let store = Store::memory();
+    let driver = Arc::new(Counting::default());
+    let cp = ControlPlane::stepped(store.clone(), driver.clone(), fake_config(&clock, 1)).unwrap();
+    store.create(instance("a")).unwrap();
+    store.create(instance("b")).unwrap();
+    run_all(&cp);
+    assert_eq!(*driver.starts.lock(), 2);
+    cp.report_exit("default/a", "boom").unwrap();
+    run_all(&cp);
+    let st = status_of(&store, "a");
+    assert_eq!(st["phase"], "Running");
+    assert_eq!(st["waiting"]["reason"], "CrashLoopBackOff", "{st}");
+    cp.stop().unwrap();
+    drop(cp);
+    let cp = ControlPlane::stepped(store.clone(), driver.clone(), fake_config(&clock, 1)).unwrap();
+    run_all(&cp);
+    assert_eq!(*driver.starts.lock(), 3, "a is started again, b is adopted");
+    let st = status_of(&store, "a");
+    assert!(st.get("waiting").is_none(), "{st}");
+    assert_eq!(st["restartCount"], 1);
+    assert_eq!(cp.running_instances().len(), 2);
+    // The restart count still feeds the backoff: the next exit waits 20 s, not 10 s.
+    cp.report_exit("default/a", "boom").unwrap();
+    run_all(&cp);
+    assert!(
+        status_of(&store, "a")["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("restarting in 20s")
+    );
+}
+
 /// §3.1 step 3: a ReplicaSet whose spec cannot be acted on is reported once and not retried
 /// with backoff forever; fixing it brings it back.
 #[test]

@@ -51,8 +51,12 @@ fn ready(i: &Object) -> bool {
 fn complete(sim: &Sim, name: &str, replicas: usize, version: &str) -> bool {
     let (a, b) = sim.cp.pending();
     let is = live(sim);
-    a == 0
+    // Every write so far has reached the controllers' cache (and so their queues), and the
+    // agent runs exactly the live instances (no old one is still stopping).
+    sim.cp.cache_version() >= sim.store.resource_version()
+        && a == 0
         && b == 0
+        && sim.cp.running_instances().len() == is.len()
         && is.len() == replicas
         && is.iter().all(|i| ready(i) && i.spec["version"] == version)
         && sim
@@ -391,6 +395,82 @@ fn rollback_restores_the_previous_template_with_a_new_revision() {
         sim.cp.rollback("default/web", 42).unwrap_err().kind(),
         floyd::ErrorKind::NotFound
     );
+}
+
+/// A rollback to an existing ReplicaSet creates none, so nothing resets the `Progressing`
+/// condition the previous rollout left; the rollback's own progress must be recorded
+/// (`ReplicaSetUpdated`) even by the syncs that skip their status writes, and its
+/// completion then names the ReplicaSet it rolled back to, as upstream's does.
+#[test]
+fn a_rollback_to_an_existing_replicaset_records_its_own_progress_and_completion() {
+    for (seed, strategy) in [(3, rolling(1, 0)), (4, rolling(1, 1)), (5, rolling(0, 1))] {
+        let mut sim = Sim::new(seed, Faults::default());
+        sim.store
+            .create(deployment("web", 4, "v1", strategy, 600))
+            .unwrap();
+        assert!(sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 4, "v1")));
+        set_version(&sim, "web", "v2");
+        assert!(sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 4, "v2")));
+        sim.cp.rollback("default/web", 0).unwrap();
+        let mut reasons = Vec::new();
+        assert!(sim.run_until(Duration::from_secs(600), |x| {
+            let d = x.store.get("Deployment", "default/web").unwrap().unwrap();
+            let reason = progressing_of(&d)["reason"].clone();
+            if reasons.last() != Some(&reason) {
+                reasons.push(reason);
+            }
+            complete(x, "web", 4, "v1")
+        }));
+        assert_completion_names(&sim, "v1", &format!("seed {seed}: went {reasons:?}"));
+        assert!(reasons.contains(&json!("ReplicaSetUpdated")), "{reasons:?}");
+    }
+}
+
+/// A rollout of zero replicas completes at once, in the sync that creates its ReplicaSet:
+/// the status it writes must count that ReplicaSet as the new one (the cache has not seen
+/// it yet), so the condition names it, as upstream's, which passes the `newRS` it just
+/// created, does.
+#[test]
+fn a_rollout_of_zero_replicas_names_the_replicaset_it_created() {
+    for strategy in [rolling(1, 0), json!({"type": "Recreate"})] {
+        let mut sim = Sim::new(8, Faults::default());
+        sim.store
+            .create(deployment("web", 0, "v1", strategy.clone(), 600))
+            .unwrap();
+        assert!(sim.run_until(Duration::from_secs(60), |x| complete(x, "web", 0, "v1")));
+        set_version(&sim, "web", "v2");
+        assert!(sim.run_until(Duration::from_secs(60), |x| complete(x, "web", 0, "v2")));
+        assert_completion_names(&sim, "v2", &strategy.to_string());
+    }
+}
+
+/// The Deployment's `Progressing` condition says its rollout completed on the ReplicaSet
+/// that runs `version`.
+fn assert_completion_names(sim: &Sim, version: &str, ctx: &str) {
+    let (rss, _) = sim.store.list("ReplicaSet", None, None).unwrap();
+    let rs = rss
+        .iter()
+        .find(|r| r.spec["template"]["spec"]["version"] == version)
+        .unwrap();
+    let d = sim.store.get("Deployment", "default/web").unwrap().unwrap();
+    assert_eq!(
+        progressing_of(&d)["message"],
+        format!(
+            "ReplicaSet {:?} has successfully progressed.",
+            rs.metadata.name
+        ),
+        "{ctx}"
+    );
+}
+
+fn progressing_of(d: &Object) -> Value {
+    d.status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .cloned()
+        .unwrap()
 }
 
 #[test]
@@ -769,5 +849,147 @@ fn wall_clock_jumps_change_no_decision() {
             calm, jumped,
             "seed {seed}: a wall-clock jump changed a decision"
         );
+    }
+}
+
+/// The status counts a settled Deployment of R replicas reports as R.
+const STATUS_COUNTS: [&str; 4] = [
+    "replicas",
+    "updatedReplicas",
+    "readyReplicas",
+    "availableReplicas",
+];
+
+/// A random mix of what operators do to a Deployment, under failing starts, stops and
+/// crashes (`reliability.md` §3(e)): new versions mid-rollout, scaling up and down (to zero
+/// too), pause and resume, rollbacks, a control-plane restart. After the last action and
+/// `heal()`, the world must converge, within a bound, to exactly what the Deployment's spec
+/// says: its replica count, all on its template's version, every old ReplicaSet at zero,
+/// revisions unique, the status observed and complete.
+#[test]
+fn a_random_mix_of_operations_converges_to_the_spec() {
+    for seed in seeds(60) {
+        let mut sim = Sim::new(
+            seed,
+            Faults {
+                fail_start: 0.1,
+                fail_stop: 0.1,
+                crash: 0.001,
+                ..Faults::default()
+            },
+        );
+        let strategy = if sim.rng.chance(0.2) {
+            json!({"type": "Recreate"})
+        } else {
+            let (s, u) = STRATEGIES[sim.rng.below(STRATEGIES.len() as u64) as usize];
+            json!({"type": "RollingUpdate", "rollingUpdate": {
+                "maxSurge": s.json(), "maxUnavailable": u.json()}})
+        };
+        let r0 = 1 + sim.rng.below(5) as i64;
+        sim.store
+            .create(deployment("web", r0, "v0", strategy.clone(), 600))
+            .unwrap();
+        let mut next_version = 1;
+        let mut actions = Vec::new();
+        for _ in 0..(4 + sim.rng.below(6)) {
+            for _ in 0..sim.rng.below(400) {
+                sim.tick();
+            }
+            let action = match sim.rng.below(7) {
+                0 | 1 => {
+                    set_version(&sim, "web", &format!("v{next_version}"));
+                    next_version += 1;
+                    "version"
+                }
+                2 => {
+                    let n = sim.rng.below(8) as i64;
+                    sim.cp.scale("Deployment", "default/web", n).unwrap();
+                    "scale"
+                }
+                3 => {
+                    sim.cp.pause("default/web").unwrap();
+                    "pause"
+                }
+                4 => {
+                    sim.cp.resume("default/web").unwrap();
+                    "resume"
+                }
+                5 => match sim.cp.rollback("default/web", 0) {
+                    Ok(_) => "rollback",
+                    // Nothing to roll back to yet.
+                    Err(e) if e.kind() == floyd::ErrorKind::NotFound => "rollback (none)",
+                    Err(e) => panic!("seed {seed}: rollback: {e}"),
+                },
+                _ => {
+                    sim.restart_control_plane();
+                    "restart"
+                }
+            };
+            actions.push(action);
+        }
+        sim.cp.resume("default/web").unwrap();
+        sim.heal();
+        let d = sim.store.get("Deployment", "default/web").unwrap().unwrap();
+        let r = d.spec["replicas"].as_i64().unwrap() as usize;
+        let version = d.spec["template"]["spec"]["version"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // Converged: complete, and the status says so too (it follows the instances'
+        // readiness by one sync).
+        let settled = |x: &Sim| {
+            let d = x.store.get("Deployment", "default/web").unwrap().unwrap();
+            STATUS_COUNTS
+                .iter()
+                .all(|f| d.status[*f].as_i64().unwrap_or(0) == r as i64)
+        };
+        let ok = sim.run_until(Duration::from_secs(1800) + START_FAILURE_TAIL, |x| {
+            complete(x, "web", r, &version) && settled(x)
+        });
+        assert!(
+            ok,
+            "{}: did not converge to {r} × {version} after {actions:?} ({strategy})",
+            sim.replay_hint("sim_deployment")
+        );
+        let (rss, _) = sim.store.list("ReplicaSet", None, None).unwrap();
+        let mut revisions = BTreeSet::new();
+        for rs in &rss {
+            let rev = rs.metadata.annotations["deployment.kubernetes.io/revision"].clone();
+            assert!(
+                revisions.insert(rev.clone()),
+                "seed {seed}: revision {rev} twice"
+            );
+            let n = rs.spec["replicas"].as_i64().unwrap();
+            let current = rs.spec["template"]["spec"]["version"] == version.as_str();
+            assert_eq!(
+                n,
+                if current { r as i64 } else { 0 },
+                "seed {seed}: {} after {actions:?}",
+                rs.metadata.name
+            );
+        }
+        // The last rollout's condition says complete. (Which ReplicaSet its message names
+        // is left to the focused tests: when replicas and updatedReplicas are both 0 at some
+        // sync — Recreate, maxSurge 0 with maxUnavailable ≥ R, zero replicas — upstream's
+        // syncRolloutStatus keeps the previous rollout's condition, message and all.)
+        let d = sim.store.get("Deployment", "default/web").unwrap().unwrap();
+        let new_rs = rss
+            .iter()
+            .find(|rs| rs.spec["template"]["spec"]["version"] == version.as_str())
+            .unwrap_or_else(|| {
+                panic!("seed {seed}: no ReplicaSet runs {version} after {actions:?} ({strategy})")
+            });
+        let progressing = progressing_of(&d);
+        assert_eq!(
+            progressing["reason"], "NewReplicaSetAvailable",
+            "seed {seed} after {actions:?}"
+        );
+        assert_eq!(
+            d.metadata.annotations["deployment.kubernetes.io/revision"],
+            new_rs.metadata.annotations["deployment.kubernetes.io/revision"],
+            "seed {seed}"
+        );
+        let v = &sim.driver.log.lock().violations;
+        assert!(v.is_empty(), "seed {seed}: {v:?}");
     }
 }

@@ -27,6 +27,11 @@ use crate::controller::probe::{
 use crate::error::Result;
 use crate::store::Object;
 
+/// `status.waiting.reason` of an instance that exited (or was stopped by a failed probe) and
+/// waits out the crash-loop backoff to be started again: its phase stays `Running`, as a
+/// pod's does while a container is in `CrashLoopBackOff`, but nothing of it runs.
+pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
+
 /// How long past its `timeoutSeconds` a probe call may take before it counts as failed (the
 /// built-in handlers stop themselves at the timeout; a host's `probe` may not).
 const PROBE_CALL_SLACK: Duration = Duration::from_secs(1);
@@ -271,8 +276,10 @@ impl Shared {
         let obj = cur.expect("checked above");
         let st = states.entry(key.to_string()).or_insert_with(|| {
             // An instance a previous control plane already started (status Running) is
-            // adopted as running, not started twice.
-            let running = obj.status["phase"] == "Running";
+            // adopted as running, not started twice; unless it was waiting out the
+            // crash-loop backoff to be started again (`waiting`): that restart was this
+            // agent's to make, and it is made now.
+            let running = obj.status["phase"] == "Running" && obj.status.get("waiting").is_none();
             let restarts = obj.status["restartCount"].as_u64().unwrap_or(0) as u32;
             let now = self.now();
             let mut st = InstanceState {
@@ -761,6 +768,7 @@ impl Shared {
                         "conditions": [ready_condition(false, probe_reason(&why), &why, &now_wall)],
                         "restartCount": failures,
                         "message": format!("{why}; restarting in {}s", backoff.as_secs()),
+                        "waiting": {"reason": CRASH_LOOP_BACK_OFF},
                     });
                     if let Err(e) = s.write_instance_status(&key, &uid, status) {
                         tracing::warn!(instance = %key, error = %e, "could not record instance status");
@@ -1006,6 +1014,7 @@ impl Shared {
                                 "reason": "Exited", "message": message}],
                 "restartCount": failures,
                 "message": format!("exited: {message}; restarting in {}s", backoff.as_secs()),
+                "waiting": {"reason": CRASH_LOOP_BACK_OFF},
             }),
         )
     }

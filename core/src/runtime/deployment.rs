@@ -280,7 +280,7 @@ impl Shared {
         {
             dep::RollingStep::ScaleNew(s) => {
                 let wrote = self.scale_rs(d, &s)?;
-                return self.sync_rollout_unless_scaled(d_obj, d, now, wrote);
+                return self.sync_rollout_unless_scaled(d_obj, d, &rss, now, wrote);
             }
             dep::RollingStep::ScaleOld { scales, scaled } => {
                 let mut wrote = false;
@@ -288,12 +288,12 @@ impl Shared {
                     wrote |= self.scale_rs(d, s)?;
                 }
                 if scaled {
-                    return self.sync_rollout_unless_scaled(d_obj, d, now, wrote);
+                    return self.sync_rollout_unless_scaled(d_obj, d, &rss, now, wrote);
                 }
             }
             dep::RollingStep::Idle => {}
         }
-        self.finish_rollout(d_obj, d, now)
+        self.finish_rollout(d_obj, d, &rss, now)
     }
 
     fn rollout_recreate(
@@ -327,25 +327,25 @@ impl Shared {
                 for s in &scales {
                     wrote |= self.scale_rs(d, s)?;
                 }
-                self.sync_rollout_unless_scaled(d_obj, d, now, wrote)
+                self.sync_rollout_unless_scaled(d_obj, d, &rss, now, wrote)
             }
             // K11: old instances still alive or stopping; their deletion requeues us.
-            dep::RecreateStep::WaitForOld => self.sync_rollout(d_obj, d, now),
+            dep::RecreateStep::WaitForOld => self.sync_rollout(d_obj, d, &rss, now),
             dep::RecreateStep::CreateNew => {
-                let Some(Synced { d_obj, d, .. }) =
+                let Some(Synced { d_obj, d, rss }) =
                     self.get_new_rs(d_obj.clone(), d.clone(), rss, now, true)?
                 else {
                     return Ok(());
                 };
-                self.sync_rollout(&d_obj, &d, now)
+                self.sync_rollout(&d_obj, &d, &rss, now)
             }
             dep::RecreateStep::ScaleNew(s) => {
                 if let Some(s) = s {
                     let s = self.cap_one_for_termination(d, &rss, s);
                     let wrote = self.scale_rs(d, &s)?;
-                    return self.sync_rollout_unless_scaled(d_obj, d, now, wrote);
+                    return self.sync_rollout_unless_scaled(d_obj, d, &rss, now, wrote);
                 }
-                self.finish_rollout(d_obj, d, now)
+                self.finish_rollout(d_obj, d, &rss, now)
             }
         }
     }
@@ -486,9 +486,10 @@ impl Shared {
         &self,
         d_obj: &Arc<Object>,
         d: &DeploymentView,
+        known: &[ReplicaSetView],
         now: SystemTime,
     ) -> Result<()> {
-        let rss = self.reload(d, &[])?;
+        let rss = self.reload(d, known)?;
         let (new_rs, old) = split(d, &rss);
         let status = dep::sync_rollout_status(d, new_rs, &old, now);
         if dep::deployment_complete(d, &d.status) {
@@ -497,7 +498,7 @@ impl Shared {
             }
         }
         if replica_set_status_pending(&rss) {
-            return Ok(());
+            return self.write_if_leaving_completion(d_obj, d, status);
         }
         self.write_rollout_status(d_obj, d, status, now)
     }
@@ -505,28 +506,51 @@ impl Shared {
     /// `syncRolloutStatus` after a scaling step, skipped when the step wrote a ReplicaSet:
     /// that write comes back through the watch and requeues this key, and the sync it
     /// causes computes the status from the ReplicaSets' newer state. Writing the status now
-    /// as well would add a store write per rollout step that the next sync overwrites.
+    /// as well would add a store write per rollout step that the next sync overwrites;
+    /// except for the step that takes a completed rollout back into progress (see
+    /// [`leaves_completion`]).
     fn sync_rollout_unless_scaled(
         &self,
         d_obj: &Arc<Object>,
         d: &DeploymentView,
+        known: &[ReplicaSetView],
         now: SystemTime,
         wrote: bool,
     ) -> Result<()> {
-        if wrote {
-            return Ok(());
-        }
-        self.sync_rollout(d_obj, d, now)
-    }
-
-    fn sync_rollout(&self, d_obj: &Arc<Object>, d: &DeploymentView, now: SystemTime) -> Result<()> {
-        let rss = self.reload(d, &[])?;
-        if replica_set_status_pending(&rss) {
-            return Ok(());
-        }
+        let rss = self.reload(d, known)?;
         let (new_rs, old) = split(d, &rss);
         let status = dep::sync_rollout_status(d, new_rs, &old, now);
+        if wrote || replica_set_status_pending(&rss) {
+            return self.write_if_leaving_completion(d_obj, d, status);
+        }
         self.write_rollout_status(d_obj, d, status, now)
+    }
+
+    /// `syncRolloutStatus` over the Deployment's ReplicaSets as the store has them: those
+    /// the cache knows and `known`, the ones this sync has seen or made (a ReplicaSet it
+    /// just created may not be in the cache yet, and the status must count it as the new
+    /// one, as upstream's `newRS` argument does).
+    fn sync_rollout(
+        &self,
+        d_obj: &Arc<Object>,
+        d: &DeploymentView,
+        known: &[ReplicaSetView],
+        now: SystemTime,
+    ) -> Result<()> {
+        self.sync_rollout_unless_scaled(d_obj, d, known, now, false)
+    }
+
+    /// A skipped status write that is written after all: see [`leaves_completion`].
+    fn write_if_leaving_completion(
+        &self,
+        d_obj: &Arc<Object>,
+        d: &DeploymentView,
+        status: dep::DeploymentStatus,
+    ) -> Result<()> {
+        if leaves_completion(d, &status) {
+            return self.write_status(d_obj, status);
+        }
+        Ok(())
     }
 
     /// Writes the status if it changed; otherwise requeues for the progress deadline so it
@@ -1002,10 +1026,19 @@ impl Shared {
         }
     }
 
-    /// Sets `spec.paused`.
+    /// Sets `spec.paused`. Pausing a paused Deployment or resuming one that is not paused
+    /// (`paused` false or absent, which mean the same) writes nothing, so its generation
+    /// does not change: a spec change it is not.
     pub(crate) fn set_paused(&self, key: &str, paused: bool) -> Result<Arc<Object>> {
         self.update_deployment(key, |o| {
-            o.spec["paused"] = Value::from(paused);
+            if o.spec
+                .get("paused")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                != paused
+            {
+                o.spec["paused"] = Value::from(paused);
+            }
         })
     }
 
@@ -1047,6 +1080,30 @@ impl Shared {
 fn replica_set_status_pending(rss: &[ReplicaSetView]) -> bool {
     rss.iter()
         .any(|rs| rs.generation > rs.status.observed_generation)
+}
+
+/// Whether `status` takes a Deployment whose stored `Progressing` condition says its last
+/// rollout completed (`NewReplicaSetAvailable`) back into progress. Such a status is written
+/// even by a sync that skips its status write otherwise. `syncRolloutStatus` treats a
+/// Deployment whose replicas all run the new template and whose condition says complete as
+/// complete, without looking at progress again, and it sees progress only against the
+/// status last written. A rollout that starts without a new ReplicaSet (a rollback to an
+/// existing one, which resets no condition) and goes through while only skipped syncs saw
+/// it would keep the previous rollout's condition, naming the previous ReplicaSet, where
+/// upstream, writing every step, records `ReplicaSetUpdated` and then a new
+/// `NewReplicaSetAvailable` (found by the random-operations simulation). So the status is
+/// written when its condition leaves `NewReplicaSetAvailable`, and when it is the first to
+/// show replicas not yet updated (the base later progress is measured against).
+fn leaves_completion(d: &DeploymentView, status: &dep::DeploymentStatus) -> bool {
+    let reason = |cs: &[Condition]| get_condition(cs, dep::PROGRESSING).map(|c| c.reason.clone());
+    if reason(&d.status.conditions).as_deref() != Some(dep::NEW_RS_AVAILABLE_REASON) {
+        return false;
+    }
+    let condition_leaves =
+        reason(&status.conditions).is_some_and(|r| r != dep::NEW_RS_AVAILABLE_REASON);
+    let rollout_begins = d.status.replicas == d.status.updated_replicas
+        && status.replicas != status.updated_replicas;
+    condition_leaves || rollout_begins
 }
 
 /// `(new, old)` ReplicaSets of a Deployment by template.
