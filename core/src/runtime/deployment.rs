@@ -489,18 +489,7 @@ impl Shared {
         known: &[ReplicaSetView],
         now: SystemTime,
     ) -> Result<()> {
-        let rss = self.reload(d, known)?;
-        let (new_rs, old) = split(d, &rss);
-        let status = dep::sync_rollout_status(d, new_rs, &old, now);
-        if dep::deployment_complete(d, &d.status) {
-            for name in du::cleanup_plan(&old, d.spec.revision_history_limit) {
-                self.delete_rs(&d.namespace, &name)?;
-            }
-        }
-        if replica_set_status_pending(&rss) {
-            return self.write_if_leaving_completion(d_obj, d, status);
-        }
-        self.write_rollout_status(d_obj, d, status, now)
+        self.rollout_status(d_obj, d, known, now, false, true)
     }
 
     /// `syncRolloutStatus` after a scaling step, skipped when the step wrote a ReplicaSet:
@@ -517,19 +506,9 @@ impl Shared {
         now: SystemTime,
         wrote: bool,
     ) -> Result<()> {
-        let rss = self.reload(d, known)?;
-        let (new_rs, old) = split(d, &rss);
-        let status = dep::sync_rollout_status(d, new_rs, &old, now);
-        if wrote || replica_set_status_pending(&rss) {
-            return self.write_if_leaving_completion(d_obj, d, status);
-        }
-        self.write_rollout_status(d_obj, d, status, now)
+        self.rollout_status(d_obj, d, known, now, wrote, false)
     }
 
-    /// `syncRolloutStatus` over the Deployment's ReplicaSets as the store has them: those
-    /// the cache knows and `known`, the ones this sync has seen or made (a ReplicaSet it
-    /// just created may not be in the cache yet, and the status must count it as the new
-    /// one, as upstream's `newRS` argument does).
     fn sync_rollout(
         &self,
         d_obj: &Arc<Object>,
@@ -537,7 +516,37 @@ impl Shared {
         known: &[ReplicaSetView],
         now: SystemTime,
     ) -> Result<()> {
-        self.sync_rollout_unless_scaled(d_obj, d, known, now, false)
+        self.rollout_status(d_obj, d, known, now, false, false)
+    }
+
+    /// `syncRolloutStatus` over the Deployment's ReplicaSets as the store has them: those
+    /// the cache knows and `known`, the ones this sync has seen or made (a ReplicaSet it
+    /// just created may not be in the cache yet, and the status must count it as the new
+    /// one, as upstream's `newRS` argument does). With `cleanup`, old revisions beyond the
+    /// history limit go first if the stored status says complete. The write is skipped
+    /// (but see [`leaves_completion`]) after a ReplicaSet write (`wrote`) and while a
+    /// ReplicaSet has not observed its spec.
+    fn rollout_status(
+        &self,
+        d_obj: &Arc<Object>,
+        d: &DeploymentView,
+        known: &[ReplicaSetView],
+        now: SystemTime,
+        wrote: bool,
+        cleanup: bool,
+    ) -> Result<()> {
+        let rss = self.reload(d, known)?;
+        let (new_rs, old) = split(d, &rss);
+        let status = dep::sync_rollout_status(d, new_rs, &old, now);
+        if cleanup && dep::deployment_complete(d, &d.status) {
+            for name in du::cleanup_plan(&old, d.spec.revision_history_limit) {
+                self.delete_rs(&d.namespace, &name)?;
+            }
+        }
+        if wrote || replica_set_status_pending(&rss) {
+            return self.write_if_leaving_completion(d_obj, d, status);
+        }
+        self.write_rollout_status(d_obj, d, status, now)
     }
 
     /// A skipped status write that is written after all: see [`leaves_completion`].
