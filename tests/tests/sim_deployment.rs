@@ -426,6 +426,47 @@ fn a_rollback_to_an_existing_replicaset_records_its_own_progress_and_completion(
     }
 }
 
+/// Deleting a Deployment deletes its ReplicaSets and their instances after it, whether the
+/// control plane runs (mid-rollout here) or is down at the time, and the driver is left
+/// running nothing of it.
+#[test]
+fn a_deleted_deployment_takes_its_replicasets_and_instances_with_it() {
+    for down in [false, true] {
+        let mut sim = Sim::new(17, Faults::default());
+        sim.store
+            .create(deployment("web", 3, "v1", rolling(1, 0), 600))
+            .unwrap();
+        assert!(sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 3, "v1")));
+        set_version(&sim, "web", "v2");
+        for _ in 0..5 {
+            sim.tick();
+        }
+        assert!(sim.store.list("ReplicaSet", None, None).unwrap().0.len() == 2);
+        if down {
+            sim.cp.stop().unwrap();
+        }
+        sim.store.delete("Deployment", "default/web", None).unwrap();
+        if down {
+            sim.restart_control_plane();
+        }
+        assert!(sim.run_until(Duration::from_secs(600), |x| {
+            let (a, b) = x.cp.pending();
+            a == 0 && b == 0 && x.cp.running_instances().is_empty()
+        }));
+        assert!(
+            sim.store
+                .list("ReplicaSet", None, None)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        assert!(live(&sim).is_empty());
+        let log = sim.driver.log.lock();
+        assert!(log.running.is_empty(), "down={down}: {:?}", log.running);
+        assert!(log.violations.is_empty(), "{:?}", log.violations);
+    }
+}
+
 /// A rollout of zero replicas completes at once, in the sync that creates its ReplicaSet:
 /// the status it writes must count that ReplicaSet as the new one (the cache has not seen
 /// it yet), so the condition names it, as upstream's, which passes the `newRS` it just
@@ -895,7 +936,21 @@ fn a_random_mix_of_operations_converges_to_the_spec() {
             for _ in 0..sim.rng.below(400) {
                 sim.tick();
             }
-            let action = match sim.rng.below(7) {
+            let action = match sim.rng.below(8) {
+                7 => {
+                    // Deleted and created again: a new object with the same name and spec;
+                    // the old one's ReplicaSets and instances must go.
+                    let d = sim.store.get("Deployment", "default/web").unwrap().unwrap();
+                    sim.store.delete("Deployment", "default/web", None).unwrap();
+                    let again = Object::from_json(&json!({
+                        "kind": "Deployment",
+                        "metadata": {"name": "web"},
+                        "spec": d.spec,
+                    }))
+                    .unwrap();
+                    sim.store.create(again).unwrap();
+                    "recreate"
+                }
                 0 | 1 => {
                     set_version(&sim, "web", &format!("v{next_version}"));
                     next_version += 1;

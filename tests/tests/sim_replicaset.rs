@@ -229,18 +229,44 @@ fn k1_expired_expectations_with_a_lagging_cache_never_overshoot() {
     assert!(sim.run_until(Duration::from_secs(120), |s| converged(s, &[("web", 3)])));
 }
 
+/// Deleting a ReplicaSet deletes its instances after it (the garbage collector's background
+/// cascade) and the agent stops them; no new ones appear. An instance with no controller is
+/// not the collector's to delete.
 #[test]
-fn deleted_replicaset_leaves_no_new_instances() {
+fn a_deleted_replicaset_takes_its_instances_with_it() {
     let mut sim = Sim::new(11, Faults::default());
     sim.store.create(replicaset("web", 2)).unwrap();
+    sim.store
+        .create(
+            floyd::store::Object::from_json(&serde_json::json!({
+                "kind": "Instance", "metadata": {"name": "loner"}, "spec": {"version": "v1"}
+            }))
+            .unwrap(),
+        )
+        .unwrap();
     assert!(sim.run_until(Duration::from_secs(120), |s| converged(s, &[("web", 2)])));
+    assert_eq!(sim.driver.log.lock().running.len(), 3);
     sim.store.delete("ReplicaSet", "default/web", None).unwrap();
-    for _ in 0..200 {
-        sim.tick();
-    }
-    // Upstream leaves orphans to the garbage collector; floyd does the same: the two
-    // instances stay (now ownerless in effect) and no new ones appear.
-    assert_eq!(sim.store.list("Instance", None, None).unwrap().0.len(), 2);
+    assert!(sim.run_until(Duration::from_secs(120), |s| {
+        let (a, b) = s.cp.pending();
+        a == 0 && b == 0 && s.cp.running_instances() == ["default/loner"]
+    }));
+    let left: Vec<String> = sim
+        .store
+        .list("Instance", None, None)
+        .unwrap()
+        .0
+        .iter()
+        .map(|i| i.metadata.name.clone())
+        .collect();
+    assert_eq!(left, ["loner"]);
+    assert_eq!(
+        sim.driver.log.lock().running.len(),
+        1,
+        "the driver runs the loner only"
+    );
+    let v = &sim.driver.log.lock().violations;
+    assert!(v.is_empty(), "{v:?}");
 }
 
 #[test]

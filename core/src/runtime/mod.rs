@@ -15,6 +15,7 @@ mod agent;
 pub mod cache;
 mod deployment;
 mod endpoints;
+mod gc;
 pub mod probe;
 mod replicaset;
 
@@ -580,6 +581,8 @@ pub(crate) struct Shared {
     pub agent_queue: WorkQueue<String>,
     pub svc_queue: WorkQueue<String>,
     pub dep_queue: WorkQueue<String>,
+    /// Dependents (`Kind/namespace/name`) whose controller may be gone (see `gc`).
+    pub gc_queue: WorkQueue<String>,
     pub pickers: endpoints::Pickers,
     pub expectations: Expectations,
     pub executor: Executor,
@@ -659,6 +662,7 @@ impl ControlPlane {
             agent_queue: queue("agent"),
             svc_queue: queue("endpoints"),
             dep_queue: queue("deployment"),
+            gc_queue: queue("garbage-collector"),
             pickers: endpoints::Pickers::default(),
             expectations: Expectations::new(),
             agent: agent::Agent::default(),
@@ -684,6 +688,12 @@ impl ControlPlane {
         }
         for d in shared.cache.list("Deployment", None) {
             shared.dep_queue.add(d.key());
+        }
+        // Dependents whose controller was deleted while no control plane ran.
+        for kind in ["ReplicaSet", "Instance"] {
+            for o in shared.cache.list(kind, None) {
+                shared.check_controller_present(&o);
+            }
         }
         Ok(ControlPlane {
             shared,
@@ -727,6 +737,12 @@ impl ControlPlane {
                 }
             })?);
         }
+        let s = self.shared.clone();
+        threads.push(spawn("floyd-gc", move || {
+            while let Some(key) = s.gc_queue.get() {
+                s.process_gc(&key);
+            }
+        })?);
         let s = self.shared.clone();
         threads.push(spawn("floyd-endpoints", move || {
             while let Some(key) = s.svc_queue.get() {
@@ -772,6 +788,10 @@ impl ControlPlane {
         }
         if let Some(k) = self.shared.svc_queue.try_get() {
             self.shared.process_service(&k);
+            did = true;
+        }
+        if let Some(k) = self.shared.gc_queue.try_get() {
+            self.shared.process_gc(&k);
             did = true;
         }
         Ok(did)
@@ -825,6 +845,7 @@ impl ControlPlane {
         self.shared.agent_queue.shut_down();
         self.shared.svc_queue.shut_down();
         self.shared.dep_queue.shut_down();
+        self.shared.gc_queue.shut_down();
         for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }
@@ -860,7 +881,10 @@ impl ControlPlane {
     /// Queue depths (controller, agent) and pending driver calls — zero at quiescence.
     pub fn pending(&self) -> (usize, usize) {
         (
-            self.shared.rs_queue.len() + self.shared.svc_queue.len() + self.shared.dep_queue.len(),
+            self.shared.rs_queue.len()
+                + self.shared.svc_queue.len()
+                + self.shared.dep_queue.len()
+                + self.shared.gc_queue.len(),
             self.shared.agent_queue.len(),
         )
     }
@@ -979,6 +1003,7 @@ impl Shared {
             let o = &ev.object;
             self.on_event_for_endpoints(ev);
             self.on_event_for_deployments(ev);
+            self.on_event_for_gc(ev);
             match o.kind.as_str() {
                 "ReplicaSet" => self.rs_queue.add(o.key()),
                 "Instance" => {
