@@ -86,9 +86,21 @@ struct InstanceState {
     ready_written: Option<Derived>,
     /// Stopping (or about to stop) to restart: a liveness or startup probe failed; why.
     restart: Option<String>,
+    /// The newest decision to write this instance's status (see [`InstanceState::ticket`]).
+    status_epoch: u64,
 }
 
 impl InstanceState {
+    /// A ticket for a status write decided now, under the agent's lock. The write is made
+    /// later, without the lock, and only while no newer decision exists: a write that lost
+    /// the race to a newer one (a readiness change decided before the instance exited,
+    /// landing after the exit was recorded) would otherwise overwrite it, and the agent,
+    /// which believes what it decided last, would never correct the status.
+    fn ticket(&mut self) -> u64 {
+        self.status_epoch += 1;
+        self.status_epoch
+    }
+
     fn waits_for(&self, call: &Arc<Call>) -> bool {
         self.call.as_ref().is_some_and(|c| Arc::ptr_eq(c, call))
     }
@@ -189,6 +201,8 @@ struct ProbeWork {
     /// Stop it to restart it (the call, and why).
     kill: Option<(Arc<Call>, String)>,
     wake: Option<Instant>,
+    /// For the status write `ready` or `kill` asks for.
+    ticket: u64,
 }
 
 /// Per-instance bookkeeping of the agent.
@@ -303,6 +317,7 @@ impl Shared {
                 probe_changed: false,
                 ready_written: None,
                 restart: None,
+                status_epoch: 0,
             };
             if running {
                 let ready = obj.status["conditions"]
@@ -342,8 +357,9 @@ impl Shared {
                     // Nothing to start: a spec the agent cannot probe is a failed start.
                     let status = self.start_failed(st, key, "InvalidProbe", &e.to_string());
                     let uid = st.uid.clone();
+                    let ticket = st.ticket();
                     drop(states);
-                    if let Err(e) = self.write_instance_status(key, &uid, status) {
+                    if let Err(e) = self.write_instance_status(key, &uid, ticket, status) {
                         tracing::warn!(instance = %key, error = %e, "could not record instance status");
                     }
                 }
@@ -376,6 +392,7 @@ impl Shared {
             let call = self.new_call();
             st.call = Some(call.clone());
             work.kill = Some((call, why));
+            work.ticket = st.ticket();
             return work;
         }
         for p in &mut st.probes {
@@ -405,6 +422,7 @@ impl Shared {
             let derived = st.derived_ready();
             if st.ready_written.as_ref() != Some(&derived) {
                 work.ready = Some(derived);
+                work.ticket = st.ticket();
             }
         }
         let started = st.started();
@@ -446,7 +464,7 @@ impl Shared {
             tracing::info!(instance = %key, reason = %why, "restarting an instance whose probe failed");
             let now_wall = rfc3339(self.wall());
             let cond = ready_condition(false, probe_reason(&why), &why, &now_wall);
-            let _ = self.patch_instance_status(key, uid, |status| {
+            let _ = self.patch_instance_status(key, uid, work.ticket, |status| {
                 set_ready(status, cond.clone());
                 status["message"] = json!(format!("{why}; restarting"));
             });
@@ -457,10 +475,13 @@ impl Shared {
             let now_wall = rfc3339(self.wall());
             let (ready, reason, message) = &derived;
             let cond = ready_condition(*ready, reason, message, &now_wall);
-            let written =
-                self.patch_instance_status(key, uid, |status| set_ready(status, cond.clone()));
+            let written = self.patch_instance_status(key, uid, work.ticket, |status| {
+                set_ready(status, cond.clone())
+            });
             match written {
-                Ok(()) => self.with_state(key, uid, |st| st.ready_written = Some(derived)),
+                Ok(true) => self.with_state(key, uid, |st| st.ready_written = Some(derived)),
+                // A newer decision wrote the status (and records its own readiness).
+                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(instance = %key, error = %e, "could not record instance readiness");
                     self.with_state(key, uid, |st| st.probe_changed = true);
@@ -705,13 +726,12 @@ impl Shared {
             Ok(started) => {
                 st.phase = Phase::Running;
                 st.next_try = None;
+                // Probes are armed once this status is written (below): a readiness the
+                // first probe records must come after it, not be overwritten by it.
                 st.arm_probes(self.now(), false);
                 let (ready, reason, message) = st.derived_ready();
+                st.probes.clear();
                 st.ready_written = Some((ready, reason, message.clone()));
-                if !st.probes.is_empty() {
-                    // The first probes run at once.
-                    self.agent_queue.add(key.to_string());
-                }
                 json!({
                     "phase": "Running",
                     "conditions": [ready_condition(ready, reason, &message, &now_wall)],
@@ -722,9 +742,27 @@ impl Shared {
             }
             Err(e) => self.start_failed(st, key, "StartFailed", &e.0),
         };
+        let running = st.phase == Phase::Running;
+        let ticket = st.ticket();
         drop(states);
-        if let Err(e) = self.write_instance_status(key, &obj.metadata.uid, status) {
+        if let Err(e) = self.write_instance_status(key, &obj.metadata.uid, ticket, status) {
             tracing::warn!(instance = %key, error = %e, "could not record instance status");
+        }
+        if running {
+            // Still the run this status recorded (no exit or stop decided since): arm its
+            // probes; the first run at once.
+            let mut states = self.agent.states.lock();
+            if let Some(st) = states.get_mut(key).filter(|st| {
+                st.uid == obj.metadata.uid
+                    && st.phase == Phase::Running
+                    && st.status_epoch == ticket
+            }) {
+                st.arm_probes(self.now(), false);
+                if !st.probes.is_empty() {
+                    drop(states);
+                    self.agent_queue.add(key.to_string());
+                }
+            }
         }
     }
 
@@ -760,6 +798,7 @@ impl Shared {
                     let why = st.restart.take().unwrap_or_default();
                     let backoff = s.enter_backoff(st);
                     let (uid, failures) = (st.uid.clone(), st.failures);
+                    let ticket = st.ticket();
                     drop(states);
                     s.agent_queue.add_after(key.clone(), backoff);
                     let now_wall = rfc3339(s.wall());
@@ -770,7 +809,7 @@ impl Shared {
                         "message": format!("{why}; restarting in {}s", backoff.as_secs()),
                         "waiting": {"reason": CRASH_LOOP_BACK_OFF},
                     });
-                    if let Err(e) = s.write_instance_status(&key, &uid, status) {
+                    if let Err(e) = s.write_instance_status(&key, &uid, ticket, status) {
                         tracing::warn!(instance = %key, error = %e, "could not record instance status");
                     }
                 }
@@ -888,12 +927,13 @@ impl Shared {
                 let msg = format!("driver start {what} within {secs}s");
                 let status = self.start_failed(st, key, "StartTimedOut", &msg);
                 let uid = st.uid.clone();
+                let ticket = st.ticket();
                 // Deleted meanwhile: the next look stops it (a hung start may yet run it).
                 if std::mem::take(&mut st.stop_requested) {
                     self.agent_queue.add(key.to_string());
                 }
                 drop(states);
-                if let Err(e) = self.write_instance_status(key, &uid, status) {
+                if let Err(e) = self.write_instance_status(key, &uid, ticket, status) {
                     tracing::warn!(instance = %key, error = %e, "could not record instance status");
                 }
             }
@@ -956,32 +996,52 @@ impl Shared {
     }
 
     /// Writes an instance's status through the store, re-reading on conflict; a vanished
-    /// or replaced object is left alone.
-    fn write_instance_status(&self, key: &str, uid: &str, status: serde_json::Value) -> Result<()> {
-        self.patch_instance_status(key, uid, |s| *s = status.clone())
+    /// or replaced object is left alone, and so is a write a newer one superseded.
+    fn write_instance_status(
+        &self,
+        key: &str,
+        uid: &str,
+        ticket: u64,
+        status: serde_json::Value,
+    ) -> Result<()> {
+        self.patch_instance_status(key, uid, ticket, |s| *s = status.clone())
+            .map(|_| ())
     }
 
-    /// Changes an instance's stored status with `f`, re-reading on conflict; a vanished or
-    /// replaced object is left alone.
+    /// Changes an instance's stored status with `f`, re-reading on conflict. `Ok(false)`:
+    /// not written, the object being gone or replaced, or `ticket` no longer the newest
+    /// decision for it (see [`InstanceState::ticket`]). The check comes between the read and
+    /// the conditional write, so a newer decision's write either happened before the read
+    /// (and the check sees its ticket) or makes this write conflict and read again.
     fn patch_instance_status(
         &self,
         key: &str,
         uid: &str,
+        ticket: u64,
         f: impl Fn(&mut serde_json::Value),
-    ) -> Result<()> {
+    ) -> Result<bool> {
         loop {
             let Some(cur) = self.store.get("Instance", key)? else {
-                return Ok(());
+                return Ok(false);
             };
             if cur.metadata.uid != uid {
-                return Ok(());
+                return Ok(false);
+            }
+            let newest = self
+                .agent
+                .states
+                .lock()
+                .get(key)
+                .is_some_and(|st| st.uid == uid && st.status_epoch == ticket);
+            if !newest {
+                return Ok(false);
             }
             let mut next = (*cur).clone();
             f(&mut next.status);
             match self.store.update_status(next) {
                 Ok(_) => {
                     self.count(|c| c.store_writes += 1);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
                 Err(e) => return Err(e),
@@ -1002,12 +1062,14 @@ impl Shared {
         let backoff = self.enter_backoff(st);
         let uid = st.uid.clone();
         let failures = st.failures;
+        let ticket = st.ticket();
         drop(states);
         self.agent_queue.add_after(key.to_string(), backoff);
         let now_wall = rfc3339(self.wall());
         self.write_instance_status(
             key,
             &uid,
+            ticket,
             json!({
                 "phase": "Running",
                 "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now_wall,
@@ -1180,6 +1242,68 @@ mod tests {
         assert_eq!(most, 2, "each refused stop was retried through the limiter");
         assert!(!cp.running_instances().contains(&key), "stopped in the end");
         assert_eq!(queue.num_requeues(&key), 0, "and forgotten");
+    }
+
+    /// A status write decided before a newer one is dropped if it comes later, and reports
+    /// that it was not written. (Under load the Pending readiness a start recorded landed
+    /// after the Ready its first probe recorded, and the agent, believing Ready, never wrote
+    /// it again: the rollout waited for ever. Now probes are armed only after the start's
+    /// status is written, and a readiness decided before an exit cannot land after it.)
+    #[test]
+    fn a_superseded_status_write_is_dropped() {
+        let (store, clock, cp) = stepped_plane(Arc::new(StopFails(AtomicU32::new(0))));
+        store
+            .create(
+                Object::from_json(&json!({"kind": "Instance", "metadata": {"name": "i0"},
+                                          "spec": {}}))
+                .unwrap(),
+            )
+            .unwrap();
+        run(&cp, &clock, 20);
+        let key = "default/i0";
+        let uid = store
+            .get("Instance", key)
+            .unwrap()
+            .unwrap()
+            .metadata
+            .uid
+            .clone();
+        let s = &cp.shared;
+        let (older, newer) = {
+            let mut states = s.agent.states.lock();
+            let st = states.get_mut(key).unwrap();
+            (st.ticket(), st.ticket())
+        };
+        let mark = |v: &'static str| move |st: &mut serde_json::Value| st["mark"] = json!(v);
+        assert!(
+            s.patch_instance_status(key, &uid, newer, mark("newer"))
+                .unwrap()
+        );
+        assert!(
+            !s.patch_instance_status(key, &uid, older, mark("older"))
+                .unwrap()
+        );
+        assert_eq!(
+            store.get("Instance", key).unwrap().unwrap().status["mark"],
+            "newer"
+        );
+        // The newest ticket still writes; another object under the name is left alone.
+        assert!(
+            s.patch_instance_status(key, &uid, newer, mark("again"))
+                .unwrap()
+        );
+        assert!(
+            !s.patch_instance_status(key, "other-uid", newer, mark("x"))
+                .unwrap()
+        );
+        assert_eq!(
+            store.get("Instance", key).unwrap().unwrap().status["mark"],
+            "again"
+        );
+        assert_eq!(
+            store.get("Instance", key).unwrap().unwrap().status["phase"],
+            "Running"
+        );
     }
 
     #[test]
