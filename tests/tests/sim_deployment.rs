@@ -397,6 +397,72 @@ fn rollback_restores_the_previous_template_with_a_new_revision() {
     );
 }
 
+/// Scaling a BlueGreen Deployment while its preview runs beside the served revision: both
+/// follow the new size and the rollout goes on to its switch (every sync was a scaling
+/// event that scaled nothing, for ever).
+#[test]
+fn a_blue_green_scaled_during_its_preview_scales_both_and_switches() {
+    let mut sim = Sim::new(23, Faults::default());
+    let bg = json!({"type": "BlueGreen", "blueGreen": {"autoPromote": false, "scaleDownDelaySeconds": 5}});
+    sim.store
+        .create(deployment("web", 2, "v1", bg, 600))
+        .unwrap();
+    assert!(sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 2, "v1")));
+    set_version(&sim, "web", "v2");
+    assert!(
+        sim.run_until(Duration::from_secs(600), |x| live(x).len() == 4
+            && live(x).iter().all(|i| ready(i)))
+    );
+    sim.cp.scale("Deployment", "default/web", 3).unwrap();
+    assert!(sim.run_until(Duration::from_secs(600), |x| {
+        let (a, b) = x.cp.pending();
+        a == 0 && b == 0 && live(x).iter().filter(|i| ready(i)).count() == 6
+    }));
+    let by_version = |v: &str| live(&sim).iter().filter(|i| i.spec["version"] == v).count();
+    assert_eq!(
+        (by_version("v1"), by_version("v2")),
+        (3, 3),
+        "served and preview at 3"
+    );
+    sim.cp.promote("default/web").unwrap();
+    assert!(sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 3, "v2")));
+}
+
+/// A manual promotion names the template, not the ReplicaSet: requested before a name
+/// collision renamed the new ReplicaSet (a ReplicaSet of someone else held the name), it
+/// still promotes it.
+#[test]
+fn a_promotion_survives_a_replicaset_name_collision() {
+    let mut sim = Sim::new(29, Faults::default());
+    let bg = json!({"type": "BlueGreen", "blueGreen": {"autoPromote": false, "scaleDownDelaySeconds": 5}});
+    let d = deployment("web", 2, "v1", bg, 600);
+    let hash = floyd::controller::deployment::util::compute_hash(&d.spec["template"], None);
+    // Someone else's ReplicaSet under the name the Deployment's first one would take.
+    sim.store
+        .create(
+            Object::from_json(&json!({
+                "kind": "ReplicaSet",
+                "metadata": {"name": format!("web-{hash}")},
+                "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "other"}},
+                         "template": {"metadata": {"labels": {"app": "other"}}, "spec": {}}},
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+    sim.store.create(d).unwrap();
+    sim.cp.promote("default/web").unwrap();
+    assert!(sim.run_until(Duration::from_secs(600), |x| complete(x, "web", 2, "v1")));
+    let d = sim.store.get("Deployment", "default/web").unwrap().unwrap();
+    assert_eq!(d.status["collisionCount"], 1);
+    let svc_hash = d.metadata.annotations["floyd.dev/active-template-hash"].clone();
+    assert_ne!(svc_hash, hash, "the ReplicaSet was renamed");
+    assert!(
+        live(&sim)
+            .iter()
+            .all(|i| i.metadata.labels["pod-template-hash"] == svc_hash)
+    );
+}
+
 /// A rollback to an existing ReplicaSet creates none, so nothing resets the `Progressing`
 /// condition the previous rollout left; the rollback's own progress must be recorded
 /// (`ReplicaSetUpdated`) even by the syncs that skip their status writes, and its
@@ -919,14 +985,26 @@ fn a_random_mix_of_operations_converges_to_the_spec() {
                 ..Faults::default()
             },
         );
-        let strategy = if sim.rng.chance(0.2) {
-            json!({"type": "Recreate"})
-        } else {
-            let (s, u) = STRATEGIES[sim.rng.below(STRATEGIES.len() as u64) as usize];
-            json!({"type": "RollingUpdate", "rollingUpdate": {
-                "maxSurge": s.json(), "maxUnavailable": u.json()}})
+        let strategy = match sim.rng.below(10) {
+            0 | 1 => json!({"type": "Recreate"}),
+            2 | 3 => json!({"type": "BlueGreen", "blueGreen": {
+                "autoPromote": sim.rng.chance(0.5),
+                "scaleDownDelaySeconds": sim.rng.below(60)}}),
+            _ => {
+                let (s, u) = STRATEGIES[sim.rng.below(STRATEGIES.len() as u64) as usize];
+                json!({"type": "RollingUpdate", "rollingUpdate": {
+                    "maxSurge": s.json(), "maxUnavailable": u.json()}})
+            }
         };
+        let blue_green = strategy["type"] == "BlueGreen";
         let r0 = 1 + sim.rng.below(5) as i64;
+        sim.store
+            .create(
+                Object::from_json(&json!({"kind": "Service", "metadata": {"name": "web"},
+                                          "spec": {"selector": {"app": "web"}}}))
+                .unwrap(),
+            )
+            .unwrap();
         sim.store
             .create(deployment("web", r0, "v0", strategy.clone(), 600))
             .unwrap();
@@ -936,7 +1014,11 @@ fn a_random_mix_of_operations_converges_to_the_spec() {
             for _ in 0..sim.rng.below(400) {
                 sim.tick();
             }
-            let action = match sim.rng.below(8) {
+            let action = match sim.rng.below(9) {
+                8 if blue_green => {
+                    sim.cp.promote("default/web").unwrap();
+                    "promote"
+                }
                 7 => {
                     // Deleted and created again: a new object with the same name and spec;
                     // the old one's ReplicaSets and instances must go.
@@ -983,6 +1065,10 @@ fn a_random_mix_of_operations_converges_to_the_spec() {
             actions.push(action);
         }
         sim.cp.resume("default/web").unwrap();
+        if blue_green {
+            // Manual promotion is the operator's last word on the current template.
+            sim.cp.promote("default/web").unwrap();
+        }
         sim.heal();
         let d = sim.store.get("Deployment", "default/web").unwrap().unwrap();
         let r = d.spec["replicas"].as_i64().unwrap() as usize;
@@ -1043,6 +1129,25 @@ fn a_random_mix_of_operations_converges_to_the_spec() {
             d.metadata.annotations["deployment.kubernetes.io/revision"],
             new_rs.metadata.annotations["deployment.kubernetes.io/revision"],
             "seed {seed}"
+        );
+        // The Service sends traffic to exactly the instances that run now.
+        let served: BTreeSet<String> = sim
+            .store
+            .get("Endpoints", "default/web")
+            .unwrap()
+            .map(|ep| {
+                ep.spec["addresses"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a["targetRef"]["uid"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let running: BTreeSet<String> = live(&sim).iter().map(|i| i.metadata.uid.clone()).collect();
+        assert_eq!(
+            served, running,
+            "seed {seed}: endpoints after {actions:?} ({strategy})"
         );
         let v = &sim.driver.log.lock().violations;
         assert!(v.is_empty(), "seed {seed}: {v:?}");

@@ -378,10 +378,12 @@ impl Shared {
         } else {
             None
         };
+        // A request names the template by its own hash, without the collision count (see
+        // `promote`), so a collision that renames the ReplicaSet does not lose it.
         let promote_requested = d
             .annotations
             .get(PROMOTE_ANNOTATION)
-            .is_some_and(|h| *h == new_hash);
+            .is_some_and(|h| *h == du::compute_hash(&d.spec.template, None));
         let mut status = dep::sync_rollout_status(d, Some(&new_rs), &old, now);
         let timed_out = dep::deployment_timed_out(d, &status, now);
         let plan = dep::blue_green_plan(
@@ -1058,7 +1060,10 @@ impl Shared {
             .get("Deployment", key)?
             .ok_or_else(|| Error::NotFound(format!("Deployment {key}")))?;
         let d = DeploymentView::from_object(&d_obj)?;
-        let hash = du::compute_hash(&d.spec.template, d.status.collision_count);
+        // The template's own hash: the new ReplicaSet's name may yet change with the
+        // collision count (a ReplicaSet of a deleted Deployment still holding the name),
+        // and the request is for the template, whatever its ReplicaSet is called.
+        let hash = du::compute_hash(&d.spec.template, None);
         self.update_deployment(key, |o| {
             o.metadata
                 .annotations

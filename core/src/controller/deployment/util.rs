@@ -29,7 +29,8 @@ pub const MAX_REV_HISTORY_LENGTH_IN_CHARS: usize = 2000;
 pub const ACTIVE_HASH_ANNOTATION: &str = "floyd.dev/active-template-hash";
 /// When the Services last switched (RFC 3339).
 pub const SWITCHED_AT_ANNOTATION: &str = "floyd.dev/switched-at";
-/// A manual promotion request: the template hash to promote.
+/// A manual promotion request: the hash of the template to promote, computed without the
+/// collision count.
 pub const PROMOTE_ANNOTATION: &str = "floyd.dev/promote";
 
 /// One ReplicaSet size to write.
@@ -813,6 +814,9 @@ pub fn scale_plan(
         }
         return vec![Scale::of(rs, spec.replicas)];
     }
+    if matches!(spec.strategy, Strategy::BlueGreen { .. }) {
+        return blue_green_scale_plan(d, new_rs, old_rss);
+    }
     if is_saturated(spec, new_rs) {
         return old_rss
             .iter()
@@ -871,6 +875,39 @@ pub fn scale_plan(
         .iter()
         .zip(sizes)
         .map(|(rs, to)| Scale::of(rs, to))
+        .collect()
+}
+
+/// A scaling event of floyd's BlueGreen with several active ReplicaSets (upstream's `scale`
+/// does nothing for strategies other than RollingUpdate, which never run two at once): the
+/// served revision and the preview both run at full size, so both follow the new
+/// `replicas` (before the first switch, every old ReplicaSet serves); any other active
+/// ReplicaSet (switched away from, waiting out its scale-down delay) keeps its size. Every active ReplicaSet is written, so its desired-replicas
+/// annotation says the scale was seen: otherwise every sync would be a scaling event that
+/// scales nothing, and the rollout would never go on.
+fn blue_green_scale_plan(
+    d: &DeploymentView,
+    new_rs: Option<&ReplicaSetView>,
+    old_rss: &[ReplicaSetView],
+) -> Vec<Scale> {
+    let served = d.annotations.get(ACTIVE_HASH_ANNOTATION);
+    old_rss
+        .iter()
+        .chain(new_rs)
+        .filter(|rs| rs.spec.replicas > 0)
+        .map(|rs| {
+            // Before any switch no revision is pinned, and the old ones all serve.
+            let full = new_rs.is_some_and(|n| n.uid == rs.uid)
+                || served.is_none_or(|h| rs.labels.get(POD_TEMPLATE_HASH_LABEL) == Some(h));
+            Scale::of(
+                rs,
+                if full {
+                    d.spec.replicas
+                } else {
+                    rs.spec.replicas
+                },
+            )
+        })
         .collect()
 }
 
