@@ -290,6 +290,75 @@ fn abandoned_claim_is_padded_and_readers_move_on() {
     assert_eq!(read_all(&log).len(), 2);
 }
 
+/// `none` and `batch` acknowledge an append only once every frame before it is published
+/// (issue #2): an append behind a claim that is never published waits until that claim is
+/// padded, instead of returning with a hole before its frame — a hole recovery would cut
+/// the log at after a process kill, losing the acknowledged frame.
+#[test]
+fn fast_modes_acknowledge_only_behind_a_published_prefix() {
+    for durability in [Durability::None, Durability::batch()] {
+        let clock = floyd::clock::FakeClock::shared();
+        let c = LogConfig {
+            unblock_timeout: Duration::from_secs(1),
+            clock: clock.clone(),
+            ..cfg(durability)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open_dir(dir.path(), c).unwrap();
+        let log = Arc::new(log);
+        let first = log.append(1, &payload(0, 0)).unwrap();
+        log.leak_claim_for_test(40);
+        let hole = log.tail_position();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l2 = log.clone();
+        std::thread::spawn(move || tx.send(l2.append(1, &payload(0, 1))).unwrap());
+        // The append's own frame gets published, but it must not return: the frame before
+        // it is a hole until the (fake) unblock timeout passes.
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "{durability:?}: acknowledged behind an unpublished claim"
+        );
+        assert!(log.published_position() < hole, "{durability:?}");
+        assert_eq!(log.stats().unblocked_claims, 0);
+        clock.advance(Duration::from_secs(2));
+        let rv = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("released once the claim is padded")
+            .unwrap();
+        assert!(rv >= hole && first < hole, "{durability:?}");
+        assert!(log.published_position() > rv);
+        assert_eq!(log.stats().unblocked_claims, 1, "{durability:?}");
+    }
+}
+
+/// Under concurrent producers every acknowledged append in the fast modes has the whole
+/// prefix before it published (checked right after it returns).
+#[test]
+fn fast_mode_acknowledgements_cover_the_prefix_under_contention() {
+    for durability in [Durability::None, Durability::batch()] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open_dir(dir.path(), cfg(durability)).unwrap();
+        let log = Arc::new(log);
+        let hs: Vec<_> = (0..4u32)
+            .map(|w| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for seq in 0..2000 {
+                        let p = payload(w, seq);
+                        let rv = log.append(1, &p).unwrap();
+                        let end = rv + floyd::log::frame::event_frame_len(p.len()) as u64;
+                        assert!(log.published_position() >= end, "{durability:?}");
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(log.published_position(), log.tail_position());
+    }
+}
+
 #[test]
 fn a_directory_opens_once_at_a_time_and_close_releases_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,11 +1,13 @@
-//! loom models of the log's lock-free protocol (`reliability.md` §3(d) L1, L2, L4, L5):
-//! claim with `fetch_add`, mark with CAS, write, publish the word last; readers acquire the
-//! word; the unblocker pads abandoned claims. Run with
+//! loom models of the log's lock-free protocol (`reliability.md` §3(d) L1, L2, L4, L5, and
+//! the published-watermark half of L3): claim with `fetch_add`, mark with CAS, write,
+//! publish the word last; readers acquire the word; the unblocker pads abandoned claims; an
+//! append is acknowledged only once the published watermark has passed it. Run with
 //! `RUSTFLAGS="--cfg loom" cargo test -p floyd --release --test loom_log`.
 #![cfg(loom)]
 
 use floyd::log::frame::{self, SEGMENT_HEADER_LEN};
 use floyd::log::raw::{Lost, RawSegment, Read, Region, Tail};
+use floyd::log::watermark::Watermark;
 use loom::sync::Arc;
 use loom::thread;
 
@@ -207,5 +209,84 @@ fn l6_close_seals_the_tail_and_waits_only_for_claims_below_it() {
             .last()
             .map_or(SEGMENT_HEADER_LEN as u64, |f| f.0 + 32);
         assert_eq!(end, sealed_at);
+    });
+}
+
+/// An append as `none` and `batch` acknowledge it: publish, move the watermark over the
+/// frame if it stood at its start, otherwise wait for the frames before it by walking over
+/// them. Returns the frame's end. The segment's base is 0, so offsets are positions.
+fn append_and_wait(seg: &RawSegment, tail: &Tail, wm: &Watermark, i: u8) -> u64 {
+    let c = tail.claim(frame_len(4));
+    let rv = seg.write_event(&c, 1, &[i; 4]).unwrap();
+    let end = rv + c.len() as u64;
+    if !wm.pass(rv, end) {
+        while wm.advance(|p| seg.published_end(p as usize) as u64) < end {
+            thread::yield_now();
+        }
+    }
+    end
+}
+
+#[test]
+fn l3a_acknowledged_only_behind_a_published_prefix() {
+    // Two producers acknowledge through the watermark while a third thread reads it: the
+    // watermark never passes an unpublished frame, never moves backwards, and when an
+    // append returns every frame before its end is published (no ack after a hole).
+    loom::model(|| {
+        let seg = segment(SEGMENT_HEADER_LEN + 2 * 32);
+        let tail = Arc::new(Tail::new(0, SEGMENT_HEADER_LEN as u64));
+        let wm = Arc::new(Watermark::new(SEGMENT_HEADER_LEN as u64));
+        let producers: Vec<_> = (0..2u8)
+            .map(|i| {
+                let (seg, tail, wm) = (seg.clone(), tail.clone(), wm.clone());
+                thread::spawn(move || {
+                    let end = append_and_wait(&seg, &tail, &wm, i);
+                    let prefix = seg.published_end(SEGMENT_HEADER_LEN) as u64;
+                    assert!(
+                        prefix >= end,
+                        "acknowledged {end} behind a hole at {prefix}"
+                    );
+                    end
+                })
+            })
+            .collect();
+        let seen = wm.get();
+        let prefix = seg.published_end(SEGMENT_HEADER_LEN) as u64;
+        assert!(
+            seen <= prefix,
+            "the watermark {seen} passed an unpublished frame"
+        );
+        let ends: Vec<u64> = producers.into_iter().map(|h| h.join().unwrap()).collect();
+        let all = (SEGMENT_HEADER_LEN + 64) as u64;
+        assert!(ends.contains(&all));
+        assert!(wm.get() >= seen);
+        assert_eq!(wm.advance(|p| seg.published_end(p as usize) as u64), all);
+    });
+}
+
+#[test]
+fn l3b_appender_behind_a_dead_claim_is_released_by_its_padding() {
+    // A producer died between claim and publish; the live producer after it publishes but is
+    // not acknowledged until the unblocker pads the dead claim, and then is.
+    loom::model(|| {
+        let seg = segment(SEGMENT_HEADER_LEN + 64);
+        let tail = Arc::new(Tail::new(0, SEGMENT_HEADER_LEN as u64));
+        let wm = Arc::new(Watermark::new(SEGMENT_HEADER_LEN as u64));
+        let _dead = tail.claim(frame_len(4));
+        let frontier = SEGMENT_HEADER_LEN + 32;
+        let (s2, t2, w2) = (seg.clone(), tail.clone(), wm.clone());
+        let live = thread::spawn(move || {
+            let end = append_and_wait(&s2, &t2, &w2, 7);
+            assert_eq!(s2.read(SEGMENT_HEADER_LEN), Read::Padding { len: 32 });
+            end
+        });
+        assert!(
+            wm.get() <= SEGMENT_HEADER_LEN as u64,
+            "passed the dead claim"
+        );
+        assert_eq!(seg.unblock(SEGMENT_HEADER_LEN, frontier), Some(32));
+        let end = live.join().unwrap();
+        assert_eq!(end, (SEGMENT_HEADER_LEN + 64) as u64);
+        assert_eq!(wm.get(), end);
     });
 }

@@ -7,3 +7,5 @@ pub mod commit;
 pub mod frame;
 #[path = "raw.rs"]
 pub mod raw;
+#[path = "watermark.rs"]
+pub mod watermark;

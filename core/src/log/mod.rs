@@ -16,6 +16,7 @@ pub mod frame;
 pub mod raw;
 mod recovery;
 pub mod storage;
+pub mod watermark;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,6 +35,7 @@ use frame::{SEGMENT_HEADER_LEN, SegmentHeader};
 use raw::{RawSegment, Read, Tail};
 pub use recovery::RecoveryReport;
 pub use storage::{FileStorage, MemStorage, PowerCutReport, SimStorage, Storage};
+use watermark::Watermark;
 
 /// Default segment size: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -185,10 +187,6 @@ pub struct LogStats {
 }
 
 struct SyncState {
-    /// Published watermark: segment sequence and offset of the first unpublished frame.
-    wseq: u64,
-    woff: usize,
-    published: u64,
     /// `(published, since)`: when the watermark last moved, for the unblocker.
     stalled_since: Option<(u64, Instant)>,
     want_sync: bool,
@@ -206,6 +204,8 @@ pub(crate) struct Inner {
     /// prepared segment files, so two threads never race on one file name.
     prepared: Mutex<Option<Segment>>,
     state: Mutex<SyncState>,
+    /// Every frame before it is published: what `none` and `batch` acknowledge against.
+    published: Watermark,
     /// Wakes the background thread.
     work: Condvar,
     /// The synced position and the appenders waiting for it (`always`, [`Log::sync`]).
@@ -351,13 +351,11 @@ impl Log {
             rotate_lock: Mutex::new(()),
             prepared: Mutex::new(None),
             state: Mutex::new(SyncState {
-                wseq: tail_seq,
-                woff: tail_off,
-                published: tail_pos,
                 stalled_since: None,
                 want_sync: false,
                 unblocked: 0,
             }),
+            published: Watermark::new(tail_pos),
             work: Condvar::new(),
             commit: GroupCommit::new(tail_pos),
             readers_waiting: AtomicU32::new(0),
@@ -700,6 +698,10 @@ impl Inner {
                 guard.claim = None;
                 match r {
                     Ok(rv) => {
+                        // The usual case: every earlier frame is published, and the
+                        // watermark moves over this one at once. Otherwise whoever waits for
+                        // it (or reads the position) walks over it later.
+                        self.published.pass(rv, rv + len as u64);
                         let t = prepare_threshold(size);
                         if off < t && off + len as u64 >= t {
                             // Once per segment: the background thread prepares the next.
@@ -733,17 +735,95 @@ impl Inner {
 
     fn after_publish_no_notify(&self, end: u64) -> Result<()> {
         match self.cfg.durability {
-            Durability::None => Ok(()),
+            Durability::None => self.wait_published(end),
             Durability::Batch { bytes, .. } => {
                 if end.saturating_sub(self.commit.synced()) > bytes {
                     let mut st = self.state.lock();
                     st.want_sync = true;
                     self.work.notify_one();
                 }
-                Ok(())
+                self.wait_published(end)
             }
             Durability::Always => self.wait_synced(end),
         }
+    }
+
+    /// Blocks until every frame before `end` is published: how `none` and `batch`
+    /// acknowledge, so that no acknowledged frame lies after a hole a killed producer could
+    /// leave (recovery cuts the log there). The frames before are usually being copied on
+    /// another core right now: spin briefly, then yield, then sleep on the readers' signal
+    /// (every publish sends it). A claim that stays unpublished for the unblock timeout is
+    /// padded, as a blocked reader would, so this wait is bounded.
+    fn wait_published(&self, end: u64) -> Result<()> {
+        if self.published.get() >= end || self.advance_watermark() >= end {
+            return Ok(());
+        }
+        self.wait_published_slow(end)
+    }
+
+    #[cold]
+    fn wait_published_slow(&self, end: u64) -> Result<()> {
+        const SPINS: u32 = 64;
+        const YIELDS: u32 = 16;
+        for i in 0..SPINS + YIELDS {
+            if i < SPINS {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+            if self.advance_watermark() >= end {
+                return Ok(());
+            }
+        }
+        let mut stalled: Option<(u64, Instant)> = None;
+        loop {
+            let published = self.advance_watermark();
+            if published >= end {
+                return Ok(());
+            }
+            if self.stall_expired(published, &mut stalled) {
+                // Under the state lock, and not once the log closed: `close` pads what is
+                // left itself (`drain_claims`), which also ends this wait.
+                let mut st = self.state.lock();
+                if !self.closed.load(Ordering::Acquire)
+                    && self.pad_stalled_claim(&mut st, self.tail_position())
+                {
+                    drop(st);
+                    tracing::warn!(
+                        position = published,
+                        "an appender padded an abandoned claim"
+                    );
+                    self.notify_readers();
+                }
+                continue;
+            }
+            self.readers_waiting.fetch_add(1, Ordering::SeqCst);
+            {
+                let mut g = self.new_data.lock();
+                fence(Ordering::SeqCst);
+                if self.advance_watermark() < end {
+                    self.new_data_cv
+                        .wait_for(&mut g, IDLE_TICK.min(self.cfg.unblock_timeout));
+                }
+            }
+            self.readers_waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the watermark has stood at `published` for the unblock timeout, measured
+    /// from the first call that saw it there (`stalled` remembers that); resets once true.
+    fn stall_expired(&self, published: u64, stalled: &mut Option<(u64, Instant)>) -> bool {
+        let now = self.cfg.clock.now();
+        match *stalled {
+            Some((p, since)) if p == published => {
+                if now.saturating_duration_since(since) >= self.cfg.unblock_timeout {
+                    *stalled = None;
+                    return true;
+                }
+            }
+            _ => *stalled = Some((published, now)),
+        }
+        false
     }
 
     /// Blocks until everything before `end` is synced, leading a group commit when no sync
@@ -882,13 +962,14 @@ impl Inner {
     /// position, capped at the segment's end); counts it. `false` if it got published
     /// meanwhile.
     fn pad_stalled_claim(&self, st: &mut SyncState, frontier: u64) -> bool {
-        let Some(seg) = self.segments.read().get(&st.wseq).cloned() else {
+        let published = self.advance_watermark();
+        let Some((seg, off)) = self.frame_at(published) else {
             return false;
         };
         let frontier = frontier
             .saturating_sub(seg.raw.base)
             .min(seg.raw.size as u64);
-        let padded = seg.raw.unblock(st.woff, frontier as usize).is_some();
+        let padded = seg.raw.unblock(off, frontier as usize).is_some();
         if padded {
             st.unblocked += 1;
         }
@@ -896,50 +977,57 @@ impl Inner {
     }
 
     /// Advances the published watermark over published frames; returns its position.
+    /// Lock-free (see `watermark`).
     fn advance_watermark(&self) -> u64 {
-        let mut st = self.state.lock();
-        self.advance_locked(&mut st)
+        self.published.advance(|p| self.published_from(p))
     }
 
-    fn advance_locked(&self, st: &mut SyncState) -> u64 {
-        loop {
-            let seg = match self.segments.read().get(&st.wseq).cloned() {
-                Some(s) => s,
-                None => {
-                    // Compacted under the watermark (cannot happen for published data, but
-                    // never loop): jump to the oldest segment.
-                    let segs = self.segments.read();
-                    let first = segs.values().next().expect("a segment");
-                    if first.raw.seq > st.wseq {
-                        st.wseq = first.raw.seq;
-                        st.woff = SEGMENT_HEADER_LEN;
-                        continue;
-                    }
-                    return st.published;
+    /// The position of the first unpublished frame at or after the frame boundary `p`,
+    /// following published frames across segments.
+    fn published_from(&self, p: u64) -> u64 {
+        {
+            // Fast path: the current segment, through arc-swap's guard (no shared count).
+            let cur = self.current.load();
+            if cur.raw.base <= p && p < cur.end() {
+                let off = ((p - cur.raw.base) as usize).max(SEGMENT_HEADER_LEN);
+                let end = cur.raw.published_end(off);
+                if end < cur.raw.size {
+                    return cur.raw.base + end as u64;
                 }
-            };
-            if st.woff >= seg.raw.size {
-                if self.segments.read().contains_key(&(st.wseq + 1)) {
-                    st.wseq += 1;
-                    st.woff = SEGMENT_HEADER_LEN;
-                    continue;
-                }
-                st.published = seg.end();
-                return st.published;
             }
-            match seg.raw.read(st.woff) {
-                Read::Event { len, .. } | Read::Padding { len } => st.woff += len,
-                Read::Pending => {
-                    st.published = seg.raw.base + st.woff as u64;
-                    return st.published;
-                }
+        }
+        let Some((mut seg, mut off)) = self.frame_at(p) else {
+            return p;
+        };
+        loop {
+            off = seg.raw.published_end(off);
+            if off < seg.raw.size {
+                return seg.raw.base + off as u64;
+            }
+            let next = self.segments.read().get(&(seg.raw.seq + 1)).cloned();
+            match next {
+                Some(n) => (seg, off) = (n, SEGMENT_HEADER_LEN),
+                None => return seg.end(),
             }
         }
     }
 
+    /// The segment holding position `p` and the frame offset in it (a position at a
+    /// segment's start means its first frame). A position compacted away (never one at or
+    /// after the watermark) maps to the oldest segment's first frame.
+    fn frame_at(&self, p: u64) -> Option<(Arc<Segment>, usize)> {
+        let segs = self.segments.read();
+        let seg = segs
+            .values()
+            .rev()
+            .find(|s| s.raw.base <= p)
+            .or_else(|| segs.values().next())?;
+        let off = (p.saturating_sub(seg.raw.base) as usize).max(SEGMENT_HEADER_LEN);
+        Some((seg.clone(), off))
+    }
+
     /// The background thread: group commit, segment preparation, unblocking.
     fn background(self: Arc<Self>) {
-        let clock = self.cfg.clock.clone();
         let mut st = self.state.lock();
         loop {
             let closed = self.closed.load(Ordering::Acquire);
@@ -947,13 +1035,13 @@ impl Inner {
                 Durability::None => closed || st.want_sync,
                 _ => true,
             };
-            // Following the published prefix reads every frame header again; in `none` mode
-            // nothing needs it between explicit syncs (blocked readers unblock abandoned
-            // claims themselves), so the thread leaves the producers' cache lines alone.
+            // In `none` mode nothing needs the watermark between explicit syncs (blocked
+            // readers and appenders unblock abandoned claims themselves), so the thread
+            // leaves the producers' cache lines alone.
             let published = if need_sync {
-                self.advance_locked(&mut st)
+                self.advance_watermark()
             } else {
-                st.published
+                self.published.get()
             };
             if need_sync
                 && published > self.commit.synced()
@@ -981,19 +1069,15 @@ impl Inner {
             // Unblock a claim that has kept the watermark still for too long.
             let tail = self.tail_position();
             if need_sync && tail > published {
-                let now = clock.now();
-                match st.stalled_since {
-                    Some((p, since)) if p == published => {
-                        if now.saturating_duration_since(since) >= self.cfg.unblock_timeout {
-                            if self.pad_stalled_claim(&mut st, tail) {
-                                tracing::warn!(position = published, "padded an abandoned claim");
-                                self.notify_readers();
-                            }
-                            st.stalled_since = None;
-                            continue;
-                        }
+                let mut stalled = st.stalled_since.take();
+                let expired = self.stall_expired(published, &mut stalled);
+                st.stalled_since = stalled;
+                if expired {
+                    if self.pad_stalled_claim(&mut st, tail) {
+                        tracing::warn!(position = published, "padded an abandoned claim");
+                        self.notify_readers();
                     }
-                    _ => st.stalled_since = Some((published, now)),
+                    continue;
                 }
             } else {
                 st.stalled_since = None;
@@ -1219,28 +1303,21 @@ impl Cursor {
             *stuck = None;
             return;
         }
-        let now = self.inner.cfg.clock.now();
-        match *stuck {
-            Some((p, since)) if p == pos => {
-                if now.saturating_duration_since(since) >= self.inner.cfg.unblock_timeout {
-                    // Under the state lock, and not once the log closed: `close` drains
-                    // claims itself and then releases the files (see `Log::close`).
-                    let mut st = self.inner.state.lock();
-                    if self.inner.closed.load(Ordering::Acquire) {
-                        return;
-                    }
-                    let frontier = (self.inner.tail_position() - self.seg.raw.base)
-                        .min(self.seg.raw.size as u64) as usize;
-                    if self.seg.raw.unblock(self.off, frontier).is_some() {
-                        st.unblocked += 1;
-                        drop(st);
-                        tracing::warn!(position = pos, "a reader padded an abandoned claim");
-                        self.inner.notify_readers();
-                    }
-                    *stuck = None;
-                }
+        if self.inner.stall_expired(pos, stuck) {
+            // Under the state lock, and not once the log closed: `close` drains claims
+            // itself and then releases the files (see `Log::close`).
+            let mut st = self.inner.state.lock();
+            if self.inner.closed.load(Ordering::Acquire) {
+                return;
             }
-            _ => *stuck = Some((pos, now)),
+            let frontier = (self.inner.tail_position() - self.seg.raw.base)
+                .min(self.seg.raw.size as u64) as usize;
+            if self.seg.raw.unblock(self.off, frontier).is_some() {
+                st.unblocked += 1;
+                drop(st);
+                tracing::warn!(position = pos, "a reader padded an abandoned claim");
+                self.inner.notify_readers();
+            }
         }
     }
 

@@ -458,6 +458,19 @@ impl RawSegment {
         }
     }
 
+    /// Follows published frames (events and padding) from the frame boundary `off`; returns
+    /// the offset of the first unpublished frame, or one at or past the segment's size if
+    /// every frame from `off` to the end is published.
+    pub fn published_end(&self, mut off: usize) -> usize {
+        while off < self.size {
+            match self.read(off) {
+                Read::Event { len, .. } | Read::Padding { len } => off += len,
+                Read::Pending => break,
+            }
+        }
+        off
+    }
+
     /// Borrows the payload of an event that [`RawSegment::read`] returned.
     #[cfg(not(loom))]
     pub fn payload(&self, payload_off: usize, payload_len: usize) -> &[u8] {
