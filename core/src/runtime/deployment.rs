@@ -59,22 +59,10 @@ enum ExistingNewRs {
 impl Shared {
     pub(crate) fn process_deployment(self: &Arc<Self>, key: &str) {
         self.count(|c| c.syncs += 1);
-        let k = key.to_string();
-        match self.sync_deployment(key) {
-            Ok(()) => self.dep_queue.forget(&k),
-            Err(e) => {
-                self.count(|c| c.sync_errors += 1);
-                if self.dep_queue.num_requeues(&k) < DEPLOYMENT_MAX_RETRIES {
-                    tracing::warn!(deployment = %key, error = %e, "sync failed; requeued with backoff");
-                    self.dep_queue.add_rate_limited(k.clone());
-                } else {
-                    tracing::warn!(deployment = %key, error = %e, retries = DEPLOYMENT_MAX_RETRIES,
-                        "sync failed; dropped out of the queue until the Deployment changes");
-                    self.dep_queue.forget(&k);
-                }
-            }
-        }
-        self.dep_queue.done(&k);
+        let retries = Some(DEPLOYMENT_MAX_RETRIES);
+        self.process_key(&self.dep_queue, "deployment", key, retries, |k| {
+            self.sync_deployment(k)
+        });
     }
 
     /// Deployment keys to resync after an event.
@@ -280,7 +268,7 @@ impl Shared {
         {
             dep::RollingStep::ScaleNew(s) => {
                 let wrote = self.scale_rs(d, &s)?;
-                return self.sync_rollout_unless_scaled(d_obj, d, &rss, now, wrote);
+                return self.rollout_status(d_obj, d, &rss, now, After::Step { wrote });
             }
             dep::RollingStep::ScaleOld { scales, scaled } => {
                 let mut wrote = false;
@@ -288,12 +276,12 @@ impl Shared {
                     wrote |= self.scale_rs(d, s)?;
                 }
                 if scaled {
-                    return self.sync_rollout_unless_scaled(d_obj, d, &rss, now, wrote);
+                    return self.rollout_status(d_obj, d, &rss, now, After::Step { wrote });
                 }
             }
             dep::RollingStep::Idle => {}
         }
-        self.finish_rollout(d_obj, d, &rss, now)
+        self.rollout_status(d_obj, d, &rss, now, After::Finish)
     }
 
     fn rollout_recreate(
@@ -327,25 +315,27 @@ impl Shared {
                 for s in &scales {
                     wrote |= self.scale_rs(d, s)?;
                 }
-                self.sync_rollout_unless_scaled(d_obj, d, &rss, now, wrote)
+                self.rollout_status(d_obj, d, &rss, now, After::Step { wrote })
             }
             // K11: old instances still alive or stopping; their deletion requeues us.
-            dep::RecreateStep::WaitForOld => self.sync_rollout(d_obj, d, &rss, now),
+            dep::RecreateStep::WaitForOld => {
+                self.rollout_status(d_obj, d, &rss, now, After::Step { wrote: false })
+            }
             dep::RecreateStep::CreateNew => {
                 let Some(Synced { d_obj, d, rss }) =
                     self.get_new_rs(d_obj.clone(), d.clone(), rss, now, true)?
                 else {
                     return Ok(());
                 };
-                self.sync_rollout(&d_obj, &d, &rss, now)
+                self.rollout_status(&d_obj, &d, &rss, now, After::Step { wrote: false })
             }
             dep::RecreateStep::ScaleNew(s) => {
                 if let Some(s) = s {
                     let s = self.cap_one_for_termination(d, &rss, s);
                     let wrote = self.scale_rs(d, &s)?;
-                    return self.sync_rollout_unless_scaled(d_obj, d, &rss, now, wrote);
+                    return self.rollout_status(d_obj, d, &rss, now, After::Step { wrote });
                 }
-                self.finish_rollout(d_obj, d, &rss, now)
+                self.rollout_status(d_obj, d, &rss, now, After::Finish)
             }
         }
     }
@@ -481,52 +471,11 @@ impl Shared {
         Ok(())
     }
 
-    /// Completion: cleanup of old revisions, then the rollout status. The cleanup is gated
-    /// on the status stored when the sync began (`DeploymentComplete(d, &d.Status)`), not
-    /// on the one computed now: old revisions go one sync after completion is recorded.
-    fn finish_rollout(
-        &self,
-        d_obj: &Arc<Object>,
-        d: &DeploymentView,
-        known: &[ReplicaSetView],
-        now: SystemTime,
-    ) -> Result<()> {
-        self.rollout_status(d_obj, d, known, now, false, true)
-    }
-
-    /// `syncRolloutStatus` after a scaling step, skipped when the step wrote a ReplicaSet:
-    /// that write comes back through the watch and requeues this key, and the sync it
-    /// causes computes the status from the ReplicaSets' newer state. Writing the status now
-    /// as well would add a store write per rollout step that the next sync overwrites;
-    /// except for the step that takes a completed rollout back into progress (see
-    /// [`leaves_completion`]).
-    fn sync_rollout_unless_scaled(
-        &self,
-        d_obj: &Arc<Object>,
-        d: &DeploymentView,
-        known: &[ReplicaSetView],
-        now: SystemTime,
-        wrote: bool,
-    ) -> Result<()> {
-        self.rollout_status(d_obj, d, known, now, wrote, false)
-    }
-
-    fn sync_rollout(
-        &self,
-        d_obj: &Arc<Object>,
-        d: &DeploymentView,
-        known: &[ReplicaSetView],
-        now: SystemTime,
-    ) -> Result<()> {
-        self.rollout_status(d_obj, d, known, now, false, false)
-    }
-
     /// `syncRolloutStatus` over the Deployment's ReplicaSets as the store has them: those
     /// the cache knows and `known`, the ones this sync has seen or made (a ReplicaSet it
     /// just created may not be in the cache yet, and the status must count it as the new
-    /// one, as upstream's `newRS` argument does). With `cleanup`, old revisions beyond the
-    /// history limit go first if the stored status says complete. The write is skipped
-    /// (but see [`leaves_completion`]) after a ReplicaSet write (`wrote`) and while a
+    /// one, as upstream's `newRS` argument does). `after` says what the sync did before
+    /// (see [`After`]). The write is also skipped (but see [`leaves_completion`]) while a
     /// ReplicaSet has not observed its spec.
     fn rollout_status(
         &self,
@@ -534,13 +483,13 @@ impl Shared {
         d: &DeploymentView,
         known: &[ReplicaSetView],
         now: SystemTime,
-        wrote: bool,
-        cleanup: bool,
+        after: After,
     ) -> Result<()> {
         let rss = self.reload(d, known)?;
         let (new_rs, old) = split(d, &rss);
         let status = dep::sync_rollout_status(d, new_rs, &old, now);
-        if cleanup && dep::deployment_complete(d, &d.status) {
+        let wrote = matches!(after, After::Step { wrote: true });
+        if after == After::Finish && dep::deployment_complete(d, &d.status) {
             for name in du::cleanup_plan(&old, d.spec.revision_history_limit) {
                 self.delete_rs(&d.namespace, &name)?;
             }
@@ -1118,6 +1067,22 @@ fn leaves_completion(d: &DeploymentView, status: &dep::DeploymentStatus) -> bool
     let rollout_begins = d.status.replicas == d.status.updated_replicas
         && status.replicas != status.updated_replicas;
     condition_leaves || rollout_begins
+}
+
+/// What a sync did before its `syncRolloutStatus` ([`Shared::rollout_status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum After {
+    /// A rollout or scaling step. If it wrote a ReplicaSet (`wrote`), the status write is
+    /// skipped: that write comes back through the watch and requeues this key, and the sync
+    /// it causes computes the status from the ReplicaSets' newer state, so writing now as
+    /// well would add a store write per step that the next sync overwrites (except for the
+    /// step that takes a completed rollout back into progress, see [`leaves_completion`]).
+    Step { wrote: bool },
+    /// Completion: old revisions beyond the history limit are cleaned up first. The
+    /// cleanup is gated on the status stored when the sync began (`DeploymentComplete(d,
+    /// &d.Status)`), not on the one computed now: old revisions go one sync after
+    /// completion is recorded.
+    Finish,
 }
 
 /// `(new, old)` ReplicaSets of a Deployment by template.

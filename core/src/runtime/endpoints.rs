@@ -131,16 +131,9 @@ impl Shared {
     }
 
     pub(crate) fn process_service(self: &Arc<Self>, key: &str) {
-        let k = key.to_string();
-        match self.sync_endpoints(key) {
-            Ok(()) => self.svc_queue.forget(&k),
-            Err(e) => {
-                self.count(|c| c.sync_errors += 1);
-                tracing::warn!(service = %key, error = %e, "endpoints sync failed");
-                self.svc_queue.add_rate_limited(k.clone());
-            }
-        }
-        self.svc_queue.done(&k);
+        self.process_key(&self.svc_queue, "endpoints", key, None, |k| {
+            self.sync_endpoints(k)
+        });
     }
 
     fn sync_endpoints(&self, key: &str) -> Result<()> {

@@ -67,16 +67,7 @@ impl Shared {
     }
 
     pub(crate) fn process_gc(self: &Arc<Self>, key: &str) {
-        let k = key.to_string();
-        match self.collect(key) {
-            Ok(()) => self.gc_queue.forget(&k),
-            Err(e) => {
-                self.count(|c| c.sync_errors += 1);
-                tracing::warn!(object = %key, error = %e, "garbage collection failed");
-                self.gc_queue.add_rate_limited(k.clone());
-            }
-        }
-        self.gc_queue.done(&k);
+        self.process_key(&self.gc_queue, "gc", key, None, |k| self.collect(k));
     }
 
     /// Deletes the dependent at `key` if its controller is gone from the store.

@@ -1027,6 +1027,36 @@ impl Shared {
     fn count(&self, f: impl FnOnce(&mut ControlPlaneStats)) {
         f(&mut self.stats.lock());
     }
+
+    /// One pass of a controller's worker over `key`: `sync` it; on success forget its
+    /// failures, on an error count it and requeue it with backoff — at most `max_retries`
+    /// times in a row if given, after which it waits for the next event on its object —
+    /// and then mark it done. `what` names the controller in the log.
+    fn process_key(
+        &self,
+        queue: &WorkQueue<String>,
+        what: &'static str,
+        key: &str,
+        max_retries: Option<u64>,
+        sync: impl FnOnce(&str) -> Result<()>,
+    ) {
+        let k = key.to_string();
+        match sync(key) {
+            Ok(()) => queue.forget(&k),
+            Err(e) => {
+                self.count(|c| c.sync_errors += 1);
+                if max_retries.is_none_or(|m| queue.num_requeues(&k) < m) {
+                    tracing::warn!(controller = what, %key, error = %e, "sync failed; requeued with backoff");
+                    queue.add_rate_limited(k.clone());
+                } else {
+                    tracing::warn!(controller = what, %key, error = %e, retries = max_retries,
+                        "sync failed; dropped out of the queue until its object changes");
+                    queue.forget(&k);
+                }
+            }
+        }
+        queue.done(&k);
+    }
 }
 
 /// A stepped control plane on a fake clock and an in-memory store, for unit tests that

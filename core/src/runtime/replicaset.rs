@@ -28,16 +28,7 @@ const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
 impl Shared {
     pub(crate) fn process_rs(self: &Arc<Self>, key: &str) {
         self.count(|c| c.syncs += 1);
-        let k = key.to_string();
-        match self.sync_rs(key) {
-            Ok(()) => self.rs_queue.forget(&k),
-            Err(e) => {
-                self.count(|c| c.sync_errors += 1);
-                tracing::warn!(replicaset = %key, error = %e, "sync failed; requeued with backoff");
-                self.rs_queue.add_rate_limited(k.clone());
-            }
-        }
-        self.rs_queue.done(&k);
+        self.process_key(&self.rs_queue, "replicaset", key, None, |k| self.sync_rs(k));
     }
 
     /// client-go's pod handlers: expectations bookkeeping, and which ReplicaSets to look
