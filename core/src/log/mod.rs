@@ -34,7 +34,9 @@ use commit::{GroupCommit, Waited};
 use frame::{SEGMENT_HEADER_LEN, SegmentHeader};
 use raw::{RawSegment, Read, Tail};
 pub use recovery::RecoveryReport;
-pub use storage::{FileStorage, MemStorage, PowerCutReport, SimStorage, Storage};
+pub use storage::{
+    FileSource, FileStorage, FileWriter, MemStorage, PowerCutReport, SimStorage, Storage,
+};
 use watermark::Watermark;
 
 /// Default segment size: 64 MiB.

@@ -37,6 +37,44 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn describe(&self, name: &str) -> PathBuf;
     /// The log has closed and writes nothing more: let another log open this storage.
     fn release(&self) {}
+    /// Creates `name` for writing a whole file front to back (snapshots); its bytes are
+    /// durable after [`FileWriter::sync`], its name after [`Storage::sync_dir`].
+    fn create_file(&self, name: &str) -> Result<Box<dyn FileWriter>> {
+        Err(unsupported(name))
+    }
+    /// An existing whole file to read (snapshots): a real file, which the reader maps, or
+    /// its bytes.
+    fn read_file(&self, name: &str) -> Result<FileSource> {
+        Err(unsupported(name))
+    }
+}
+
+fn unsupported(name: &str) -> Error {
+    Error::io(
+        format!("{name}: this storage keeps segments only"),
+        std::io::Error::from(std::io::ErrorKind::Unsupported),
+    )
+}
+
+/// A file being written by [`Storage::create_file`].
+pub trait FileWriter: std::io::Write + std::io::Seek + Send {
+    /// Makes everything written so far durable (`fsync`).
+    fn sync(&mut self) -> std::io::Result<()>;
+}
+
+impl FileWriter for File {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_all()
+    }
+}
+
+/// A whole file to read, from [`Storage::read_file`].
+#[derive(Debug)]
+pub enum FileSource {
+    /// A real file, open for reading, with its length at the time it was opened.
+    File(File, u64),
+    /// The file's bytes (simulated storage).
+    Bytes(Vec<u8>),
 }
 
 /// The file in a log directory whose exclusive lock marks the directory as in use.
@@ -73,6 +111,17 @@ impl FileStorage {
             lock: Mutex::new(lock),
         })
     }
+    /// A directory of files that another lock already covers (a store's snapshots, beside
+    /// its log): no [`LOCK_FILE`] of its own. Creates the directory if needed.
+    pub fn without_lock(dir: impl AsRef<Path>) -> Result<FileStorage> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        Ok(FileStorage {
+            dir,
+            lock: Mutex::new(None),
+        })
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -162,6 +211,30 @@ impl Storage for FileStorage {
         if let Some(f) = self.lock.lock().take() {
             let _ = f.unlock();
         }
+    }
+
+    fn create_file(&self, name: &str) -> Result<Box<dyn FileWriter>> {
+        let path = self.path(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+        Ok(Box::new(file))
+    }
+
+    fn read_file(&self, name: &str) -> Result<FileSource> {
+        let path = self.path(name);
+        let file =
+            File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+        if !meta.is_file() {
+            return Err(Error::corrupt(&path, None, "not a regular file"));
+        }
+        Ok(FileSource::File(file, meta.len()))
     }
 }
 
@@ -298,6 +371,9 @@ pub struct SimStorage {
 #[derive(Debug, Default)]
 struct SimInner {
     files: BTreeMap<String, SimFile>,
+    /// Files removed or replaced since the last `sync_dir`, by identity: a power cut
+    /// before that sync brings back the names that still point to them.
+    unlinked: BTreeMap<u64, SimFile>,
     /// Names as of the last `sync_dir`, each with the file identity it pointed to.
     durable_names: BTreeMap<String, u64>,
     next_id: u64,
@@ -305,6 +381,11 @@ struct SimInner {
     syncs_until_failure: Option<u64>,
     fail_create: bool,
     syncs: u64,
+    /// Shared by storages on one machine ([`SimStorage::on_same_power`]).
+    power: Arc<PowerSupply>,
+    /// The durable plane as it was when the power went: later operations change only the
+    /// live plane, and [`SimStorage::power_cut`] starts from this.
+    lost_power: Option<Box<SimInner>>,
 }
 
 #[derive(Debug)]
@@ -312,8 +393,59 @@ struct SimFile {
     id: u64,
     /// The live mapping shared with the log (kept alive while the file exists).
     live: Option<Arc<Region>>,
-    /// Live bytes of files that are not mapped right now (after a rename/copy).
+    /// The durable bytes; for a file that is not mapped and has no `unsynced` bytes, also
+    /// its live bytes.
     durable: Vec<u8>,
+    /// Live bytes of an unmapped file written since its last sync ([`Storage::create_file`]).
+    unsynced: Option<Vec<u8>>,
+}
+
+impl SimFile {
+    /// The file as a power loss now leaves it for [`SimStorage::power_cut`]: the durable
+    /// bytes, and the unsynced bytes of a whole file still to be decided page by page. The
+    /// unsynced pages of a mapped segment are lost: they cannot be read safely while its
+    /// log runs.
+    fn at_power_loss(&self) -> SimFile {
+        SimFile {
+            id: self.id,
+            live: None,
+            durable: self.durable.clone(),
+            unsynced: self.unsynced.clone(),
+        }
+    }
+
+    /// What the process sees in the file now.
+    fn live(&self) -> &[u8] {
+        match (&self.live, &self.unsynced) {
+            (Some(r), _) => live_bytes(r),
+            (None, Some(b)) => b,
+            (None, None) => &self.durable,
+        }
+    }
+}
+
+/// Storage operations left before the power goes ([`SimStorage::lose_power_after`]):
+/// `Some(0)` once it has gone.
+#[derive(Debug, Default)]
+struct PowerSupply(Mutex<Option<u64>>);
+
+impl PowerSupply {
+    /// Counts one operation; true if the power is out for it.
+    fn tick(&self) -> bool {
+        let mut left = self.0.lock();
+        match *left {
+            Some(0) => true,
+            Some(n) => {
+                *left = Some(n - 1);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn is_out(&self) -> bool {
+        *self.0.lock() == Some(0)
+    }
 }
 
 /// Result of inspecting the live plane at a power cut: how many pages were kept, lost, torn.
@@ -340,6 +472,35 @@ impl SimStorage {
         self.inner.lock().fail_create = on;
     }
 
+    /// Loses the power just before the `n`-th next storage operation (create, write, sync,
+    /// rename, remove, copy): from then on nothing reaches the durable plane, while the
+    /// process goes on unaware until [`SimStorage::power_cut`] builds the image. Every page of
+    /// a mapped segment not synced by then is lost; unsynced bytes of whole files written
+    /// through [`Storage::create_file`] survive, are lost or tear page by page, as at a
+    /// power cut. So a cut can land inside a snapshot or a compaction, between any two of
+    /// their steps.
+    /// Operations of every storage [`SimStorage::on_same_power`] count together.
+    pub fn lose_power_after(&self, n: u64) {
+        *self.inner.lock().power.0.lock() = Some(n);
+    }
+
+    /// Whether the power is out ([`SimStorage::lose_power_after`]).
+    pub fn power_lost(&self) -> bool {
+        self.inner.lock().power.is_out()
+    }
+
+    /// A new, empty storage on the same machine as this one (another directory): one
+    /// [`SimStorage::lose_power_after`] takes the power from both at the same operation.
+    pub fn on_same_power(&self) -> SimStorage {
+        let power = self.inner.lock().power.clone();
+        SimStorage {
+            inner: Arc::new(Mutex::new(SimInner {
+                power,
+                ..SimInner::default()
+            })),
+        }
+    }
+
     /// Number of successful syncs so far.
     pub fn syncs(&self) -> u64 {
         self.inner.lock().syncs
@@ -351,20 +512,29 @@ impl SimStorage {
     pub fn power_cut(&self, rng: &mut impl FnMut() -> u64) -> (SimStorage, PowerCutReport) {
         const PAGE: usize = 4096;
         const SECTOR: usize = 512;
-        let inner = self.inner.lock();
+        let mut guard = self.inner.lock();
+        if guard.power.is_out() && guard.lost_power.is_none() {
+            // Nothing reached this storage's durable plane since the power went.
+            guard.keep_durable_plane();
+        }
+        let inner: &SimInner = guard.lost_power.as_deref().unwrap_or(&guard);
         let mut report = PowerCutReport::default();
         let mut out = SimInner {
             next_id: inner.next_id,
             ..SimInner::default()
         };
         for (name, id) in &inner.durable_names {
-            let Some(file) = inner.files.values().find(|f| f.id == *id) else {
+            let Some(file) = inner
+                .files
+                .values()
+                .find(|f| f.id == *id)
+                .or_else(|| inner.unlinked.get(id))
+            else {
                 continue;
             };
-            let durable = &file.durable;
-            let mut image = durable.clone();
-            if let Some(live) = &file.live {
-                let live_bytes = live_bytes(live);
+            let mut image = file.durable.clone();
+            if file.live.is_some() || file.unsynced.is_some() {
+                let live_bytes = file.live();
                 image.resize(live_bytes.len(), 0);
                 let mut p = 0;
                 while p < live_bytes.len() {
@@ -398,6 +568,7 @@ impl SimStorage {
                     id: *id,
                     live: None,
                     durable: image,
+                    unsynced: None,
                 },
             );
             out.durable_names.insert(name.clone(), *id);
@@ -418,11 +589,7 @@ impl SimStorage {
     /// Reads a file's current live bytes (tests).
     pub fn read(&self, name: &str) -> Option<Vec<u8>> {
         let inner = self.inner.lock();
-        let f = inner.files.get(name)?;
-        Some(match &f.live {
-            Some(r) => live_bytes(r).to_vec(),
-            None => f.durable.clone(),
-        })
+        Some(inner.files.get(name)?.live().to_vec())
     }
 
     /// Replaces a file's bytes (tests that corrupt files). The file must not be mapped.
@@ -436,6 +603,7 @@ impl SimStorage {
                 id,
                 live: None,
                 durable: bytes,
+                unsynced: None,
             },
         );
         inner.durable_names.insert(name.to_string(), id);
@@ -457,12 +625,7 @@ impl Storage for SimStorage {
 
     fn create(&self, name: &str, len: u64) -> Result<Region> {
         let mut inner = self.inner.lock();
-        if inner.fail_create {
-            return Err(Error::io(
-                format!("create {name}"),
-                std::io::Error::from_raw_os_error(libc::ENOSPC),
-            ));
-        }
+        inner.start_create(name)?;
         if inner.files.contains_key(name) {
             return Err(Error::io(
                 format!("create {name}"),
@@ -480,6 +643,7 @@ impl Storage for SimStorage {
                 id,
                 live: Some(shared.clone()),
                 durable: vec![0; len as usize],
+                unsynced: None,
             },
         );
         drop(inner);
@@ -496,6 +660,11 @@ impl Storage for SimStorage {
         })?;
         if let Some(live) = &f.live {
             return Ok(Region::alias(live.clone()));
+        }
+        if f.unsynced.is_some() {
+            return Err(Error::Internal(format!(
+                "{name} is being written as a whole file; it cannot be mapped as a segment"
+            )));
         }
         if f.durable.is_empty() {
             return Err(Error::corrupt(
@@ -517,16 +686,10 @@ impl Storage for SimStorage {
 
     fn sync(&self, name: &str, _region: &Region, off: usize, len: usize) -> Result<()> {
         let mut inner = self.inner.lock();
-        if let Some(n) = inner.syncs_until_failure {
-            if n == 0 {
-                return Err(Error::io(
-                    format!("sync {name}"),
-                    std::io::Error::from_raw_os_error(libc::EIO),
-                ));
-            }
-            inner.syncs_until_failure = Some(n - 1);
-        }
-        inner.syncs += 1;
+        inner.tick();
+        inner
+            .count_sync()
+            .map_err(|e| Error::io(format!("sync {name}"), e))?;
         let f = inner
             .files
             .get_mut(name)
@@ -544,24 +707,33 @@ impl Storage for SimStorage {
 
     fn sync_dir(&self) -> Result<()> {
         let mut inner = self.inner.lock();
+        inner.tick();
         inner.durable_names = inner.files.iter().map(|(n, f)| (n.clone(), f.id)).collect();
+        inner.unlinked.clear();
         Ok(())
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
         let mut inner = self.inner.lock();
+        inner.tick();
         let f = inner.files.remove(from).ok_or_else(|| {
             Error::io(
                 format!("rename {from}"),
                 std::io::Error::from(std::io::ErrorKind::NotFound),
             )
         })?;
-        inner.files.insert(to.to_string(), f);
+        if let Some(replaced) = inner.files.insert(to.to_string(), f) {
+            inner.unlinked.insert(replaced.id, replaced);
+        }
         Ok(())
     }
 
     fn remove(&self, name: &str) -> Result<()> {
-        self.inner.lock().files.remove(name);
+        let mut inner = self.inner.lock();
+        inner.tick();
+        if let Some(f) = inner.files.remove(name) {
+            inner.unlinked.insert(f.id, f);
+        }
         Ok(())
     }
 
@@ -573,20 +745,181 @@ impl Storage for SimStorage {
             )
         })?;
         let mut inner = self.inner.lock();
+        inner.tick();
         inner.next_id += 1;
         let id = inner.next_id;
-        inner.files.insert(
-            to.to_string(),
-            SimFile {
-                id,
-                live: None,
-                durable: bytes,
-            },
-        );
+        let file = SimFile {
+            id,
+            live: None,
+            durable: bytes,
+            unsynced: None,
+        };
+        if let Some(replaced) = inner.files.insert(to.to_string(), file) {
+            inner.unlinked.insert(replaced.id, replaced);
+        }
         Ok(())
+    }
+
+    fn create_file(&self, name: &str) -> Result<Box<dyn FileWriter>> {
+        let mut inner = self.inner.lock();
+        inner.start_create(name)?;
+        inner.next_id += 1;
+        let id = inner.next_id;
+        let file = SimFile {
+            id,
+            live: None,
+            durable: vec![],
+            unsynced: Some(vec![]),
+        };
+        if let Some(replaced) = inner.files.insert(name.to_string(), file) {
+            inner.unlinked.insert(replaced.id, replaced);
+        }
+        Ok(Box::new(SimWriter {
+            inner: self.inner.clone(),
+            id,
+            pos: 0,
+        }))
+    }
+
+    fn read_file(&self, name: &str) -> Result<FileSource> {
+        self.read(name).map(FileSource::Bytes).ok_or_else(|| {
+            Error::io(
+                format!("open {name}"),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })
     }
 
     fn describe(&self, name: &str) -> PathBuf {
         PathBuf::from(format!("sim:{name}"))
+    }
+}
+
+impl SimInner {
+    /// Counts a storage operation towards [`SimStorage::lose_power_after`]; when the count
+    /// runs out, keeps the durable plane as it is now.
+    fn tick(&mut self) {
+        if self.lost_power.is_none() && self.power.tick() {
+            self.keep_durable_plane();
+        }
+    }
+
+    /// Keeps the durable plane as it is now, for the power cut (see `lost_power`).
+    fn keep_durable_plane(&mut self) {
+        let kept = SimInner {
+            files: self
+                .files
+                .iter()
+                .map(|(n, f)| (n.clone(), f.at_power_loss()))
+                .collect(),
+            unlinked: self
+                .unlinked
+                .iter()
+                .map(|(i, f)| (*i, f.at_power_loss()))
+                .collect(),
+            durable_names: self.durable_names.clone(),
+            next_id: self.next_id,
+            ..SimInner::default()
+        };
+        self.lost_power = Some(Box::new(kept));
+    }
+
+    /// The start of a creation: counts the operation, fails it with ENOSPC when
+    /// [`SimStorage::fail_creates`] says so.
+    fn start_create(&mut self, name: &str) -> Result<()> {
+        self.tick();
+        if self.fail_create {
+            return Err(Error::io(
+                format!("create {name}"),
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts a sync, or fails it with EIO when [`SimStorage::fail_sync_after`] says so.
+    fn count_sync(&mut self) -> std::io::Result<()> {
+        if let Some(n) = self.syncs_until_failure {
+            if n == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
+            self.syncs_until_failure = Some(n - 1);
+        }
+        self.syncs += 1;
+        Ok(())
+    }
+
+    /// The file with identity `id`, under whatever name it has now (or none).
+    fn file_mut(&mut self, id: u64) -> Option<&mut SimFile> {
+        if self.unlinked.contains_key(&id) {
+            return self.unlinked.get_mut(&id);
+        }
+        self.files.values_mut().find(|f| f.id == id)
+    }
+}
+
+/// A simulated file being written: writes go to its live bytes, `sync` makes them durable.
+/// It follows the file by identity, across renames (and writes into it after an unlink,
+/// as a real descriptor would).
+struct SimWriter {
+    inner: Arc<Mutex<SimInner>>,
+    id: u64,
+    pos: u64,
+}
+
+impl SimWriter {
+    fn gone() -> std::io::Error {
+        std::io::Error::other("the simulated file is gone")
+    }
+}
+
+impl std::io::Write for SimWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut inner = self.inner.lock();
+        inner.tick();
+        let f = inner.file_mut(self.id).ok_or_else(SimWriter::gone)?;
+        let durable = &f.durable;
+        let live = f.unsynced.get_or_insert_with(|| durable.clone());
+        let at = self.pos as usize;
+        if live.len() < at + buf.len() {
+            live.resize(at + buf.len(), 0);
+        }
+        live[at..at + buf.len()].copy_from_slice(buf);
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::io::Seek for SimWriter {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let len = {
+            let mut inner = self.inner.lock();
+            let f = inner.file_mut(self.id).ok_or_else(SimWriter::gone)?;
+            f.live().len() as u64
+        };
+        let pos = match to {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::End(d) => len.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = pos.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        Ok(self.pos)
+    }
+}
+
+impl FileWriter for SimWriter {
+    fn sync(&mut self) -> std::io::Result<()> {
+        let mut inner = self.inner.lock();
+        inner.tick();
+        inner.count_sync()?;
+        let f = inner.file_mut(self.id).ok_or_else(SimWriter::gone)?;
+        if let Some(live) = f.unsynced.take() {
+            f.durable = live;
+        }
+        Ok(())
     }
 }

@@ -18,7 +18,7 @@
 
 mod raw;
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 // The validation bitmap is a cache of facts about immutable bytes, not a synchronisation
@@ -31,6 +31,7 @@ use rkyv::util::AlignedVec;
 use rkyv::vec::ArchivedVec;
 
 use crate::error::{Error, Result};
+use crate::log::{FileSource, FileStorage, Storage};
 
 /// `FLYDSNAP`: the first 8 bytes of every snapshot file.
 pub const MAGIC: [u8; 8] = *b"FLYDSNAP";
@@ -201,7 +202,17 @@ impl Header {
     }
 }
 
-/// Writes the snapshot of `entries` taken at `rv` into `dir` and returns what it wrote.
+/// Writes the snapshot of `entries` taken at `rv` into the directory `dir` (see
+/// [`write_snapshot_in`]).
+pub fn write_snapshot<'a>(
+    dir: &Path,
+    rv: u64,
+    entries: impl IntoIterator<Item = (&'a str, u64, &'a [u8])>,
+) -> Result<SnapshotInfo> {
+    write_snapshot_in(&FileStorage::without_lock(dir)?, rv, entries)
+}
+
+/// Writes the snapshot of `entries` taken at `rv` into `storage` and returns what it wrote.
 ///
 /// Entries may come in any order; keys must be unique and no entry's rv may exceed `rv`
 /// (`Invalid` otherwise). The file is written as `snap-<rv>.tmp`, fsynced, renamed to
@@ -209,8 +220,8 @@ impl Header {
 /// complete one (a leftover `.tmp` is ignored by [`list_snapshots`] and removed by
 /// [`remove_temporaries`]). A failure (a full disk, say) removes the `.tmp` before it
 /// returns, so a failed snapshot does not keep its space.
-pub fn write_snapshot<'a>(
-    dir: &Path,
+pub fn write_snapshot_in<'a>(
+    storage: &dyn Storage,
     rv: u64,
     entries: impl IntoIterator<Item = (&'a str, u64, &'a [u8])>,
 ) -> Result<SnapshotInfo> {
@@ -238,11 +249,12 @@ pub fn write_snapshot<'a>(
         ));
     }
 
-    let final_path = dir.join(snapshot_file_name(rv));
-    let tmp_path = dir.join(format!("snap-{rv:020}.tmp"));
+    let final_name = snapshot_file_name(rv);
+    let tmp_name = format!("snap-{rv:020}.tmp");
+    let tmp_path = storage.describe(&tmp_name);
     let io_err = |what: &str, e: io::Error| Error::io(format!("{what} {}", tmp_path.display()), e);
-    let file = File::create(&tmp_path).map_err(|e| io_err("create", e))?;
-    let mut tmp_guard = RemoveOnDrop(Some(&tmp_path));
+    let file = storage.create_file(&tmp_name)?;
+    let mut tmp_guard = RemoveOnDrop(storage, Some(&tmp_name));
     let mut w = BufWriter::with_capacity(1 << 20, file);
     w.write_all(&[0u8; HEADER_LEN])
         .map_err(|e| io_err("write", e))?;
@@ -292,79 +304,57 @@ pub fn write_snapshot<'a>(
         .map_err(|e| io_err("seek", e))?;
     file.write_all(&header.encode())
         .map_err(|e| io_err("write", e))?;
-    file.sync_all().map_err(|e| io_err("fsync", e))?;
+    file.sync().map_err(|e| io_err("fsync", e))?;
     drop(file);
-    fs::rename(&tmp_path, &final_path).map_err(|e| {
-        Error::io(
-            format!("rename {} to {}", tmp_path.display(), final_path.display()),
-            e,
-        )
-    })?;
-    tmp_guard.0 = None;
-    sync_dir(dir)?;
+    storage.rename(&tmp_name, &final_name)?;
+    tmp_guard.1 = None;
+    storage.sync_dir()?;
     Ok(SnapshotInfo {
         rv,
-        path: final_path,
+        path: storage.describe(&final_name),
         objects: list.len() as u64,
         bytes: HEADER_LEN as u64 + offset + index.len() as u64,
     })
 }
 
 /// Removes a temporary file unless disarmed (set to `None`) first.
-struct RemoveOnDrop<'a>(Option<&'a Path>);
+struct RemoveOnDrop<'a>(&'a dyn Storage, Option<&'a str>);
 
 impl Drop for RemoveOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some(p) = self.0 {
-            let _ = fs::remove_file(p);
+        if let Some(name) = self.1 {
+            let _ = self.0.remove(name);
         }
     }
 }
 
 /// Removes the `snap-*.tmp` files a crash in the middle of [`write_snapshot`] left in
-/// `dir`, and returns how many. Only for a directory nothing else is writing snapshots
+/// `storage`, and returns how many. Only for storage nothing else is writing snapshots
 /// into (the store calls it on open, holding the data directory's lock).
-pub fn remove_temporaries(dir: &Path) -> Result<usize> {
-    let read = match fs::read_dir(dir) {
-        Ok(r) => r,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
-    };
+pub fn remove_temporaries_in(storage: &dyn Storage) -> Result<usize> {
     let mut removed = 0;
-    for entry in read {
-        let entry = entry.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in storage.list()? {
         if name.starts_with("snap-") && name.ends_with(".tmp") {
-            let path = entry.path();
-            fs::remove_file(&path)
-                .map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+            storage.remove(&name)?;
             removed += 1;
         }
     }
     Ok(removed)
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("fsync directory {}", dir.display()), e))
+/// [`remove_temporaries_in`] for a directory; a missing directory has none.
+pub fn remove_temporaries(dir: &Path) -> Result<usize> {
+    if !dir.exists() {
+        return Ok(0);
+    }
+    remove_temporaries_in(&FileStorage::without_lock(dir)?)
 }
 
-/// The snapshots in `dir` as `(rv, path)`, newest first. Files that are not
-/// `snap-<20 digits>.snap` (temporaries, `.broken` quarantines) are ignored; a missing
-/// directory has no snapshots.
-pub fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let read = match fs::read_dir(dir) {
-        Ok(r) => r,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
-    };
+/// The snapshots in `storage` as `(rv, file name)`, newest first. Files that are not
+/// `snap-<20 digits>.snap` (temporaries, `.broken` quarantines) are ignored.
+pub fn list_snapshots_in(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
     let mut out = Vec::new();
-    for entry in read {
-        let entry = entry.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in storage.list()? {
         let Some(digits) = name
             .strip_prefix("snap-")
             .and_then(|n| n.strip_suffix(".snap"))
@@ -375,32 +365,43 @@ pub fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
             continue;
         }
         if let Ok(rv) = digits.parse::<u64>() {
-            out.push((rv, entry.path()));
+            out.push((rv, name));
         }
     }
     out.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
     Ok(out)
 }
 
-/// Renames a snapshot that failed its checks to `<name>.broken`, keeping the evidence, and
-/// returns the new path.
-pub fn quarantine(path: &Path) -> Result<PathBuf> {
-    let mut name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid("path", format!("{} has no file name", path.display())))?
-        .to_os_string();
-    name.push(".broken");
-    let broken = path.with_file_name(name);
-    fs::rename(path, &broken).map_err(|e| {
-        Error::io(
-            format!("rename {} to {}", path.display(), broken.display()),
-            e,
-        )
-    })?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        sync_dir(dir)?;
+/// [`list_snapshots_in`] for a directory, as `(rv, path)`; a missing directory has no
+/// snapshots.
+pub fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
     }
-    Ok(broken)
+    let found = list_snapshots_in(&FileStorage::without_lock(dir)?)?;
+    Ok(found.into_iter().map(|(rv, n)| (rv, dir.join(n))).collect())
+}
+
+/// Renames a snapshot that failed its checks to `<name>.broken`, keeping the evidence, and
+/// returns where it is now.
+pub fn quarantine_in(storage: &dyn Storage, name: &str) -> Result<PathBuf> {
+    let broken = format!("{name}.broken");
+    storage.rename(name, &broken)?;
+    storage.sync_dir()?;
+    Ok(storage.describe(&broken))
+}
+
+/// [`quarantine_in`] for a file path.
+pub fn quarantine(path: &Path) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::invalid("path", format!("{} has no file name", path.display())))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    quarantine_in(
+        &FileStorage::without_lock(dir.unwrap_or(Path::new(".")))?,
+        name,
+    )
 }
 
 /// Where the snapshot's bytes live.
@@ -467,7 +468,7 @@ impl Snapshot {
     /// index. Any failure is `Corrupt { file, offset, reason }`; a file that cannot be read
     /// is `Io`. Entries are checked on first access.
     pub fn open(path: &Path) -> Result<Snapshot> {
-        let mut file =
+        let file =
             File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         let meta = file
             .metadata()
@@ -475,7 +476,20 @@ impl Snapshot {
         if !meta.is_file() {
             return Err(Error::corrupt(path, None, "not a regular file"));
         }
-        let file_len = meta.len();
+        Snapshot::open_file(path, file, meta.len())
+    }
+
+    /// [`Snapshot::open`] of the file `name` in `storage`: a real file is mapped; the bytes
+    /// of a simulated one are copied into an aligned buffer. The same checks either way.
+    pub fn open_in(storage: &dyn Storage, name: &str) -> Result<Snapshot> {
+        let path = storage.describe(name);
+        match storage.read_file(name)? {
+            FileSource::File(file, len) => Snapshot::open_file(&path, file, len),
+            FileSource::Bytes(bytes) => Snapshot::from_bytes(&path, &bytes),
+        }
+    }
+
+    fn open_file(path: &Path, mut file: File, file_len: u64) -> Result<Snapshot> {
         if file_len < HEADER_LEN as u64 {
             return Err(Error::corrupt(
                 path,

@@ -29,7 +29,7 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use crate::clock::{SharedClock, SystemClock, WallAnchor, rfc3339};
 use crate::error::{Error, Result};
-use crate::log::{Cursor, Durability, Frame, Log, LogConfig};
+use crate::log::{Cursor, Durability, FileStorage, Frame, Log, LogConfig, Storage};
 use crate::snapshot;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 pub use object::{Object, ObjectMeta, OwnerReference, ResourceVersion};
@@ -204,6 +204,9 @@ impl Hasher for FxLike {
 pub(crate) struct StoreInner {
     log: Log,
     dir: Option<PathBuf>,
+    /// Where snapshots live (`<dir>/snapshots`); `None` in memory, where a snapshot only
+    /// compacts the log.
+    snapshots: Option<Arc<dyn Storage>>,
     /// Every operation looks its kind up here, so readers take no lock and write no shared
     /// line: the map is replaced whole (copy on write) when a kind is added, which is rare.
     kinds: ArcSwap<KindMap>,
@@ -334,11 +337,29 @@ impl Store {
     /// naming the holder. [`Store::close`] (or dropping every handle) releases it.
     pub fn open(path: impl AsRef<Path>, cfg: StoreConfig) -> Result<(Store, OpenReport)> {
         let dir = path.as_ref().to_path_buf();
-        let snap_dir = dir.join("snapshots");
-        std::fs::create_dir_all(&snap_dir)
-            .map_err(|e| Error::io(format!("create {}", snap_dir.display()), e))?;
-        let mut report = OpenReport::default();
+        let log_storage = Arc::new(FileStorage::new(dir.join("log"))?);
+        // Under the log directory's lock, which covers the whole data directory.
+        let snapshots = Arc::new(FileStorage::without_lock(dir.join("snapshots"))?);
+        Store::open_with(log_storage, snapshots, Some(dir), cfg)
+    }
 
+    /// Opens a store over storage of the caller's choice: `log` for the log's segments,
+    /// `snapshots` for snapshot files (the simulated storage of the power-cut tests).
+    pub fn open_on(
+        log: Arc<dyn Storage>,
+        snapshots: Arc<dyn Storage>,
+        cfg: StoreConfig,
+    ) -> Result<(Store, OpenReport)> {
+        Store::open_with(log, snapshots, None, cfg)
+    }
+
+    fn open_with(
+        log_storage: Arc<dyn Storage>,
+        snapshots: Arc<dyn Storage>,
+        dir: Option<PathBuf>,
+        cfg: StoreConfig,
+    ) -> Result<(Store, OpenReport)> {
+        let mut report = OpenReport::default();
         // Every retained frame is verified: compaction keeps the log from the older of
         // the kept snapshots, so this is bounded by two snapshot intervals.
         let log_cfg = LogConfig {
@@ -348,11 +369,11 @@ impl Store {
             clock: cfg.clock.clone(),
             ..LogConfig::default()
         };
-        let (log, log_report) = Log::open_dir(dir.join("log"), log_cfg)?;
+        let (log, log_report) = Log::open(log_storage, log_cfg)?;
         report.log = log_report;
-        let inner = StoreInner::new(log, Some(dir), cfg);
+        let inner = StoreInner::new(log, dir, Some(snapshots.clone()), cfg);
         // Safe under the log's directory lock: no other store writes snapshots here.
-        let leftovers = snapshot::remove_temporaries(&snap_dir)?;
+        let leftovers = snapshot::remove_temporaries_in(&*snapshots)?;
         if leftovers > 0 {
             tracing::warn!(
                 files = leftovers,
@@ -364,8 +385,9 @@ impl Store {
         // entry, and its version recorded in the log (an orphan snapshot written just
         // before a crash whose log tail was cut must not be used).
         let mut from = None;
-        for (_, p) in snapshot::list_snapshots(&snap_dir)? {
-            match inner.load_snapshot(&p) {
+        for (_, name) in snapshot::list_snapshots_in(&*snapshots)? {
+            let p = snapshots.describe(&name);
+            match inner.load_snapshot(&*snapshots, &name) {
                 Ok((rv, objs)) => {
                     report.snapshot = Some(p);
                     report.snapshot_objects = objs.len() as u64;
@@ -379,7 +401,9 @@ impl Store {
                 }
                 Err(e) => {
                     tracing::warn!(snapshot = %p.display(), error = %e, "snapshot rejected");
-                    report.broken_snapshots.push(snapshot::quarantine(&p)?);
+                    report
+                        .broken_snapshots
+                        .push(snapshot::quarantine_in(&*snapshots, &name)?);
                 }
             }
         }
@@ -387,7 +411,7 @@ impl Store {
             Some(rv) => rv,
             None if inner.log.oldest() > 0 => {
                 return Err(Error::corrupt(
-                    inner.dir.clone().unwrap_or_default(),
+                    snapshots.describe(""),
                     None,
                     "the log was compacted but no valid snapshot covers its beginning",
                 ));
@@ -430,7 +454,7 @@ impl Store {
             ..LogConfig::default()
         })?;
         Ok(Store {
-            inner: Arc::new(StoreInner::new(log, None, cfg)),
+            inner: Arc::new(StoreInner::new(log, None, None, cfg)),
         })
     }
 
@@ -858,13 +882,12 @@ impl Store {
         self.inner.check_open()?;
         let (objs, rv) = self.list_all()?;
         let mut compacted = 0;
-        let (path, bytes) = match &self.inner.dir {
+        let (path, bytes) = match &self.inner.snapshots {
             None => {
                 compacted = self.inner.log.compact(rv)? as u64;
                 (None, 0)
             }
-            Some(dir) => {
-                let snap_dir = dir.join("snapshots");
+            Some(snapshots) => {
                 let encoded: Vec<(String, u64, Vec<u8>)> = objs
                     .iter()
                     .map(|o| {
@@ -875,19 +898,19 @@ impl Store {
                 // The snapshot's version must be durable in the log before the snapshot
                 // can be trusted over it.
                 self.inner.log.sync()?;
-                let info = snapshot::write_snapshot(
-                    &snap_dir,
+                let info = snapshot::write_snapshot_in(
+                    &**snapshots,
                     rv,
                     encoded
                         .iter()
                         .map(|(k, v, p)| (k.as_str(), *v, p.as_slice())),
                 )?;
-                let all = snapshot::list_snapshots(&snap_dir)?;
+                let all = snapshot::list_snapshots_in(&**snapshots)?;
                 if all.len() >= SNAPSHOTS_KEPT {
                     let keep_from = all[SNAPSHOTS_KEPT - 1].0;
-                    for (srv, p) in &all[SNAPSHOTS_KEPT..] {
+                    for (srv, name) in &all[SNAPSHOTS_KEPT..] {
                         if *srv < keep_from {
-                            let _ = std::fs::remove_file(p);
+                            let _ = snapshots.remove(name);
                         }
                     }
                     compacted = self.inner.log.compact(keep_from)? as u64;
@@ -947,6 +970,16 @@ impl Store {
         self.inner.closed.load(Ordering::Acquire)
     }
 
+    /// Stops the store as a crash would (tests, before a simulated power cut): later calls
+    /// fail with `ShutDown`, and the log stops without a final sync (see [`Log::abandon`]).
+    #[doc(hidden)]
+    pub fn abandon(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        // A snapshot in progress finishes first, as in `close`.
+        drop(self.inner.snapshot_lock.lock());
+        self.inner.log.abandon();
+    }
+
     /// The data directory, if the store has one.
     pub fn path(&self) -> Option<&Path> {
         self.inner.dir.as_deref()
@@ -954,7 +987,12 @@ impl Store {
 }
 
 impl StoreInner {
-    fn new(log: Log, dir: Option<PathBuf>, cfg: StoreConfig) -> StoreInner {
+    fn new(
+        log: Log,
+        dir: Option<PathBuf>,
+        snapshots: Option<Arc<dyn Storage>>,
+        cfg: StoreConfig,
+    ) -> StoreInner {
         let seed = cfg.seed.unwrap_or_else(|| {
             let t = cfg
                 .clock
@@ -967,6 +1005,7 @@ impl StoreInner {
         StoreInner {
             log,
             dir,
+            snapshots,
             kinds: ArcSwap::from_pointee(KindMap::new()),
             kinds_added: Mutex::new(()),
             last_rv: AtomicU64::new(0),
@@ -1055,12 +1094,12 @@ impl StoreInner {
     }
 
     /// Opens a snapshot and decodes every entry; any failure rejects the whole snapshot.
-    fn load_snapshot(&self, path: &Path) -> Result<(u64, Vec<Object>)> {
-        let snap = snapshot::Snapshot::open(path)?;
+    fn load_snapshot(&self, storage: &dyn Storage, name: &str) -> Result<(u64, Vec<Object>)> {
+        let snap = snapshot::Snapshot::open_in(storage, name)?;
         let rv = snap.rv();
         if rv > 0 && !self.log_has_frame(rv)? {
             return Err(Error::corrupt(
-                path,
+                storage.describe(name),
                 None,
                 "snapshot version is not recorded in the log",
             ));
