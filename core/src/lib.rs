@@ -19,6 +19,9 @@ pub mod controller;
 pub mod error;
 #[cfg(not(loom))]
 pub mod informer;
+#[cfg(loom)]
+#[path = "informer/loom.rs"]
+pub mod informer;
 #[cfg(not(loom))]
 pub mod log;
 #[cfg(loom)]

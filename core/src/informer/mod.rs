@@ -283,7 +283,7 @@ struct Shared {
     clock: SharedClock,
     seed: u64,
     indexer: Indexer,
-    ring: Ring,
+    ring: Ring<Note>,
     signal: Arc<Signal>,
     control: Mutex<Control>,
     stopped: AtomicBool,

@@ -10,18 +10,23 @@
 //! once instead of when the writer laps them, so a ring holds the objects of its slowest
 //! handler's lag, not of its whole capacity (`reliability.md` L-1: 50 informers of 16 Ki
 //! slots each held ~1 GiB of stale object versions before).
+//!
+//! The ring is generic over what it carries (the informer's [`Note`]s) and built on the
+//! `sync` shim, so that it compiles under `cfg(loom)`: `core/tests/loom_ring.rs` models a
+//! writer lapping readers and trims racing both.
 
+#[cfg(not(loom))]
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
+#[cfg(not(loom))]
 use crate::store::Object;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// Default slots in the ring (a named maximum: memory is bounded by it, not by lag).
 pub const RING_CAPACITY_DEFAULT: usize = 16 * 1024;
 
 /// What a notification tells a handler.
+#[cfg(not(loom))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum NoteKind {
     /// `initial`: part of the informer's first list.
@@ -36,6 +41,7 @@ pub(crate) enum NoteKind {
 }
 
 /// One cache change.
+#[cfg(not(loom))]
 #[derive(Clone, Debug)]
 pub(crate) struct Note {
     pub(crate) kind: NoteKind,
@@ -47,8 +53,9 @@ pub(crate) struct Note {
 }
 
 /// The result of reading one sequence number.
-pub(crate) enum Read {
-    Ready(Note),
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read<T> {
+    Ready(T),
     /// Nothing published at this sequence yet.
     Empty,
     /// The writer lapped this cursor: the note is gone.
@@ -58,16 +65,16 @@ pub(crate) enum Read {
     Listed,
 }
 
-struct Slot {
+struct Slot<T> {
     seq: u64,
     /// `None` at a published `seq`: a [`Ring::push_listed`] marker (or a trimmed note).
-    note: Option<Note>,
+    note: Option<T>,
     /// Every handler had read it; reading it again is an overrun.
     trimmed: bool,
 }
 
-pub(crate) struct Ring {
-    slots: Box<[Mutex<Slot>]>,
+pub struct Ring<T> {
+    slots: Box<[Mutex<Slot<T>>]>,
     mask: u64,
     /// Next sequence to publish; every sequence below it is published.
     head: AtomicU64,
@@ -75,9 +82,9 @@ pub(crate) struct Ring {
     trimmed: AtomicU64,
 }
 
-impl Ring {
+impl<T: Clone> Ring<T> {
     /// A ring of at least `capacity` slots (rounded up to a power of two, at least 2).
-    pub(crate) fn new(capacity: usize) -> Ring {
+    pub fn new(capacity: usize) -> Ring<T> {
         let cap = capacity.max(2).next_power_of_two();
         Ring {
             slots: (0..cap)
@@ -95,25 +102,25 @@ impl Ring {
         }
     }
 
-    pub(crate) fn capacity(&self) -> u64 {
+    pub fn capacity(&self) -> u64 {
         self.mask + 1
     }
 
-    pub(crate) fn head(&self) -> u64 {
+    pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
     }
 
     /// Publishes a note. Single writer (the reflector thread).
-    pub(crate) fn push(&self, note: Note) {
+    pub fn push(&self, note: T) {
         self.publish(Some(note));
     }
 
     /// Publishes a bulk-load marker ([`Read::Listed`]) in place of one note per object.
-    pub(crate) fn push_listed(&self) {
+    pub fn push_listed(&self) {
         self.publish(None);
     }
 
-    fn publish(&self, note: Option<Note>) {
+    fn publish(&self, note: Option<T>) {
         let s = self.head.load(Ordering::Relaxed);
         let lapped = {
             let mut g = self.slots[(s & self.mask) as usize].lock();
@@ -128,7 +135,7 @@ impl Ring {
     /// Releases the notes below `upto` (clamped to the head): the caller knows every reader
     /// is past them. A later read of one of them is an [`Read::Overrun`]. Concurrent calls
     /// split the range between them; a slot the writer has reused meanwhile is left alone.
-    pub(crate) fn trim(&self, upto: u64) {
+    pub fn trim(&self, upto: u64) {
         let upto = upto.min(self.head());
         let mut from = self.trimmed.load(Ordering::Acquire);
         loop {
@@ -156,7 +163,7 @@ impl Ring {
         }
     }
 
-    pub(crate) fn read(&self, seq: u64) -> Read {
+    pub fn read(&self, seq: u64) -> Read<T> {
         let h = self.head();
         if seq >= h {
             return Read::Empty;
@@ -173,7 +180,7 @@ impl Ring {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
