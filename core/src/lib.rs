@@ -17,6 +17,7 @@ pub mod clock;
 #[cfg(not(loom))]
 pub mod controller;
 pub mod error;
+pub mod failpoint;
 #[cfg(not(loom))]
 pub mod informer;
 #[cfg(loom)]

@@ -128,6 +128,7 @@ fn kill9_keeps_every_acknowledged_write() {
     let mut acked: HashMap<(u32, u32), u64> = HashMap::new();
     let exe = std::env::current_exe().unwrap();
     let mut acked_in_mode = [0usize; MODES.len()];
+    let mut fired: std::collections::BTreeMap<&str, u32> = Default::default();
     for trial in 0..trials {
         let mode = trial as usize % MODES.len();
         let fast = !matches!(MODES[mode], Durability::Always);
@@ -138,7 +139,39 @@ fn kill9_keeps_every_acknowledged_write() {
             (true, true) => 400,
         };
         let cap = if fast { 600 } else { u32::MAX / 2 };
-        let mut child = Command::new(&exe)
+        // In every third round of six trials (each mode with and without snapshots) the
+        // child also dies at a named failpoint (an abort: no unwinding, as a kill), on a
+        // random hit of it, unless the kill comes first. Snapshot and compaction points
+        // only where snapshots are taken.
+        let failpoint = (trial / 6) % 3 == 1;
+        let armed = if failpoint {
+            let names: Vec<&str> = floyd::failpoint::CATALOGUE
+                .iter()
+                .copied()
+                .filter(|n| {
+                    let syncs = n.contains("fsync") && !n.contains("dir");
+                    (snapshot_every > 0
+                        || !(n.starts_with("snapshot.") || n.starts_with("compaction.")))
+                        && !(syncs && matches!(MODES[mode], Durability::None))
+                })
+                .collect();
+            let name = names[splitmix(&mut seed) as usize % names.len()];
+            // Hit about once per append, per sync, or a few times per run.
+            let hits = match name {
+                "log.after_claim" | "log.after_publish" | "store.after_append_before_index" => 100,
+                "log.before_fsync" | "log.after_fsync_before_ack" => 8,
+                _ => 3,
+            };
+            let nth = 1 + splitmix(&mut seed) % hits;
+            Some((name, format!("{name}=abort@{nth}")))
+        } else {
+            None
+        };
+        let mut command = Command::new(&exe);
+        if let Some((_, spec)) = &armed {
+            command.env("FLOYD_FAILPOINT", spec);
+        }
+        let mut child = command
             .args([
                 "kill9_keeps_every_acknowledged_write",
                 "--exact",
@@ -179,18 +212,28 @@ fn kill9_keeps_every_acknowledged_write() {
         if splitmix(&mut seed).is_multiple_of(10) {
             std::thread::sleep(Duration::from_millis(splitmix(&mut seed) % 15));
         } else {
-            opened
-                .recv_timeout(Duration::from_secs(120))
-                .unwrap_or_else(|_| panic!("trial {trial}: the child never opened the store"));
+            match opened.recv_timeout(Duration::from_secs(120)) {
+                Ok(()) => {}
+                // The child ended before it opened the store: only a failpoint does that
+                // (one inside recovery).
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) if armed.is_some() => {}
+                Err(_) => panic!("trial {trial}: the child never opened the store"),
+            }
             let wait_ms = splitmix(&mut seed) % if fast { 60 } else { 250 };
             std::thread::sleep(Duration::from_millis(wait_ms));
         }
-        child.kill().unwrap(); // SIGKILL
+        let _ = child.kill(); // SIGKILL (the child may have aborted at its failpoint)
         let status = child.wait().unwrap();
         assert!(
             !status.success() || status.code() == Some(0),
             "child status {status:?}"
         );
+        if let Some((name, _)) = armed {
+            use std::os::unix::process::ExitStatusExt;
+            if status.signal() == Some(libc::SIGABRT) {
+                *fired.entry(name).or_insert(0) += 1;
+            }
+        }
         for (rv, w, s) in reader.join().unwrap() {
             acked.insert((w, s), rv);
             acked_in_mode[mode] += 1;
@@ -256,6 +299,13 @@ fn kill9_keeps_every_acknowledged_write() {
         store.close().unwrap();
     }
     println!("\nacknowledged writes by mode (always, batch, none): {acked_in_mode:?}");
+    println!("failpoints that fired (each aborted its child): {fired:?}");
+    if trials >= 30 {
+        assert!(
+            fired.values().sum::<u32>() >= trials / 15,
+            "too few failpoints fired: {fired:?}"
+        );
+    }
     assert!(
         trials < 3 || acked_in_mode.iter().all(|&n| n > 0),
         "a mode never had a write acknowledged, so it was not tested: {acked_in_mode:?}"

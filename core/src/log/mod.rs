@@ -507,7 +507,13 @@ impl Log {
             self.inner.oldest.store(first.raw.base, Ordering::Release);
             removed
         };
-        for s in &victims {
+        if !victims.is_empty() {
+            crate::failpoint!("compaction.before_delete_segment");
+        }
+        for (i, s) in victims.iter().enumerate() {
+            if i > 0 {
+                crate::failpoint!("compaction.between_segment_deletes");
+            }
             self.inner.storage.remove(&s.name)?;
         }
         if !victims.is_empty() {
@@ -671,6 +677,7 @@ impl Inner {
         let len = frame::event_frame_len(payload.len()) as u32;
         loop {
             let claim = self.tail.claim(len);
+            crate::failpoint!("log.after_claim");
             // Fast path: the current segment through arc-swap's guard, which does not touch
             // the shared reference count (a contended cache line with several producers).
             let current = self.current.load();
@@ -700,6 +707,7 @@ impl Inner {
                 guard.claim = None;
                 match r {
                     Ok(rv) => {
+                        crate::failpoint!("log.after_publish");
                         // The usual case: every earlier frame is published, and the
                         // watermark moves over this one at once. Otherwise whoever waits for
                         // it (or reads the position) walks over it later.
@@ -725,6 +733,7 @@ impl Inner {
             }
             if off < size {
                 seg.raw.pad_to_end(&claim);
+                crate::failpoint!("log.after_padding");
             }
             self.rotate(seg.raw.seq)?;
         }
@@ -851,7 +860,10 @@ impl Inner {
             return Ok(from);
         }
         match self.sync_range(from, published) {
-            Ok(()) => Ok(published),
+            Ok(()) => {
+                crate::failpoint!("log.after_fsync_before_ack");
+                Ok(published)
+            }
             Err(e) => {
                 self.poison(format!("sync failed: {e}"));
                 Err(e)
@@ -902,6 +914,7 @@ impl Inner {
             }
         };
         let name = segment_name(next_seq);
+        crate::failpoint!("log.before_dir_fsync");
         let activated = self
             .storage
             .rename(&next.name, &name)
@@ -1137,6 +1150,7 @@ impl Inner {
 
     /// Syncs `[from, to)` across the segments it spans.
     fn sync_range(&self, from: u64, to: u64) -> Result<()> {
+        crate::failpoint!("log.before_fsync");
         let segs: Vec<Arc<Segment>> = self
             .segments
             .read()
@@ -1157,6 +1171,7 @@ impl Inner {
 /// Creates a prepared (not yet active) segment file with its header written and synced.
 fn create_segment(storage: &dyn Storage, cfg: &LogConfig, seq: u64, base: u64) -> Result<Segment> {
     let name = prepared_name(seq);
+    crate::failpoint!("log.before_segment_create");
     let region = storage.create(&name, cfg.segment_size)?;
     if cfg.prefault {
         region.prefault();
@@ -1175,6 +1190,7 @@ fn create_segment(storage: &dyn Storage, cfg: &LogConfig, seq: u64, base: u64) -
     // SAFETY: the segment was just created and is not shared with any other thread.
     unsafe { raw.quiescent_write(0, &header.encode()) };
     storage.sync(&name, &raw.region, 0, SEGMENT_HEADER_LEN)?;
+    crate::failpoint!("log.after_segment_create");
     Ok(Segment { raw, name })
 }
 

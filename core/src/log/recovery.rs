@@ -292,6 +292,7 @@ pub(crate) fn recover(storage: &dyn Storage, cfg: &LogConfig) -> Result<Recovere
             let _ = storage.remove(&broken);
             storage.copy(name, &broken)?;
             report.broken_files.push(broken);
+            crate::failpoint!("recovery.mid_truncate");
             let zeros = vec![0u8; nonzero];
             // SAFETY: recovery is single-threaded; the log is not open yet.
             unsafe { raw.quiescent_write(eoff, &zeros) };

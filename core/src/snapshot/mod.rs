@@ -304,10 +304,13 @@ pub fn write_snapshot_in<'a>(
         .map_err(|e| io_err("seek", e))?;
     file.write_all(&header.encode())
         .map_err(|e| io_err("write", e))?;
+    crate::failpoint!("snapshot.after_tmp_write");
     file.sync().map_err(|e| io_err("fsync", e))?;
     drop(file);
+    crate::failpoint!("snapshot.before_rename");
     storage.rename(&tmp_name, &final_name)?;
     tmp_guard.1 = None;
+    crate::failpoint!("snapshot.after_rename_before_dir_fsync");
     storage.sync_dir()?;
     Ok(SnapshotInfo {
         rv,

@@ -1058,7 +1058,9 @@ impl StoreInner {
     }
 
     fn append_payload(&self, t: EventType, payload: &[u8]) -> Result<(u64, u64)> {
-        self.log.append_nowait(t.code(), payload)
+        let appended = self.log.append_nowait(t.code(), payload)?;
+        crate::failpoint!("store.after_append_before_index");
+        Ok(appended)
     }
 
     fn applied(&self, rv: u64, objects_delta: i64) {
