@@ -144,14 +144,21 @@ fn kill9_keeps_every_acknowledged_write() {
         // random hit of it, unless the kill comes first. Snapshot and compaction points
         // only where snapshots are taken.
         let failpoint = (trial / 6) % 3 == 1;
+        let mut snapshot_every = snapshot_every;
         let armed = if failpoint {
+            let in_snapshot = |n: &str| n.starts_with("snapshot.") || n.starts_with("compaction.");
+            // Where snapshots are taken, half the children die inside one (and take one
+            // every 20 writes, so that one comes, and a compaction after it).
+            let snapshot_point = snapshot_every > 0 && splitmix(&mut seed).is_multiple_of(2);
+            if snapshot_point {
+                snapshot_every = 20;
+            }
             let names: Vec<&str> = floyd::failpoint::CATALOGUE
                 .iter()
                 .copied()
                 .filter(|n| {
                     let syncs = n.contains("fsync") && !n.contains("dir");
-                    (snapshot_every > 0
-                        || !(n.starts_with("snapshot.") || n.starts_with("compaction.")))
+                    in_snapshot(n) == snapshot_point
                         && !(syncs && matches!(MODES[mode], Durability::None))
                 })
                 .collect();
