@@ -26,7 +26,7 @@ use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
 use crate::store::{LabelSelector, Object};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
 /// Shards of the cache: the writer and a scanning reader meet on one shard at a time.
 pub const INDEXER_SHARDS: usize = 16;
@@ -476,6 +476,10 @@ struct Named {
 /// The indexed cache. Cheap reads, one writer at a time per shard.
 pub struct Indexer {
     shards: Box<[RwLock<Shard>]>,
+    /// Each shard's item count, written under its write lock after every change, so that
+    /// [`Indexer::len`] takes no lock (a slow index function holds a shard's lock while it
+    /// runs, and counting must not wait for it).
+    lens: Box<[AtomicUsize]>,
     hasher: DefaultHashBuilder,
     index_panics: AtomicU64,
 }
@@ -517,6 +521,7 @@ impl Indexer {
                     })
                 })
                 .collect(),
+            lens: (0..INDEXER_SHARDS).map(|_| AtomicUsize::new(0)).collect(),
             hasher: DefaultHashBuilder::default(),
             index_panics: AtomicU64::new(0),
         }
@@ -620,6 +625,9 @@ impl Indexer {
         let (s, h) = self.locate(key);
         let mut g = self.shards[s].write();
         let (k, old) = self.put(&mut g, h, key, || key.into(), obj);
+        if old.is_none() {
+            self.lens[s].store(g.items.len(), Ordering::Relaxed);
+        }
         hook(old, &k)
     }
 
@@ -729,15 +737,19 @@ impl Indexer {
                 }
             }
         };
-        if !parallel {
-            return build(0, parts);
+        if parallel {
+            let upper = parts.split_off(INDEXER_SHARDS / 2);
+            crate::sync::on_two_threads(
+                "floyd-indexer-load",
+                || build(INDEXER_SHARDS / 2, upper),
+                || build(0, parts),
+            );
+        } else {
+            build(0, parts);
         }
-        let upper = parts.split_off(INDEXER_SHARDS / 2);
-        crate::sync::on_two_threads(
-            "floyd-indexer-load",
-            || build(INDEXER_SHARDS / 2, upper),
-            || build(0, parts),
-        );
+        for (s, len) in self.shards.iter().zip(&self.lens) {
+            len.store(s.read().items.len(), Ordering::Relaxed);
+        }
     }
 
     /// Pass 1 of [`Indexer::load`] over `entries`: each one's shard and hash, and its
@@ -904,6 +916,7 @@ impl Indexer {
             obj,
             vals: pos,
         } = items.remove(h, key)?;
+        self.lens[s].store(items.len(), Ordering::Relaxed);
         // As in `put`: start loading the count the caller's drop will change.
         std::hint::black_box(Arc::strong_count(&obj));
         for &(i, id) in slab.take(pos).iter() {
@@ -935,7 +948,7 @@ impl Indexer {
 
     /// Number of cached objects.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().items.len()).sum()
+        self.lens.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -1166,6 +1179,66 @@ mod tests {
                 json!([{"kind": "ReplicaSet", "name": "rs", "uid": u, "controller": true}]);
         }
         Arc::new(Object::from_json(&v).unwrap())
+    }
+
+    /// Counting takes no shard lock: it answers while an index function (user code, maybe
+    /// slow) runs under one, and it follows inserts, replacements, removals and bulk loads.
+    #[test]
+    fn len_does_not_wait_for_an_index_function() {
+        let ix = Arc::new(Indexer::new());
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let gate = parking_lot::Mutex::new((Some(entered_tx), released));
+        ix.add_index(
+            "slow",
+            IndexFunc::custom(move |o: &Object| {
+                if o.metadata.name == "slow" {
+                    let g = gate.lock();
+                    if let Some(tx) = &g.0 {
+                        let _ = tx.send(());
+                        let _ = g.1.recv();
+                    }
+                }
+                vec![o.metadata.name.clone()]
+            }),
+        )
+        .unwrap();
+        ix.upsert(o("a", "web", None));
+        let writer = {
+            let ix = ix.clone();
+            std::thread::spawn(move || ix.upsert(o("slow", "web", None)))
+        };
+        entered.recv().unwrap(); // the index function runs, its shard write-locked
+        let (tx, rx) = std::sync::mpsc::channel();
+        let counter = {
+            let ix = ix.clone();
+            std::thread::spawn(move || tx.send(ix.len()).unwrap())
+        };
+        let n = rx.recv_timeout(std::time::Duration::from_secs(20));
+        release.send(()).unwrap();
+        writer.join().unwrap();
+        counter.join().unwrap();
+        assert_eq!(
+            n,
+            Ok(1),
+            "len waited for the index function (or miscounted)"
+        );
+        assert_eq!(ix.len(), 2);
+        ix.upsert(o("a", "db", None));
+        assert_eq!(ix.len(), 2, "a replacement is not a new item");
+        ix.remove("ns/a");
+        ix.remove("ns/missing");
+        assert_eq!(ix.len(), 1);
+        let fresh = Indexer::new();
+        fresh.load(
+            (0..100)
+                .map(|i| {
+                    let obj = o(&format!("o{i}"), "web", None);
+                    (Arc::from(format!("ns/o{i}").as_str()), obj)
+                })
+                .collect(),
+        );
+        assert_eq!(fresh.len(), 100);
     }
 
     #[test]
