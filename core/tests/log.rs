@@ -359,6 +359,30 @@ fn fast_mode_acknowledgements_cover_the_prefix_under_contention() {
     }
 }
 
+/// The lock file names the process that took the lock; when that process has exited and
+/// the lock is still held (a child forked from it inherited the lock), the refusal says so
+/// instead of naming a process that no longer exists.
+#[test]
+fn a_lock_held_after_its_taker_exited_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open_dir(dir.path(), cfg(Durability::None)).unwrap();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    // As a forked child holding the lock would leave it: the taker's id in the file.
+    std::fs::write(dir.path().join("LOCK"), format!("{pid}\n")).unwrap();
+    let err = Log::open_dir(dir.path(), cfg(Durability::None)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "a process forked from process {pid}, which has exited"
+        )),
+        "{msg}"
+    );
+    drop(log);
+}
+
 #[test]
 fn a_directory_opens_once_at_a_time_and_close_releases_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -258,6 +258,11 @@ fn lock_dir(dir: &Path) -> Result<Option<File>> {
             let _ = file.read_to_string(&mut holder);
             let holder = match holder.trim().parse::<u32>() {
                 Ok(pid) if pid == std::process::id() => format!("this process ({pid})"),
+                // The lock belongs to an open file description, which a fork shares: a
+                // child can hold it after the process that took it (and wrote its id) died.
+                Ok(pid) if !process_exists(pid) => {
+                    format!("a process forked from process {pid}, which has exited,")
+                }
                 Ok(pid) => format!("process {pid}"),
                 Err(_) => "another process".to_string(),
             };
@@ -290,6 +295,21 @@ fn lock_dir(dir: &Path) -> Result<Option<File>> {
         .and_then(|()| file.rewind())
         .and_then(|()| writeln!(file, "{}", std::process::id()));
     Ok(Some(file))
+}
+
+/// Whether a process with this id exists (`kill(pid, 0)`); true when that cannot be told.
+#[allow(unsafe_code)]
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists and may be
+    // signalled. No memory is passed.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Reserves real blocks for the whole file so a full disk is an error now instead of a
