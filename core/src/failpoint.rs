@@ -10,8 +10,8 @@
 //! - [`arm`] and [`disarm`].
 //!
 //! `<action>` is `abort` (the process ends at once, as a kill would: no unwinding, no
-//! destructor, no flush) or `panic` (the calling thread unwinds); `@<n>` fires on the n-th
-//! hit (default 1). The names are [`CATALOGUE`]; arming another name is an error.
+//! destructor, no flush), `panic` (the calling thread unwinds) or `sleep(<ms>)` (the calling
+//! thread waits, holding a race window open); `@<n>` fires on the n-th hit (default 1). The names are [`CATALOGUE`]; arming another name is an error.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +40,7 @@ pub const CATALOGUE: &[&str] = &[
     "recovery.mid_truncate",
     // store
     "store.after_append_before_index",
+    "store.list_of_unknown_kind",
 ];
 
 /// What an armed failpoint does when it fires.
@@ -49,6 +50,8 @@ pub enum Action {
     Abort,
     /// Panics in the thread that hit it.
     Panic,
+    /// Sleeps that long (real time) in the thread that hit it, to hold a race window open.
+    Sleep(std::time::Duration),
 }
 
 struct Armed {
@@ -113,7 +116,14 @@ pub fn parse(spec: &str) -> Result<(String, Action, u64)> {
     let action = match action {
         "abort" => Action::Abort,
         "panic" => Action::Panic,
-        _ => return Err(bad("the action is abort or panic")),
+        a => match a
+            .strip_prefix("sleep(")
+            .and_then(|r| r.strip_suffix(')'))
+            .and_then(|ms| ms.parse::<u64>().ok())
+        {
+            Some(ms) => Action::Sleep(std::time::Duration::from_millis(ms)),
+            None => return Err(bad("the action is abort, panic or sleep(<ms>)")),
+        },
     };
     Ok((name.to_string(), action, nth))
 }
@@ -146,6 +156,7 @@ pub fn hit(name: &'static str) {
             std::process::abort();
         }
         Action::Panic => panic!("failpoint {name} fired"),
+        Action::Sleep(d) => std::thread::sleep(d),
     }
 }
 
@@ -171,7 +182,19 @@ mod tests {
             ("log.after_claim".to_string(), Action::Abort, 3)
         );
         assert_eq!(parse("x=panic").unwrap().2, 1);
-        for bad in ["", "x", "x=explode", "x=abort@", "x=abort@-1"] {
+        assert_eq!(
+            parse("x=sleep(20)@2").unwrap().1,
+            Action::Sleep(std::time::Duration::from_millis(20))
+        );
+        for bad in [
+            "",
+            "x",
+            "x=explode",
+            "x=abort@",
+            "x=abort@-1",
+            "x=sleep(a)",
+            "x=sleep(5",
+        ] {
             assert_eq!(
                 parse(bad).unwrap_err().kind(),
                 crate::ErrorKind::Invalid,

@@ -92,4 +92,31 @@ fn failpoints_in_process() {
     assert_eq!(report.snapshot_objects, 3);
     assert_eq!(reopened.list("Thing", None, None).unwrap().0.len(), 3);
     reopened.close().unwrap();
+
+    // 3. A list of a kind the store has never held, held open while the first object of
+    //    that kind is created: it holds the object, or its version is below the object's,
+    //    so a watch from it delivers the create. (The informer model test found it: the
+    //    empty list reported the version of the create that had just landed, and the
+    //    informer missed that object for good.)
+    let s = Store::memory();
+    s.create(thing("other")).unwrap();
+    let mut fresh = thing("first");
+    fresh.kind = "Fresh".into();
+    failpoint::arm(
+        "store.list_of_unknown_kind",
+        Action::Sleep(Duration::from_millis(300)),
+        1,
+    )
+    .unwrap();
+    let s2 = s.clone();
+    let lister = std::thread::spawn(move || s2.list("Fresh", None, None).unwrap());
+    std::thread::sleep(Duration::from_millis(50));
+    let created = s.create(fresh).unwrap();
+    let created: u64 = created.metadata.resource_version.parse().unwrap();
+    let (items, v) = lister.join().unwrap();
+    failpoint::disarm();
+    assert!(
+        !items.is_empty() || v < created,
+        "an empty list at {v}, after the create at {created}"
+    );
 }

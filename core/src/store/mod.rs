@@ -533,7 +533,11 @@ impl Store {
         self.inner.check_open()?;
         let kinds = self.inner.kinds.load();
         let Some(idx) = kinds.get(kind) else {
-            return Ok((vec![], self.inner.last_rv.load(Ordering::Acquire)));
+            crate::failpoint!("store.list_of_unknown_kind");
+            return match self.inner.version_without(kind) {
+                Some(rv) => Ok((vec![], rv)),
+                None => self.list(kind, namespace, selector),
+            };
         };
         let guards: Vec<ShardGuard<'_>> = idx.shards.iter().map(|s| s.read()).collect();
         // Every writer of this kind is outside its append-to-index window now, so the
@@ -579,7 +583,11 @@ impl Store {
         self.inner.check_open()?;
         let kinds = self.inner.kinds.load();
         let Some(idx) = kinds.get(kind) else {
-            return Ok((vec![], self.inner.last_rv.load(Ordering::Acquire)));
+            crate::failpoint!("store.list_of_unknown_kind");
+            return match self.inner.version_without(kind) {
+                Some(rv) => Ok((vec![], rv)),
+                None => self.list_entries(kind, namespace, selector),
+            };
         };
         let guards: Vec<ShardGuard<'_>> = idx.shards.iter().map(|s| s.read()).collect();
         let rv = self.inner.last_rv.load(Ordering::Acquire);
@@ -1035,6 +1043,21 @@ impl StoreInner {
             return Err(crate::sync::inherited_by_fork("store"));
         }
         Ok(())
+    }
+
+    /// The version an empty list of `kind` is consistent at, when the store has no index
+    /// for the kind; `None` if the kind appeared meanwhile (list it then). Read under
+    /// `kinds_added`: a kind is added under that lock before its first object is appended,
+    /// so while it is still absent no object of it is in flight, and every object of it
+    /// appended later has a higher version. (Read without the lock, the version could
+    /// already include a first object the list did not see, and a watch from it would miss
+    /// that object for good.)
+    fn version_without(&self, kind: &str) -> Option<u64> {
+        let _no_new_kind = self.kinds_added.lock();
+        if self.kinds.load().get(kind).is_some() {
+            return None;
+        }
+        Some(self.last_rv.load(Ordering::Acquire))
     }
 
     fn kind(&self, kind: &str) -> Arc<KindIndex> {
