@@ -68,6 +68,19 @@ impl FileWriter for File {
     }
 }
 
+/// Opens `path` for reading and returns it with its length; `Corrupt` if it is not a
+/// regular file.
+pub(crate) fn open_regular_file(path: &Path) -> Result<(File, u64)> {
+    let file = File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    if !meta.is_file() {
+        return Err(Error::corrupt(path, None, "not a regular file"));
+    }
+    Ok((file, meta.len()))
+}
+
 /// A whole file to read, from [`Storage::read_file`].
 #[derive(Debug)]
 pub enum FileSource {
@@ -225,16 +238,8 @@ impl Storage for FileStorage {
     }
 
     fn read_file(&self, name: &str) -> Result<FileSource> {
-        let path = self.path(name);
-        let file =
-            File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-        if !meta.is_file() {
-            return Err(Error::corrupt(&path, None, "not a regular file"));
-        }
-        Ok(FileSource::File(file, meta.len()))
+        let (file, len) = open_regular_file(&self.path(name))?;
+        Ok(FileSource::File(file, len))
     }
 }
 

@@ -218,7 +218,7 @@ pub fn write_snapshot<'a>(
 /// (`Invalid` otherwise). The file is written as `snap-<rv>.tmp`, fsynced, renamed to
 /// `snap-<rv>.snap` and the directory fsynced, so a crash leaves either no snapshot or a
 /// complete one (a leftover `.tmp` is ignored by [`list_snapshots`] and removed by
-/// [`remove_temporaries`]). A failure (a full disk, say) removes the `.tmp` before it
+/// [`remove_temporaries_in`]). A failure (a full disk, say) removes the `.tmp` before it
 /// returns, so a failed snapshot does not keep its space.
 pub fn write_snapshot_in<'a>(
     storage: &dyn Storage,
@@ -345,14 +345,6 @@ pub fn remove_temporaries_in(storage: &dyn Storage) -> Result<usize> {
     Ok(removed)
 }
 
-/// [`remove_temporaries_in`] for a directory; a missing directory has none.
-pub fn remove_temporaries(dir: &Path) -> Result<usize> {
-    if !dir.exists() {
-        return Ok(0);
-    }
-    remove_temporaries_in(&FileStorage::without_lock(dir)?)
-}
-
 /// The snapshots in `storage` as `(rv, file name)`, newest first. Files that are not
 /// `snap-<20 digits>.snap` (temporaries, `.broken` quarantines) are ignored.
 pub fn list_snapshots_in(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
@@ -471,15 +463,8 @@ impl Snapshot {
     /// index. Any failure is `Corrupt { file, offset, reason }`; a file that cannot be read
     /// is `Io`. Entries are checked on first access.
     pub fn open(path: &Path) -> Result<Snapshot> {
-        let file =
-            File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-        if !meta.is_file() {
-            return Err(Error::corrupt(path, None, "not a regular file"));
-        }
-        Snapshot::open_file(path, file, meta.len())
+        let (file, len) = crate::log::storage::open_regular_file(path)?;
+        Snapshot::open_file(path, file, len)
     }
 
     /// [`Snapshot::open`] of the file `name` in `storage`: a real file is mapped; the bytes
