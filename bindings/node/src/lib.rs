@@ -77,3 +77,27 @@ pub fn bench_store_round_trips(env: napi::Env, count: u32) -> napi::Result<f64> 
         Ok(clock.now().saturating_duration_since(start).as_secs_f64())
     })
 }
+
+/// Test-only: `value` converted by the walk of [`convert`] (what every argument goes through
+/// unless `floyd.js` encodes it), as JSON text. Not part of the API.
+#[napi(catch_unwind, js_name = "_jsonViaWalk", skip_typescript)]
+pub fn json_via_walk(
+    env: napi::Env,
+    value: Option<napi::bindgen_prelude::Unknown<'_>>,
+) -> napi::Result<String> {
+    errors::guard(&env, || -> errors::R<String> {
+        Ok(convert::json(value, "value")?.to_string())
+    })
+}
+
+/// Test-only: JSON text as the native side of `floyd.js`'s fast path reads it, written back
+/// as JSON text for comparison with `_jsonViaWalk`; `null` if it is not JSON. Not part of
+/// the API.
+#[napi(catch_unwind, js_name = "_jsonViaText", skip_typescript)]
+pub fn json_via_text(env: napi::Env, text: String) -> napi::Result<Option<String>> {
+    errors::guard(&env, || -> errors::R<Option<String>> {
+        Ok(serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .map(|v| v.to_string()))
+    })
+}

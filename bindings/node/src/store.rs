@@ -50,6 +50,30 @@ fn parse_object(v: Option<Unknown<'_>>) -> R<floyd::Object> {
     Ok(floyd::Object::from_json_value(value)?)
 }
 
+/// An object from `floyd.js`'s JSON text; `None` if the text is not a JSON object within
+/// the conversion bound (the caller falls back to the walk, which reports the problem).
+/// A stored object as JSON text (for `floyd.js`, which parses it in JS).
+fn obj_text(o: &floyd::Object) -> R<String> {
+    serde_json::to_string(o)
+        .map_err(|e| napi::Error::from_reason(format!("serialize a result: {e}")).into())
+}
+
+fn parse_object_text(text: Option<Unknown<'_>>) -> R<Option<floyd::Object>> {
+    let text = string(text, "object")?;
+    if text.len() > convert::MAX_CONVERT_BYTES {
+        return Ok(None);
+    }
+    // Decoded straight into the object; only a failure goes through the value tree, which
+    // tells text that is not JSON (the walk's to explain) from an invalid object.
+    if let Ok(obj) = floyd::Object::from_slice(text.as_bytes()) {
+        return Ok(Some(obj));
+    }
+    match serde_json::from_str::<Value>(&text) {
+        Ok(value @ Value::Object(_)) => Ok(Some(floyd::Object::from_json_value(value)?)),
+        _ => Ok(None),
+    }
+}
+
 /// `resourceVersion` as a number or a decimal string (objects carry it as a string).
 pub(crate) fn resource_version(v: Option<Unknown<'_>>, field: &str) -> R<Option<u64>> {
     let Some(v) = convert::present(v)? else {
@@ -160,6 +184,37 @@ impl Store {
         })
     }
 
+    /// `create`, `update` and `updateStatus` (`op` 0, 1, 2) for `floyd.js`'s fast path: the
+    /// object as JSON text (see `encode` there), the stored object back as JSON text.
+    /// `null`, having done nothing, if the text does not parse: `floyd.js` then calls the
+    /// method itself, whose walk of the argument names what is wrong.
+    #[napi(catch_unwind, js_name = "_writeJson", skip_typescript)]
+    pub fn write_json(
+        &self,
+        env: Env,
+        op: u32,
+        text: Option<Unknown<'_>>,
+    ) -> napi::Result<Option<String>> {
+        guard(&env, || {
+            let method = match op {
+                0 => "create",
+                1 => "update",
+                2 => "updateStatus",
+                _ => return Err(invalid("op", format!("must be 0, 1 or 2, got {op}"))),
+            };
+            self.check_sync_write(method)?;
+            let Some(obj) = parse_object_text(text)? else {
+                return Ok(None);
+            };
+            let stored = match op {
+                0 => self.inner.create(obj)?,
+                1 => self.inner.update(obj)?,
+                _ => self.inner.update_status(obj)?,
+            };
+            Ok(Some(obj_text(&stored)?))
+        })
+    }
+
     /// `create` as a promise, run off the event loop (works in every durability mode).
     #[napi(
         catch_unwind,
@@ -195,6 +250,24 @@ impl Store {
             let kind = string(kind, "kind")?;
             let key = string(key, "key")?;
             Ok(convert::ParsedObject(self.inner.get(&kind, &key)?))
+        })
+    }
+
+    /// `get` for `floyd.js`: the object as JSON text, or `null`.
+    #[napi(catch_unwind, js_name = "_getJson", skip_typescript)]
+    pub fn get_json(
+        &self,
+        env: Env,
+        kind: Option<Unknown<'_>>,
+        key: Option<Unknown<'_>>,
+    ) -> napi::Result<Option<String>> {
+        guard(&env, || {
+            let kind = string(kind, "kind")?;
+            let key = string(key, "key")?;
+            self.inner
+                .get(&kind, &key)?
+                .map(|o| obj_text(&o))
+                .transpose()
         })
     }
 
