@@ -113,6 +113,14 @@ S.get = function get(kind, key) {
   return out === null ? null : JSON.parse(out)
 }
 
+const I = native.Informer.prototype
+const nativeInformerGet = I.get
+I.get = function get(key) {
+  if (typeof key !== 'string') return nativeInformerGet.call(this, key)
+  const out = this._getJson(key)
+  return out === null ? null : JSON.parse(out)
+}
+
 // For the tests, which check the encoder against the walk (`__test__/fastpath.test.js`).
 Object.defineProperty(native, '_objectText', { value: objectText })
 

@@ -189,3 +189,18 @@ test('errors on the fast path are the walk\'s and the core\'s, with their fields
   bad(() => s.create({ kind: 'ConfigMap', metadata: { name: 'z' } }), 'ShutDown')
   bad(() => s.get('ConfigMap', 'default/n'), 'ShutDown')
 })
+
+test('Informer.get through the fast path returns what the store holds', async () => {
+  const { Informer } = floyd
+  const s = Store.memory()
+  const made = s.create({ kind: 'Widget', metadata: { name: 'w', labels: { app: 'web' } }, spec: { n: [1, 'x'] } })
+  const inf = new Informer(s, 'Widget')
+  inf.start()
+  assert.equal(await inf.waitForSync(10), true)
+  assert.deepEqual(inf.get('default/w'), made)
+  assert.equal(inf.get('default/none'), null)
+  assert.throws(() => inf.get(7), (e) => e.code === 'Invalid' && e.field === 'key')
+  inf.stop()
+  assert.throws(() => inf.get('default/w'), (e) => e.code === 'ShutDown')
+  s.close()
+})

@@ -516,6 +516,20 @@ impl Informer {
         })
     }
 
+    /// `get` for `floyd.js`: the cached object as JSON text, or `null`.
+    #[napi(catch_unwind, js_name = "_getJson", skip_typescript)]
+    pub fn get_json(&self, env: Env, key: Option<Unknown<'_>>) -> napi::Result<Option<String>> {
+        guard(&env, || {
+            self.st.check()?;
+            let key = string(key, "key")?;
+            self.st
+                .inf
+                .get(&key)?
+                .map(|o| crate::store::obj_text(&o))
+                .transpose()
+        })
+    }
+
     /// Cached objects (matching `labelSelector`, if given), in no particular order.
     #[napi(
         catch_unwind,

@@ -53,7 +53,7 @@ fn parse_object(v: Option<Unknown<'_>>) -> R<floyd::Object> {
 /// An object from `floyd.js`'s JSON text; `None` if the text is not a JSON object within
 /// the conversion bound (the caller falls back to the walk, which reports the problem).
 /// A stored object as JSON text (for `floyd.js`, which parses it in JS).
-fn obj_text(o: &floyd::Object) -> R<String> {
+pub(crate) fn obj_text(o: &floyd::Object) -> R<String> {
     serde_json::to_string(o)
         .map_err(|e| napi::Error::from_reason(format!("serialize a result: {e}")).into())
 }
