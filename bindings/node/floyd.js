@@ -120,6 +120,15 @@ I.get = function get(key) {
   const out = this._getJson(key)
   return out === null ? null : JSON.parse(out)
 }
+I.list = function list(options) {
+  return JSON.parse(this._listJson(options))
+}
+I.byIndex = function byIndex(name, value) {
+  return JSON.parse(this._byIndexJson(name, value))
+}
+S.list = function list(kind, options) {
+  return JSON.parse(this._listJson(kind, options))
+}
 
 // For the tests, which check the encoder against the walk (`__test__/fastpath.test.js`).
 Object.defineProperty(native, '_objectText', { value: objectText })

@@ -537,13 +537,27 @@ impl Informer {
         ts_return_type = "FloydObject[]"
     )]
     pub fn list(&self, env: Env, options: Option<Unknown<'_>>) -> napi::Result<Parsed> {
+        guard(&env, || Ok(Parsed(objs_json(self.list_objects(options)?))))
+    }
+
+    /// `list` for `floyd.js`: the same objects as the text of a JSON array.
+    #[napi(catch_unwind, js_name = "_listJson", skip_typescript)]
+    pub fn list_json(&self, env: Env, options: Option<Unknown<'_>>) -> napi::Result<String> {
         guard(&env, || {
-            self.st.check()?;
-            let sel = match opt_options(options, "options")? {
-                Some(o) => selector(prop(&o, "labelSelector")?)?,
-                None => None,
-            };
-            Ok(Parsed(objs_json(self.st.inf.list(sel.as_ref())?)))
+            crate::store::objs_text(&self.list_objects(options)?)
+        })
+    }
+
+    /// `byIndex` for `floyd.js`: the same objects as the text of a JSON array.
+    #[napi(catch_unwind, js_name = "_byIndexJson", skip_typescript)]
+    pub fn by_index_json(
+        &self,
+        env: Env,
+        name: Option<Unknown<'_>>,
+        value: Option<Unknown<'_>>,
+    ) -> napi::Result<String> {
+        guard(&env, || {
+            crate::store::objs_text(&self.by_index_objects(name, value)?)
         })
     }
 
@@ -569,10 +583,7 @@ impl Informer {
         value: Option<Unknown<'_>>,
     ) -> napi::Result<Parsed> {
         guard(&env, || {
-            self.st.check()?;
-            let name = string(name, "name")?;
-            let value = string(value, "value")?;
-            Ok(Parsed(objs_json(self.st.inf.by_index(&name, &value)?)))
+            Ok(Parsed(objs_json(self.by_index_objects(name, value)?)))
         })
     }
 
@@ -629,6 +640,30 @@ impl Informer {
                 "lastHandlerError": f.last_handler_error.lock().clone(),
             }))
         })
+    }
+}
+
+impl Informer {
+    /// The objects `list` returns, its options read as `list` documents them.
+    fn list_objects(&self, options: Option<Unknown<'_>>) -> R<Vec<Arc<floyd::Object>>> {
+        self.st.check()?;
+        let sel = match opt_options(options, "options")? {
+            Some(o) => selector(prop(&o, "labelSelector")?)?,
+            None => None,
+        };
+        Ok(self.st.inf.list(sel.as_ref())?)
+    }
+
+    /// The objects `byIndex` returns, its arguments read as `byIndex` documents them.
+    fn by_index_objects(
+        &self,
+        name: Option<Unknown<'_>>,
+        value: Option<Unknown<'_>>,
+    ) -> R<Vec<Arc<floyd::Object>>> {
+        self.st.check()?;
+        let name = string(name, "name")?;
+        let value = string(value, "value")?;
+        Ok(self.st.inf.by_index(&name, &value)?)
     }
 }
 

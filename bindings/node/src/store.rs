@@ -52,6 +52,23 @@ fn parse_object(v: Option<Unknown<'_>>) -> R<floyd::Object> {
 
 /// An object from `floyd.js`'s JSON text; `None` if the text is not a JSON object within
 /// the conversion bound (the caller falls back to the walk, which reports the problem).
+/// Stored objects as the text of a JSON array (for `floyd.js`, which parses it in JS).
+pub(crate) fn objs_text(objs: &[Arc<floyd::Object>]) -> R<String> {
+    let mut out = Vec::with_capacity(objs.len() * 256 + 2);
+    out.push(b'[');
+    for (i, o) in objs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, &**o)
+            .map_err(|e| napi::Error::from_reason(format!("serialize a result: {e}")))?;
+    }
+    out.push(b']');
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out)
+        .map_err(|e| napi::Error::from_reason(format!("serialize a result: {e}")).into())
+}
+
 /// A stored object as JSON text (for `floyd.js`, which parses it in JS).
 pub(crate) fn obj_text(o: &floyd::Object) -> R<String> {
     serde_json::to_string(o)
@@ -100,6 +117,21 @@ pub(crate) fn selector(v: Option<Unknown<'_>>) -> R<Option<floyd::LabelSelector>
 }
 
 impl Store {
+    /// The objects and version `list` returns, its arguments read as `list` documents them.
+    fn list_objects(
+        &self,
+        kind: Option<Unknown<'_>>,
+        options: Option<Unknown<'_>>,
+    ) -> R<(Vec<Arc<floyd::Object>>, u64)> {
+        let kind = string(kind, "kind")?;
+        let (mut namespace, mut sel) = (None, None);
+        if let Some(o) = opt_options(options, "options")? {
+            namespace = opt_string(prop(&o, "namespace")?, "namespace")?;
+            sel = selector(prop(&o, "labelSelector")?)?;
+        }
+        Ok(self.inner.list(&kind, namespace.as_deref(), sel.as_ref())?)
+    }
+
     pub(crate) fn check_sync_write(&self, method: &str) -> R<()> {
         if self.always {
             return Err(invalid(
@@ -286,15 +318,26 @@ impl Store {
         options: Option<Unknown<'_>>,
     ) -> napi::Result<Value> {
         guard(&env, || {
-            let kind = string(kind, "kind")?;
-            let (mut namespace, mut sel) = (None, None);
-            if let Some(o) = opt_options(options, "options")? {
-                namespace = opt_string(prop(&o, "namespace")?, "namespace")?;
-                sel = selector(prop(&o, "labelSelector")?)?;
-            }
-            let (items, rv) = self.inner.list(&kind, namespace.as_deref(), sel.as_ref())?;
+            let (items, rv) = self.list_objects(kind, options)?;
             let items: Vec<Value> = items.iter().map(obj_json).collect();
             Ok(json!({ "items": items, "resourceVersion": rv }))
+        })
+    }
+
+    /// `list` for `floyd.js`: the same list as JSON text.
+    #[napi(catch_unwind, js_name = "_listJson", skip_typescript)]
+    pub fn list_json(
+        &self,
+        env: Env,
+        kind: Option<Unknown<'_>>,
+        options: Option<Unknown<'_>>,
+    ) -> napi::Result<String> {
+        guard(&env, || {
+            let (items, rv) = self.list_objects(kind, options)?;
+            let mut out = String::from("{\"items\":");
+            out.push_str(&objs_text(&items)?);
+            out.push_str(&format!(",\"resourceVersion\":{rv}}}"));
+            Ok(out)
         })
     }
 
