@@ -431,11 +431,33 @@ impl napi::bindgen_prelude::ToNapiValue for ParsedObject {
     }
 }
 
+type JsonParse = napi::bindgen_prelude::FunctionRef<String, Unknown<'static>>;
+
+thread_local! {
+    /// This thread's environment's `JSON.parse` (Node runs one environment per thread),
+    /// found once instead of through three property lookups per returned value. Dropped by
+    /// the environment's cleanup hook, while the environment can still release it.
+    static JSON_PARSE: std::cell::RefCell<Option<JsonParse>> = const { std::cell::RefCell::new(None) };
+}
+
 /// `JSON.parse(text)` in `env`.
-fn json_parse(env: napi::sys::napi_env, text: String) -> napi::Result<napi::sys::napi_value> {
-    let env = napi::Env::from_raw(env);
-    let json: Object<'_> = env.get_global()?.get_named_property("JSON")?;
-    let parse: napi::bindgen_prelude::Function<'_, String, Unknown<'_>> =
-        json.get_named_property("parse")?;
-    Ok(parse.apply(json, text)?.raw())
+fn json_parse(raw: napi::sys::napi_env, text: String) -> napi::Result<napi::sys::napi_value> {
+    let env = napi::Env::from_raw(raw);
+    let cached = JSON_PARSE.with(|c| c.borrow().as_ref().map(|f| f.borrow_back(&env)));
+    let parse = match cached {
+        Some(parse) => parse?,
+        None => {
+            let json: Object<'_> = env.get_global()?.get_named_property("JSON")?;
+            let parse: napi::bindgen_prelude::Function<'_, String, Unknown<'static>> =
+                json.get_named_property("parse")?;
+            let kept = parse.create_ref()?;
+            env.add_env_cleanup_hook((), |()| {
+                let _ = JSON_PARSE.try_with(|c| c.try_borrow_mut().map(|mut f| f.take()));
+            })?;
+            JSON_PARSE.with(|c| *c.borrow_mut() = Some(kept));
+            parse
+        }
+    };
+    // `JSON.parse` does not use its receiver.
+    Ok(parse.call(text)?.raw())
 }
