@@ -303,3 +303,102 @@ test('terminating a worker stops its informers and control planes together, and 
   `, { timeout: 30_000 })
   assert.match(r.stdout, /main ok/)
 })
+
+test('K15: a delete found by a relist reaches onDelete once, as the last known object with finalStateUnknown', async () => {
+  // The reflector is held at the object "gate" (a test hook: JS index functions cannot
+  // block the reflector's thread), the log is compacted past it, and each object deleted
+  // meanwhile must reach onDelete once, as the informer last knew it, with
+  // finalStateUnknown: true (client-go's DeletedFinalStateUnknown) — and the relist must
+  // deliver the gap's other changes, nothing twice.
+  const kind = 'Widget'
+  const s = Store.memory({ segmentSize: 4096 }) // small segments, so a snapshot compacts some
+  const inf = new Informer(s, kind)
+  const calls = [] // [what, key, object, unknown]
+  const key = (o) => `${o.metadata.namespace}/${o.metadata.name}`
+  const rv = (o) => Number(o.metadata.resourceVersion)
+  const deletesOf = (k) => calls.filter(([w, kk]) => w === 'delete' && kk === k)
+  const filler = (n) => {
+    for (let i = 0; i < n; i++) {
+      s.create({ kind: 'Filler', metadata: { name: `f${s.resourceVersion()}` }, spec: { pad: 'p'.repeat(200) } })
+    }
+  }
+  for (let i = 0; i < 7; i++) s.create(widget(`o${i}`))
+  const gate = inf._addGateIndexForTest('gate', 'gate')
+  inf.addEventHandler({
+    onAdd: (o) => calls.push(['add', key(o), o, false]),
+    onUpdate: (old, o) => calls.push(['update', key(o), o, false]),
+    onDelete: (o, unknown) => calls.push(['delete', key(o), o, unknown]),
+  })
+  inf.start()
+  assert.equal(await inf.waitForSync(10), true)
+  // A watched delete, and a watched update whose state is what the informer knows last.
+  s.delete(kind, 'default/o5')
+  s.update({ ...s.get(kind, 'default/o1'), spec: { size: 2 } })
+  assert.equal(await inf.waitForVersion(s.resourceVersion(), 10), true)
+  await until(() => deletesOf('default/o5').length === 1, 'the watched delete')
+  const known = Object.fromEntries(['default/o0', 'default/o1', 'default/o3'].map((k) => [k, inf.get(k)]))
+  assert.equal(known['default/o1'].spec.size, 2)
+
+  let before
+  try {
+    s.create(widget('gate'))
+    await until(() => gate.reached(), 'the reflector at the gate')
+    before = inf.lastSyncedVersion()
+    filler(40) // past the reflector's segment: these events are compacted away unseen
+    s.update({ ...s.get(kind, 'default/o0'), spec: { size: 3 } }) // never seen by the informer
+    s.delete(kind, 'default/o0')
+    s.delete(kind, 'default/o1')
+    s.update({ ...s.get(kind, 'default/o2'), spec: { size: 9 } })
+    s.create(widget('new'))
+    filler(80)
+    s.delete(kind, 'default/o3')
+    filler(80)
+    const snap = await s.snapshot()
+    assert.ok(snap.compactedSegments > 0, `the test needs a compaction: ${JSON.stringify(snap)}`)
+    assert.ok(s.stats().oldestVersion > before + 1)
+    assert.equal(inf.lastSyncedVersion(), before, 'the reflector was not held')
+  } finally {
+    gate.open()
+  }
+  await until(() => inf.stats().lists === 2 && inf.lastSyncedVersion() >= s.resourceVersion(), 'one relist')
+  // A watched delete after the relist: the handler has seen everything before it.
+  s.delete(kind, 'default/o4')
+  await until(() => deletesOf('default/o4').length === 1, 'the delete after the relist')
+
+  const st = inf.stats()
+  assert.equal(st.expired, 1, JSON.stringify(st))
+  assert.equal(st.lists, 2, `exactly one relist: ${JSON.stringify(st)}`)
+  assert.match(st.lastError, /expired/i)
+  assert.equal(st.handlerErrors, 0)
+  for (const k of ['default/o0', 'default/o1', 'default/o3']) {
+    const dels = deletesOf(k)
+    assert.equal(dels.length, 1, k)
+    const [, , tomb, unknown] = dels[0]
+    assert.equal(unknown, true, k)
+    assert.equal(tomb.finalStateUnknown, true, k)
+    const { finalStateUnknown, ...rest } = tomb
+    assert.deepEqual(rest, known[k], `${k}: the last state the informer knew`)
+  }
+  for (const k of ['default/o5', 'default/o4']) {
+    const dels = deletesOf(k)
+    assert.equal(dels.length, 1, k)
+    assert.equal(dels[0][3], false, k)
+    assert.equal(dels[0][2].finalStateUnknown, undefined, k)
+  }
+  // The relist delivered the gap's other changes, and nothing twice.
+  const seen = calls.map(([w, k, o]) => `${w} ${k} ${rv(o)}`)
+  assert.equal(new Set(seen).size, seen.length, seen.join('\n'))
+  assert.ok(seen.includes(`add default/new ${rv(s.get(kind, 'default/new'))}`))
+  assert.ok(seen.includes(`update default/o2 ${rv(s.get(kind, 'default/o2'))}`))
+  // The handler's calls rebuild the store, and so does the cache.
+  const state = new Map()
+  for (const [w, k, o] of calls) {
+    if (w === 'delete') state.delete(k)
+    else state.set(k, rv(o))
+  }
+  const want = new Map(s.list(kind).items.map((o) => [key(o), rv(o)]))
+  assert.deepEqual(state, want)
+  assert.deepEqual(new Map(inf.list().map((o) => [key(o), rv(o)])), want)
+  inf.stop()
+  s.close()
+})

@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use napi::bindgen_prelude::{
-    ClassInstance, FnArgs, FromNapiValue, Function, FunctionCallContext, FunctionRef, JsValue,
-    Object, PromiseRaw, Unknown,
+    ClassInstance, FnArgs, FromNapiValue, Function, FunctionCallContext, FunctionRef,
+    JsObjectValue, JsValue, Object, PromiseRaw, Unknown,
 };
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status, ValueType};
@@ -408,6 +408,51 @@ impl Informer {
         })
     }
 
+    /// Test-only: adds index `name` whose function holds the reflector's thread at the
+    /// object named `gate` until `open()` (or 30 s), so that a test can let the log be
+    /// compacted past a waiting reflector (K15). Returns `{ reached(), open() }`. JS index
+    /// functions cannot do this: they would have to run on the JS thread the test needs.
+    /// Not part of the API.
+    #[napi(catch_unwind, js_name = "_addGateIndexForTest", skip_typescript)]
+    pub fn add_gate_index_for_test<'e>(
+        &self,
+        env: &'e Env,
+        name: String,
+        gate: String,
+    ) -> napi::Result<Object<'e>> {
+        guard(env, || {
+            self.st.check()?;
+            let g = Arc::new(Gate::default());
+            let held = Arc::clone(&g);
+            let func: floyd::informer::IndexFn = Arc::new(move |o: &floyd::Object| {
+                if o.metadata.name == gate {
+                    held.hold();
+                }
+                Vec::new()
+            });
+            self.st
+                .inf
+                .add_index(&name, floyd::informer::IndexFunc::Custom(func))?;
+            let mut out = Object::new(env)?;
+            let r = Arc::clone(&g);
+            out.set_named_property(
+                "reached",
+                env.create_function_from_closure::<(), bool, _>("reached", move |_| {
+                    Ok(r.state.lock().0)
+                })?,
+            )?;
+            out.set_named_property(
+                "open",
+                env.create_function_from_closure::<(), (), _>("open", move |_| {
+                    g.state.lock().1 = true;
+                    g.cond.notify_all();
+                    Ok(())
+                })?,
+            )?;
+            Ok(out)
+        })
+    }
+
     /// Starts listing and watching (idempotent). `ShutDown` after `stop()`.
     #[napi(catch_unwind)]
     pub fn start(&self, env: Env) -> napi::Result<()> {
@@ -664,6 +709,25 @@ impl Informer {
         let name = string(name, "name")?;
         let value = string(value, "value")?;
         Ok(self.st.inf.by_index(&name, &value)?)
+    }
+}
+
+/// The latch of `_addGateIndexForTest`: (reached, open).
+#[derive(Default)]
+struct Gate {
+    state: parking_lot::Mutex<(bool, bool)>,
+    cond: parking_lot::Condvar,
+}
+
+impl Gate {
+    /// Waits until opened, at most 30 s (a failing test never leaves the reflector stuck).
+    fn hold(&self) {
+        let mut st = self.state.lock();
+        st.0 = true;
+        let deadline = std::time::Duration::from_secs(30);
+        if !st.1 {
+            let _ = self.cond.wait_while_for(&mut st, |st| !st.1, deadline);
+        }
     }
 }
 
