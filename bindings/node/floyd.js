@@ -14,7 +14,7 @@ Object.defineProperty(native.Watch.prototype, Symbol.asyncIterator, {
   configurable: true,
 })
 
-// ---- The fast path for objects (see docs/semantics.md, "Node: objects as JSON text") ----
+// ---- The fast path for objects (README.md, "Objects as JSON text") ----
 //
 // A napi call costs a few hundred nanoseconds here, and the native walk of an argument makes
 // several per property. For the calls that take or return whole objects, this file encodes
@@ -112,6 +112,10 @@ S.get = function get(kind, key) {
   const out = this._getJson(kind, key)
   return out === null ? null : JSON.parse(out)
 }
+// Results only: the native side reads the arguments (and names what is wrong with them).
+S.list = function list(kind, options) {
+  return JSON.parse(this._listJson(kind, options))
+}
 
 const I = native.Informer.prototype
 const nativeInformerGet = I.get
@@ -125,9 +129,6 @@ I.list = function list(options) {
 }
 I.byIndex = function byIndex(name, value) {
   return JSON.parse(this._byIndexJson(name, value))
-}
-S.list = function list(kind, options) {
-  return JSON.parse(this._listJson(kind, options))
 }
 
 // For the tests, which check the encoder against the walk (`__test__/fastpath.test.js`).
