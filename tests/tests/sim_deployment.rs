@@ -287,25 +287,142 @@ fn blue_green_service_only_ever_selects_one_available_revision() {
             "seed {seed}: v1"
         );
         set_version(&sim, "api", "v2");
+        let selects_active = |x: &Sim| {
+            x.store.get("Service", "default/api").unwrap().unwrap().spec["selector"]
+                [POD_TEMPLATE_HASH_LABEL]
+                == x.store
+                    .get("Deployment", "default/api")
+                    .unwrap()
+                    .unwrap()
+                    .metadata
+                    .annotations[floyd::runtime::ACTIVE_HASH_ANNOTATION]
+                    .as_str()
+        };
         let ok = sim.run_until(Duration::from_secs(1800) + START_FAILURE_TAIL, |x| {
             check(x);
-            complete(x, "api", 3, "v2")
-                && x.store.get("Service", "default/api").unwrap().unwrap().spec["selector"]
-                    [POD_TEMPLATE_HASH_LABEL]
-                    == x.store
-                        .get("Deployment", "default/api")
-                        .unwrap()
-                        .unwrap()
-                        .metadata
-                        .annotations[floyd::runtime::ACTIVE_HASH_ANNOTATION]
-                        .as_str()
+            (complete(x, "api", 3, "v2") || (quiet(x) && blue_green_aborted(x, "api", 3, "v2")))
+                && selects_active(x)
         });
         assert!(
             ok,
-            "{}: blue-green never completed",
+            "{}: blue-green neither completed nor aborted",
             sim.replay_hint("sim_deployment")
         );
+        if blue_green_aborted(&sim, "api", 3, "v2") {
+            // Starts failed long enough for the progress deadline to pass before the switch
+            // (seed 91,570: one instance failed six starts in a row). The abort is final for
+            // this template: the preview stays scaled down and the old revision serves.
+            // (It used to be scaled back up by the next sync and down again by the one
+            // after, for good.)
+            let writes = sim.store.resource_version();
+            let moved = sim.run_until(Duration::from_secs(600), |x| {
+                check(x);
+                !(blue_green_aborted(x, "api", 3, "v2") && selects_active(x))
+            });
+            assert!(
+                !moved,
+                "{}: an aborted blue-green rollout moved again",
+                sim.replay_hint("sim_deployment")
+            );
+            assert_eq!(
+                sim.store.resource_version(),
+                writes,
+                "{}: an aborted rollout keeps writing",
+                sim.replay_hint("sim_deployment")
+            );
+        }
     }
+}
+
+#[test]
+fn blue_green_abort_is_final_for_its_template() {
+    // v2 never starts: the progress deadline passes before the switch, the rollout aborts
+    // and must stay aborted (preview at zero, no writes, v1 serving) until the template
+    // changes again; v3 then rolls out as usual.
+    let mut sim = Sim::new(11, Faults::default());
+    sim.store
+        .create(Object::from_json(&json!({"kind": "Service", "metadata": {"name": "api"}, "spec": {"selector": {"app": "api"}}})).unwrap())
+        .unwrap();
+    let bg = json!({"type": "BlueGreen", "blueGreen": {"autoPromote": true, "scaleDownDelaySeconds": 30}});
+    sim.store
+        .create(deployment("api", 3, "v1", bg, 120))
+        .unwrap();
+    assert!(sim.run_until(Duration::from_secs(600), |x| complete(x, "api", 3, "v1")));
+    let v1_hash = sim
+        .store
+        .get("Service", "default/api")
+        .unwrap()
+        .unwrap()
+        .spec["selector"][POD_TEMPLATE_HASH_LABEL]
+        .clone();
+    sim.driver.faults.lock().broken_versions.insert("v2".into());
+    set_version(&sim, "api", "v2");
+    assert!(
+        sim.run_until(Duration::from_secs(600), |x| quiet(x)
+            && blue_green_aborted(x, "api", 3, "v2")),
+        "the rollout to a broken version never aborted"
+    );
+    let writes = sim.store.resource_version();
+    assert!(
+        !sim.run_until(Duration::from_secs(3600), |x| !blue_green_aborted(
+            x, "api", 3, "v2"
+        )),
+        "an aborted rollout moved again"
+    );
+    assert_eq!(
+        sim.store.resource_version(),
+        writes,
+        "an aborted rollout keeps writing"
+    );
+    let svc = sim.store.get("Service", "default/api").unwrap().unwrap();
+    assert_eq!(svc.spec["selector"][POD_TEMPLATE_HASH_LABEL], v1_hash);
+    set_version(&sim, "api", "v3");
+    assert!(
+        sim.run_until(Duration::from_secs(900), |x| complete(x, "api", 3, "v3")
+            && x.store.get("Service", "default/api").unwrap().unwrap().spec["selector"]
+                [POD_TEMPLATE_HASH_LABEL]
+                != v1_hash),
+        "a new template after an abort did not roll out"
+    );
+}
+
+/// Every write so far has reached the controllers' cache, and their queues are empty.
+fn quiet(sim: &Sim) -> bool {
+    sim.cp.cache_version() >= sim.store.resource_version() && sim.cp.pending() == (0, 0)
+}
+
+/// Whether a BlueGreen rollout to `version` was aborted: the progress deadline passed before
+/// the switch, the preview ReplicaSet is at zero with no instance left, and the old revision
+/// serves with all of its `replicas` ready.
+fn blue_green_aborted(sim: &Sim, name: &str, replicas: usize, version: &str) -> bool {
+    let is = live(sim);
+    let Some(d) = sim
+        .store
+        .get("Deployment", &format!("default/{name}"))
+        .unwrap()
+    else {
+        return false;
+    };
+    let timed_out = d.status["conditions"].as_array().is_some_and(|cs| {
+        cs.iter().any(|c| {
+            c["type"] == "Progressing"
+                && c["status"] == "False"
+                && c["reason"] == "ProgressDeadlineExceeded"
+        })
+    });
+    let previews_down = sim
+        .store
+        .list("ReplicaSet", None, None)
+        .unwrap()
+        .0
+        .iter()
+        .filter(|rs| rs.spec["template"]["spec"]["version"] == version)
+        .all(|rs| rs.spec["replicas"] == 0);
+    timed_out
+        && previews_down
+        && sim.cp.running_instances().len() == is.len()
+        && is.len() == replicas
+        && is.iter().all(|i| ready(i) && i.spec["version"] != version)
 }
 
 #[test]

@@ -386,7 +386,12 @@ impl Shared {
             promote_requested,
             timed_out,
         );
-        if let Some(s) = &plan.scale_new {
+        // An abort is final for this template: the preview stays scaled down (the plan, which
+        // does not know whether any revision is active, would scale it back up, and the next
+        // sync would abort again, forever). Without an active revision there is nothing to
+        // fall back to, and the new ReplicaSet keeps serving its size.
+        let abort = plan.abort && active.is_some();
+        if let Some(s) = plan.scale_new.as_ref().filter(|_| !abort) {
             self.scale_rs(d, s)?;
         }
         if plan.promote {
@@ -408,10 +413,10 @@ impl Shared {
         for s in &plan.scale_old {
             self.scale_rs(d, s)?;
         }
-        if plan.abort {
+        if abort {
             // The new revision never became fully available in time: scale it away, keep
             // the Services on the active revision, report the deadline.
-            if new_rs.spec.replicas > 0 && active.is_some() {
+            if new_rs.spec.replicas > 0 {
                 self.scale_rs(
                     d,
                     &Scale {
