@@ -376,9 +376,18 @@ fn blue_green_abort_is_final_for_its_template() {
     );
     let svc = sim.store.get("Service", "default/api").unwrap().unwrap();
     assert_eq!(svc.spec["selector"][POD_TEMPLATE_HASH_LABEL], v1_hash);
+    // Scaling while aborted scales the serving revision; the preview stays down.
+    let mut next = (*sim.store.get("Deployment", "default/api").unwrap().unwrap()).clone();
+    next.spec["replicas"] = json!(4);
+    sim.store.update(next).unwrap();
+    assert!(
+        sim.run_until(Duration::from_secs(600), |x| quiet(x)
+            && blue_green_aborted(x, "api", 4, "v2")),
+        "scaling an aborted rollout did not scale the serving revision alone"
+    );
     set_version(&sim, "api", "v3");
     assert!(
-        sim.run_until(Duration::from_secs(900), |x| complete(x, "api", 3, "v3")
+        sim.run_until(Duration::from_secs(900), |x| complete(x, "api", 4, "v3")
             && x.store.get("Service", "default/api").unwrap().unwrap().spec["selector"]
                 [POD_TEMPLATE_HASH_LABEL]
                 != v1_hash),
