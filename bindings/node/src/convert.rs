@@ -373,6 +373,25 @@ impl Key {
     }
 }
 
+/// An argument of a call into JS: JSON text (parsed there, as [`Parsed`]) or a boolean.
+pub enum JsArg {
+    Json(String),
+    Bool(bool),
+}
+
+impl napi::bindgen_prelude::ToNapiValue for JsArg {
+    unsafe fn to_napi_value(
+        env: napi::sys::napi_env,
+        val: Self,
+    ) -> napi::Result<napi::sys::napi_value> {
+        match val {
+            JsArg::Json(text) => json_parse(env, text),
+            // SAFETY: forwarded unchanged from napi-rs, which calls this with a live `env`.
+            JsArg::Bool(b) => unsafe { bool::to_napi_value(env, b) },
+        }
+    }
+}
+
 /// A JSON value returned to JS through `JSON.parse` of its serialized text rather than built
 /// property by property: V8's parser builds the object several times faster than one napi
 /// call per property, and, like every JSON value, a `"__proto__"` key becomes an own property.

@@ -40,19 +40,22 @@ use serde_json::{Value, json};
 
 use crate::asyncwork::spawn_wait;
 use crate::control::clear_exception;
-use crate::convert::{Parsed, opt_options, opt_seconds, opt_string, prop, string, type_name};
+use crate::convert::{
+    JsArg, Parsed, opt_options, opt_seconds, opt_string, prop, string, type_name,
+};
 use crate::errors::{R, guard, guard_promise, invalid};
 use crate::store::{Store, resource_version, selector};
 
-/// One event on its way from a core handler thread to the JS thread.
+/// One event on its way from a core handler thread to the JS thread, its objects already
+/// JSON text (made on the core thread, so the JS thread only parses it).
 enum Ev {
-    Add(Value, bool),
-    Update(Value, Value),
-    Delete(Value, bool),
+    Add(String, bool),
+    Update(String, String),
+    Delete(String, bool),
 }
 
 /// The dispatcher's arguments: `(0 add | 1 update | 2 delete, first, second)`.
-type DispatchArgs = FnArgs<(u32, Parsed, Parsed)>;
+type DispatchArgs = FnArgs<(u32, JsArg, JsArg)>;
 /// A registration's queue onto the JS thread: weak (never keeps the process alive), errors
 /// not passed to the callee.
 type EventFn = ThreadsafeFunction<Ev, (), DispatchArgs, Status, false, true>;
@@ -227,9 +230,9 @@ fn event_fn(env: &Env, hs: Handlers, flags: Arc<Flags>) -> R<EventFn> {
         .callee_handled::<false>()
         .build_callback(|c: napi::threadsafe_function::ThreadsafeCallContext<Ev>| {
             Ok(FnArgs::from(match c.value {
-                Ev::Add(o, initial) => (0, Parsed(o), Parsed(Value::Bool(initial))),
-                Ev::Update(old, new) => (1, Parsed(old), Parsed(new)),
-                Ev::Delete(o, unknown) => (2, Parsed(o), Parsed(Value::Bool(unknown))),
+                Ev::Add(o, initial) => (0, JsArg::Json(o), JsArg::Bool(initial)),
+                Ev::Update(old, new) => (1, JsArg::Json(old), JsArg::Json(new)),
+                Ev::Delete(o, unknown) => (2, JsArg::Json(o), JsArg::Bool(unknown)),
             }))
         })?)
 }
@@ -349,26 +352,40 @@ impl Informer {
                 // Never blocks: the queue is unbounded; a closing environment drops it.
                 let _ = t.call(ev, ThreadsafeFunctionCallMode::NonBlocking);
             };
+            // An object as JSON text; a failure (which the object model rules out) is
+            // counted like a handler's error and the event dropped.
+            let flags = Arc::clone(&self.st.flags);
+            let text = move |o: &floyd::Object| {
+                serde_json::to_string(o)
+                    .map_err(|e| flags.record(format!("serialize an event: {e}")))
+                    .ok()
+            };
             let on_add: Option<floyd::informer::OnAdd> = has_add.then(|| {
-                let t = Arc::clone(&tsfn);
+                let (t, text) = (Arc::clone(&tsfn), text.clone());
                 Arc::new(move |o: &Arc<floyd::Object>, initial: bool| {
-                    send(&t, Ev::Add(obj_json(o), initial))
+                    if let Some(o) = text(o) {
+                        send(&t, Ev::Add(o, initial))
+                    }
                 }) as floyd::informer::OnAdd
             });
             let on_update: Option<floyd::informer::OnUpdate> = has_update.then(|| {
-                let t = Arc::clone(&tsfn);
+                let (t, text) = (Arc::clone(&tsfn), text.clone());
                 Arc::new(move |old: &Arc<floyd::Object>, new: &Arc<floyd::Object>| {
-                    send(&t, Ev::Update(obj_json(old), obj_json(new)))
+                    if let (Some(old), Some(new)) = (text(old), text(new)) {
+                        send(&t, Ev::Update(old, new))
+                    }
                 }) as floyd::informer::OnUpdate
             });
             let on_delete: Option<floyd::informer::OnDelete> = has_delete.then(|| {
-                let t = Arc::clone(&tsfn);
+                let (t, text) = (Arc::clone(&tsfn), text.clone());
                 Arc::new(move |o: &Arc<floyd::Object>, unknown: bool| {
-                    let mut v = obj_json(o);
-                    if unknown && let Value::Object(m) = &mut v {
-                        m.insert("finalStateUnknown".into(), Value::Bool(true));
+                    let Some(mut o) = text(o) else { return };
+                    if unknown {
+                        // The object's text is `{"kind":…}`: the flag goes first, where the
+                        // sorted keys of a JSON value would put it too.
+                        o.insert_str(1, "\"finalStateUnknown\":true,");
                     }
-                    send(&t, Ev::Delete(v, unknown))
+                    send(&t, Ev::Delete(o, unknown))
                 }) as floyd::informer::OnDelete
             });
             drop(tsfn);
