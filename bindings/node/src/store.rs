@@ -50,8 +50,6 @@ fn parse_object(v: Option<Unknown<'_>>) -> R<floyd::Object> {
     Ok(floyd::Object::from_json_value(value)?)
 }
 
-/// An object from `floyd.js`'s JSON text; `None` if the text is not a JSON object within
-/// the conversion bound (the caller falls back to the walk, which reports the problem).
 /// Stored objects as the text of a JSON array (for `floyd.js`, which parses it in JS).
 pub(crate) fn objs_text(objs: &[Arc<floyd::Object>]) -> R<String> {
     let mut out = Vec::with_capacity(objs.len() * 256 + 2);
@@ -75,6 +73,8 @@ pub(crate) fn obj_text(o: &floyd::Object) -> R<String> {
         .map_err(|e| napi::Error::from_reason(format!("serialize a result: {e}")).into())
 }
 
+/// An object from `floyd.js`'s JSON text; `None` if the text is not a JSON object within
+/// the conversion bound (the caller falls back to the walk, which reports the problem).
 fn parse_object_text(text: Option<Unknown<'_>>) -> R<Option<floyd::Object>> {
     let text = string(text, "object")?;
     if text.len() > convert::MAX_CONVERT_BYTES {
