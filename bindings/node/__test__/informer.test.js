@@ -335,14 +335,14 @@ test('K15: a delete found by a relist reaches onDelete once, as the last known o
   s.delete(kind, 'default/o5')
   s.update({ ...s.get(kind, 'default/o1'), spec: { size: 2 } })
   assert.equal(await inf.waitForVersion(s.resourceVersion(), 10), true)
-  await until(() => deletesOf('default/o5').length === 1, 'the watched delete')
+  await until(() => deletesOf('default/o5').length === 1, 'the watched delete', 10000)
   const known = Object.fromEntries(['default/o0', 'default/o1', 'default/o3'].map((k) => [k, inf.get(k)]))
   assert.equal(known['default/o1'].spec.size, 2)
 
   let before
   try {
     s.create(widget('gate'))
-    await until(() => gate.reached(), 'the reflector at the gate')
+    await until(() => gate.reached(), 'the reflector at the gate', 10000)
     before = inf.lastSyncedVersion()
     filler(40) // past the reflector's segment: these events are compacted away unseen
     s.update({ ...s.get(kind, 'default/o0'), spec: { size: 3 } }) // never seen by the informer
@@ -360,10 +360,10 @@ test('K15: a delete found by a relist reaches onDelete once, as the last known o
   } finally {
     gate.open()
   }
-  await until(() => inf.stats().lists === 2 && inf.lastSyncedVersion() >= s.resourceVersion(), 'one relist')
+  await until(() => inf.stats().lists === 2 && inf.lastSyncedVersion() >= s.resourceVersion(), 'one relist', 10000)
   // A watched delete after the relist: the handler has seen everything before it.
   s.delete(kind, 'default/o4')
-  await until(() => deletesOf('default/o4').length === 1, 'the delete after the relist')
+  await until(() => deletesOf('default/o4').length === 1, 'the delete after the relist', 10000)
 
   const st = inf.stats()
   assert.equal(st.expired, 1, JSON.stringify(st))
