@@ -416,9 +416,7 @@ impl napi::bindgen_prelude::ToNapiValue for Parsed {
             // SAFETY: forwarded unchanged from napi-rs, which calls this with a live `env`.
             return unsafe { Value::to_napi_value(env, val.0) };
         }
-        let text = serde_json::to_string(&val.0)
-            .map_err(|e| napi::Error::from_reason(format!("serialize a result: {e}")))?;
-        json_parse(env, text)
+        json_parse(env, text_of(&val.0)?)
     }
 }
 
@@ -444,10 +442,26 @@ impl napi::bindgen_prelude::ToNapiValue for ParsedObject {
             // SAFETY: forwarded unchanged from napi-rs, which calls this with a live `env`.
             return unsafe { Value::to_napi_value(env, Value::Null) };
         };
-        let text = serde_json::to_string(&*o)
-            .map_err(|e| napi::Error::from_reason(format!("serialize a result: {e}")))?;
-        json_parse(env, text)
+        json_parse(env, text_of(&*o)?)
     }
+}
+
+/// `value` as JSON text.
+fn text_of<T: serde::Serialize + ?Sized>(value: &T) -> napi::Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| napi::Error::from_reason(format!("serialize a result: {e}")))
+}
+
+/// A stored object as JSON text (for `floyd.js`, which parses it in JS).
+pub fn obj_text(o: &floyd::Object) -> R<String> {
+    Ok(text_of(o)?)
+}
+
+/// Stored objects as the text of a JSON array (for `floyd.js`, which parses it in JS).
+pub fn objs_text(objs: &[std::sync::Arc<floyd::Object>]) -> R<String> {
+    Ok(text_of(
+        &objs.iter().map(|o| &**o).collect::<Vec<&floyd::Object>>(),
+    )?)
 }
 
 type JsonParse = napi::bindgen_prelude::FunctionRef<String, Unknown<'static>>;

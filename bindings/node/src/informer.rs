@@ -587,7 +587,7 @@ impl Informer {
             self.st
                 .inf
                 .get(&key)?
-                .map(|o| crate::store::obj_text(&o))
+                .map(|o| crate::convert::obj_text(&o))
                 .transpose()
         })
     }
@@ -606,7 +606,7 @@ impl Informer {
     #[napi(catch_unwind, js_name = "_listJson", skip_typescript)]
     pub fn list_json(&self, env: Env, options: Option<Unknown<'_>>) -> napi::Result<String> {
         guard(&env, || {
-            crate::store::objs_text(&self.list_objects(options)?)
+            crate::convert::objs_text(&self.list_objects(options)?)
         })
     }
 
@@ -619,7 +619,7 @@ impl Informer {
         value: Option<Unknown<'_>>,
     ) -> napi::Result<String> {
         guard(&env, || {
-            crate::store::objs_text(&self.by_index_objects(name, value)?)
+            crate::convert::objs_text(&self.by_index_objects(name, value)?)
         })
     }
 

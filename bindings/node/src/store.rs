@@ -19,7 +19,9 @@ use napi_derive::napi;
 use serde_json::{Value, json};
 
 use crate::asyncwork::{spawn_job, spawn_wait};
-use crate::convert::{self, integer, opt_options, opt_seconds, opt_string, prop, string};
+use crate::convert::{
+    self, integer, obj_text, objs_text, opt_options, opt_seconds, opt_string, prop, string,
+};
 use crate::errors::{R, guard, guard_promise, invalid};
 
 /// How long a waiting `Watch.next()` sleeps in the log before it looks whether its watch
@@ -48,29 +50,6 @@ fn event_json(e: &floyd::WatchEvent) -> Value {
 fn parse_object(v: Option<Unknown<'_>>) -> R<floyd::Object> {
     let value = convert::json_object(v, "object")?;
     Ok(floyd::Object::from_json_value(value)?)
-}
-
-/// Stored objects as the text of a JSON array (for `floyd.js`, which parses it in JS).
-pub(crate) fn objs_text(objs: &[Arc<floyd::Object>]) -> R<String> {
-    let mut out = Vec::with_capacity(objs.len() * 256 + 2);
-    out.push(b'[');
-    for (i, o) in objs.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut out, &**o)
-            .map_err(|e| napi::Error::from_reason(format!("serialize a result: {e}")))?;
-    }
-    out.push(b']');
-    // serde_json writes UTF-8 only.
-    String::from_utf8(out)
-        .map_err(|e| napi::Error::from_reason(format!("serialize a result: {e}")).into())
-}
-
-/// A stored object as JSON text (for `floyd.js`, which parses it in JS).
-pub(crate) fn obj_text(o: &floyd::Object) -> R<String> {
-    serde_json::to_string(o)
-        .map_err(|e| napi::Error::from_reason(format!("serialize a result: {e}")).into())
 }
 
 /// An object from `floyd.js`'s JSON text; `None` if the text is not a JSON object within
